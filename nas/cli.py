@@ -1,0 +1,216 @@
+"""`nas`: run and inspect distillation-aware architecture searches."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help=__doc__ + "\n\nA job spec (YAML) says which teacher, dataset, search space, objectives, latency "
+                  "settings and budgets to use; see examples/.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+
+STORAGE_HELP = "Database URL (default: $NAS_STORAGE, else sqlite under $NAS_HOME or ./.nas/)."
+
+
+def _user_error(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+def _store(storage: str | None):
+    from nas.store import Store, StoreError
+
+    try:
+        return Store(storage or os.environ.get("NAS_STORAGE") or None)
+    except StoreError as exc:
+        _user_error(exc)
+
+
+@app.command()
+def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
+        storage: Optional[str] = typer.Option(None, help="Override the spec's storage URL."),
+        address: Optional[str] = typer.Option(None, help="Ray cluster address to join (default: start Ray locally)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
+    """Validate SPEC_FILE, run the job to completion and print its Pareto front."""
+    from nas.pipeline import prepare, run_job
+    from nas.spec import SpecError, load_spec
+    from nas.store import StoreError
+
+    try:
+        spec = load_spec(spec_file)
+        if storage:
+            spec = spec.model_copy(update={"storage": storage})
+        prepare(spec)  # all input errors surface before the store is opened or written
+        store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
+        job_id = run_job(spec, store, progress=not quiet, ray_address=address)
+    except (SpecError, StoreError) as exc:
+        _user_error(exc)
+    _print_front(store, job_id, as_json=False)
+
+
+@app.command()
+def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+           address: Optional[str] = typer.Option(None, help="Ray cluster address to join.")):
+    """Continue a job that was interrupted: RUNNING trials go back to the queue, finished ones are kept."""
+    from nas.pipeline import resume_job
+    from nas.spec import SpecError
+
+    store = _store(storage)
+    try:
+        resume_job(store, job, ray_address=address)
+    except SpecError as exc:
+        _user_error(exc)
+    _print_front(store, job, as_json=False)
+
+
+@app.command()
+def jobs(storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
+    """List jobs with status, stage and completed trials."""
+    store = _store(storage)
+    rows = store.list_jobs()
+    if not rows:
+        typer.echo(f"no jobs in {store.url}")
+        return
+    typer.echo(f"{'id':>4}  {'name':<24} {'status':<10} {'stage':<8} {'trials':>6}  created")
+    for j in rows:
+        typer.echo(f"{j['id']:>4}  {j['name'][:24]:<24} {j['status']:<10} {str(j['stage'] or ''):<8} "
+                   f"{j['trials_complete']:>6}  {j['created_at']:%Y-%m-%d %H:%M:%S}")
+
+
+@app.command()
+def status(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
+    """One job's status, stage, error and trial counts by state."""
+    store = _store(storage)
+    j = store.get_job(job)
+    if j is None:
+        _user_error(Exception(f"JOB: no job {job} in {store.url}"))
+    counts: dict[str, int] = {}
+    for t in store.trials(job):
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    typer.echo(f"job {job} {j['name']!r}: {j['status']} (stage {j['stage']}); trials {counts}")
+    if j["error"]:
+        typer.echo(f"error: {j['error']}")
+
+
+@app.command()
+def trials(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")):
+    """Every trial of JOB: kind, state, shape, dev metric, latency."""
+    from nas.store.store import metric_value
+
+    store = _store(storage)
+    if store.get_job(job) is None:
+        _user_error(Exception(f"JOB: no job {job} in {store.url}"))
+    for t in store.trials(job):
+        lat = t["latency"][-1] if t["latency"] else None
+        row = {"trial": t["number"], "kind": t["kind"], "state": t["state"], "shape": t["config"].get("shape"),
+               "dev_accuracy": metric_value(t, "accuracy", "dev"), "p50_ms": lat["p50_ms"] if lat else None,
+               "error": (t["error"] or "").splitlines()[0] if t["error"] else None}
+        if as_json:
+            typer.echo(json.dumps(row))
+        else:
+            s = row["shape"] or {}
+            acc = f"{row['dev_accuracy']:.4f}" if row["dev_accuracy"] is not None else "-"
+            p50 = f"{row['p50_ms']:.3f}" if row["p50_ms"] is not None else "-"
+            typer.echo(f"{row['trial']:>4} {row['kind']:<8} {row['state']:<9} L{s.get('layers')}/H{s.get('hidden')}/"
+                       f"A{s.get('heads')}/F{s.get('ffn')}  acc {acc}  p50 {p50} ms  {row['error'] or ''}")
+
+
+@app.command()
+def pareto(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+           as_json: bool = typer.Option(False, "--json", help="Print the front as JSON.")):
+    """The Pareto front of JOB (dev metric up, measured latency down), with the teacher as reference."""
+    from nas.spec import SpecError
+
+    store = _store(storage)
+    try:
+        _print_front(store, job, as_json)
+    except SpecError as exc:
+        _user_error(exc)
+
+
+def _print_front(store, job_id: int, as_json: bool) -> None:
+    from nas.pipeline import front_rows
+
+    f = front_rows(store, job_id)
+    if as_json:
+        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "front", "hypervolume", "fingerprint")},
+                              default=str))
+        return
+    t = f["teacher"]
+    fp = f["fingerprint"] or {}
+    typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency "
+               f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
+    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<18} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10}")
+    if t:
+        typer.echo(f"{'T':>5}  {_shape(t['shape']):<18} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
+                   f"{1.0:>7.1f}x {int(t['params']):>10,}  (teacher)")
+    for r in f["front"]:
+        typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
+                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,}")
+    n_all = len(f["rows"])
+    hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
+    typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {hv} "
+               f"(reference: {f['metric']} 0, teacher latency)")
+    if f["front"]:
+        best = max(f["front"], key=lambda r: r["metric"])
+        typer.echo(f"export the most accurate: nas export {job_id} --trial {best['trial']} --out DIR")
+
+
+def _shape(s: dict | None) -> str:
+    s = s or {}
+    return f"{s.get('layers')}/{s.get('hidden')}/{s.get('heads')}/{s.get('ffn')}"
+
+
+@app.command()
+def export(job: int = typer.Argument(..., help="Job id."), trial: int = typer.Option(..., help="Trial number."),
+           out: str = typer.Option(..., help="Directory to create (must be empty or absent)."),
+           storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
+    """Export a trial: DIR/config.yaml, DIR/model (save_pretrained + tokenizer), DIR/README.md."""
+    from nas.export import export_trial
+    from nas.spec import SpecError
+
+    store = _store(storage)
+    try:
+        path = export_trial(store, job, trial, out)
+    except SpecError as exc:
+        _user_error(exc)
+    typer.echo(f"exported job {job} trial {trial} to {path}")
+    typer.echo(f"load it with AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
+
+
+@app.command()
+def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")):
+    """Check a spec (and its search space and dataset) without running anything."""
+    from nas.pipeline import prepare
+    from nas.spec import SpecError, load_spec
+
+    try:
+        prep = prepare(load_spec(spec_file))
+    except SpecError as exc:
+        _user_error(exc)
+    typer.echo(f"ok: {prep.spec.name}: {len(prep.dataset.labels)} rows, {prep.dataset.num_labels} classes")
+
+
+@app.command()
+def dashboard(port: int = typer.Option(8501, help="Port."), host: str = typer.Option("127.0.0.1", help="Address to bind."),
+              storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
+    """Start the Streamlit dashboard (read-only view of the store)."""
+    import pathlib
+    import subprocess
+
+    app_path = pathlib.Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    env = dict(os.environ)
+    if storage:
+        env["NAS_STORAGE"] = storage
+    sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
+                              "--server.port", str(port), "--server.headless", "true",
+                              "--browser.gatherUsageStats", "false"], env=env))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,75 @@
+"""Winner -> a directory a user can deploy: config.yaml (shape, distillation settings, measured figures, provenance), a
+`save_pretrained` model with its tokenizer, and a short model card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+import shutil
+
+import yaml
+
+from nas import __version__
+from nas.spec import SpecError
+from nas.store.store import Store, metric_value
+
+
+def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pathlib.Path) -> pathlib.Path:
+    job = store.get_job(job_id)
+    if job is None:
+        raise SpecError("JOB", f"no job {job_id} in {store.url}")
+    trial = store.get_trial_by_number(job_id, trial_number)
+    if trial is None:
+        raise SpecError("--trial", f"job {job_id} has no trial {trial_number}")
+    if trial["state"] != "COMPLETE":
+        raise SpecError("--trial", f"trial {trial_number} is {trial['state']}, only COMPLETE trials can be exported")
+    models = [a["path"] for a in trial["artefacts"] if a["kind"] in ("model", "teacher")]
+    if not models or not pathlib.Path(models[-1]).is_dir():
+        raise SpecError("--trial", f"trial {trial_number} has no saved model on this machine")
+    out = pathlib.Path(out_dir).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SpecError("--out", f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(models[-1], out / "model")
+    spec = job["spec"]
+    lat = trial["latency"][-1] if trial["latency"] else None
+    card = {
+        "job": {"id": job_id, "name": job["name"], "storage": _safe_url(store.url)},
+        "trial": {"number": trial_number, "kind": trial["kind"], "state": trial["state"]},
+        "shape": trial["config"].get("shape"),
+        "distillation": trial["config"].get("distill"),
+        "training_steps": trial["config"].get("steps"),
+        "metrics": [{k: m[k] for k in ("name", "value", "split", "source")} for m in trial["metrics"]],
+        "latency": None if lat is None else {k: lat[k] for k in ("device", "runtime", "dtype", "batch", "seq_len", "threads",
+                                                                  "n", "p50_ms", "p90_ms", "mean_ms", "cv", "fingerprint")},
+        "provenance": {"teacher": spec["teacher"], "dataset": spec["dataset"], "task": spec["task"], "seed": spec["seed"],
+                       "max_seq_len": spec["budgets"]["max_seq_len"], "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                       "nas_version": __version__},
+        "spec": spec,
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    (out / "README.md").write_text(_model_card(card, trial))
+    return out
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _model_card(card: dict, trial: dict) -> str:
+    acc = metric_value(trial, "accuracy", "dev")
+    lat = card["latency"] or {}
+    s = card["shape"] or {}
+    return (
+        f"# Distilled student: job {card['job']['id']} trial {card['trial']['number']}\n\n"
+        f"Shape: {s.get('layers')} layers, hidden {s.get('hidden')}, {s.get('heads')} heads, FFN {s.get('ffn')}.\n\n"
+        f"Dev accuracy {acc:.4f}; p50 {lat.get('p50_ms', float('nan')):.3f} ms, p90 {lat.get('p90_ms', float('nan')):.3f} ms "
+        f"({lat.get('device')}, {lat.get('dtype')}, batch {lat.get('batch')}, seq {lat.get('seq_len')}, "
+        f"{lat.get('threads')} threads) on {lat.get('fingerprint', {}).get('cpu')}.\n\n"
+        "```python\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        "model = AutoModelForSequenceClassification.from_pretrained('model')\n"
+        "tokenizer = AutoTokenizer.from_pretrained('model')\n```\n\n"
+        f"Teacher: {card['provenance']['teacher']}; dataset: {card['provenance']['dataset']}; see config.yaml for everything.\n"
+    )

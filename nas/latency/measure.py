@@ -1,0 +1,185 @@
+"""Latency is a measurement: warm-up, then timed runs until the median is known to within `rel_ci` (or a cap), with the
+device fingerprint that says where it was taken.
+
+CPU: a fixed thread count, `torch.inference_mode`, `perf_counter_ns`. CUDA: CUDA events after synchronisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class LatencySettings:
+    device: str = "cpu"
+    runtime: str = "eager"
+    dtype: str = "fp32"
+    batch: int = 1
+    seq_len: int = 128
+    threads: int = 2
+    warmup: int = 10
+    min_runs: int = 20
+    max_runs: int = 200
+    rel_ci: float = 0.02
+
+    def cache_settings(self) -> dict:
+        return {"runtime": self.runtime, "dtype": self.dtype, "batch": self.batch, "seq_len": self.seq_len, "threads": self.threads}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _cpu_model() -> tuple[str, list[str]]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), platform.processor())
+        flags_line = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
+        keep = [f for f in flags_line if f.startswith(("avx", "amx", "sse4", "fma", "f16c"))]
+        return model, sorted(keep)
+    except OSError:
+        return platform.processor() or platform.machine(), []
+
+
+def device_fingerprint(device: str = "cpu", threads: int | None = None) -> dict:
+    """Where a measurement was taken: everything that changes a latency across machines."""
+    model, flags = _cpu_model()
+    fp = {
+        "cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+        "machine": platform.machine(), "torch": torch.__version__, "device": device,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        fp.update({"gpu": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+                   "driver": _nvidia_driver()})
+    try:
+        import onnxruntime  # noqa: F401
+
+        fp["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return fp
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import subprocess
+
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def fingerprint_id(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dummy_inputs(batch: int, seq_len: int, vocab: int = 30522, device: str = "cpu") -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, min(vocab, 29000), (batch, seq_len), generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "token_type_ids": torch.zeros_like(ids).to(device)}
+
+
+def median_ci_halfwidth(samples: list[float]) -> float:
+    """Half-width of a ~95% distribution-free confidence interval of the median (order statistics)."""
+    n = len(samples)
+    if n < 5:
+        return float("inf")
+    s = sorted(samples)
+    k = int(np.floor((n - 1.96 * np.sqrt(n)) / 2))
+    lo, hi = s[max(0, k)], s[min(n - 1, n - 1 - k)]
+    return (hi - lo) / 2
+
+
+def timed_runs(run_once, settings: LatencySettings, sync=None) -> list[float]:
+    """Run `run_once` until the median's CI half-width is within rel_ci of the median, or max_runs; milliseconds."""
+    for _ in range(settings.warmup):
+        run_once()
+    if sync:
+        sync()
+    samples: list[float] = []
+    while len(samples) < settings.max_runs:
+        t0 = time.perf_counter_ns()
+        run_once()
+        if sync:
+            sync()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if len(samples) >= settings.min_runs and len(samples) % 5 == 0:
+            med = statistics.median(samples)
+            if median_ci_halfwidth(samples) <= settings.rel_ci * med:
+                break
+    return samples
+
+
+def summarise(samples: list[float]) -> dict:
+    arr = np.asarray(samples)
+    mean = float(arr.mean())
+    return {"n": len(samples), "p50_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)), "mean_ms": mean,
+            "cv": float(arr.std(ddof=1) / mean) if len(arr) > 1 and mean > 0 else 0.0}
+
+
+def measure_latency(model: torch.nn.Module, settings: LatencySettings) -> dict:
+    """One measurement row (without trial/config keys): fingerprint, settings, n, p50, p90, mean, CV."""
+    device = resolve_device(settings.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("latency.device is cuda but no CUDA device is visible")
+    prev_threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(settings.threads)
+    try:
+        model = model.eval().to(device)
+        if device == "cuda" and settings.dtype in ("fp16", "bf16"):
+            model = model.to(torch.float16 if settings.dtype == "fp16" else torch.bfloat16)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 30522)
+        inputs = dummy_inputs(settings.batch, settings.seq_len, vocab, device)
+        with torch.inference_mode():
+            if device == "cuda":
+                samples = _cuda_runs(model, inputs, settings)
+            else:
+                samples = timed_runs(lambda: model(**inputs), settings)
+    finally:
+        torch.set_num_threads(prev_threads)
+    fp = device_fingerprint(device, settings.threads if device == "cpu" else None)
+    return {"fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "device": device, "runtime": settings.runtime,
+            "dtype": settings.dtype, "batch": settings.batch, "seq_len": settings.seq_len, "threads": settings.threads,
+            "warmup": settings.warmup, **summarise(samples)}
+
+
+def _cuda_runs(model, inputs, settings: LatencySettings) -> list[float]:
+    for _ in range(settings.warmup):
+        model(**inputs)
+    torch.cuda.synchronize()
+    samples: list[float] = []
+    while len(samples) < settings.max_runs:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(**inputs)
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end))
+        if len(samples) >= settings.min_runs and len(samples) % 5 == 0:
+            if median_ci_halfwidth(samples) <= settings.rel_ci * statistics.median(samples):
+                break
+    return samples
+
+
+def settings_from_spec(lat) -> LatencySettings:
+    d = lat.model_dump() if hasattr(lat, "model_dump") else dict(lat)
+    return LatencySettings(**{k: v for k, v in d.items() if k in LatencySettings.__dataclass_fields__})
+
+
+__all__ = ["LatencySettings", "measure_latency", "device_fingerprint", "fingerprint_id", "settings_from_spec", "asdict"]

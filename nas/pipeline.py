@@ -1,0 +1,249 @@
+"""A job is its stages in order: teacher -> search -> front. Each stage starts from what the store already holds, so
+`nas resume JOB` continues a killed job, losing at most the trials that were running."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from nas.data import Dataset, load_dataset, split_indices, stratified_sample, tokenize
+from nas.spec import JobSpec, SearchSpace, SpecError, load_search_space, parse_spec
+from nas.store.store import Store, metric_value, nas_home
+
+
+@dataclass
+class Prepared:
+    spec: JobSpec
+    teacher_config: dict
+    space: SearchSpace
+    dataset: Dataset
+
+
+def prepare(spec: JobSpec) -> Prepared:
+    """Everything that can be wrong with the user's input is found here, before the store is touched."""
+    from nas.teacher import teacher_config
+
+    tcfg = teacher_config(spec.teacher)
+    space = load_search_space(spec.search_space, tcfg)
+    lat = spec.latency
+    if lat.dtype in ("fp16", "bf16") and lat.device == "cpu":
+        raise SpecError("latency.dtype", f"{lat.dtype} is measured on device cuda; found device cpu (use fp32)")
+    if lat.dtype == "int8":
+        raise SpecError("latency.dtype", "int8 measurement is not available yet (planned with the latency protocol); use fp32")
+    if lat.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpecError("latency.device", "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
+    if lat.seq_len > tcfg.get("max_position_embeddings", 512) or spec.budgets.max_seq_len > tcfg.get("max_position_embeddings", 512):
+        raise SpecError("budgets.max_seq_len", f"longer than the teacher's {tcfg.get('max_position_embeddings')} positions")
+    ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    return Prepared(spec, tcfg, space, ds)
+
+
+def open_store(spec: JobSpec) -> Store:
+    return Store(spec.storage)
+
+
+def submit(spec: JobSpec, store: Store, status: str = "QUEUED") -> int:
+    prepare(spec)
+    return store.create_job(spec.name, spec.model_dump(mode="json"), status=status)
+
+
+def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callable[[str], None] = print,
+            progress: bool = True, ray_address: str | None = None) -> int:
+    """Validate, create the job (unless resuming `job_id`), run every stage. Returns the job id."""
+    prep = prepare(spec)
+    if job_id is None:
+        job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
+        store.set_job_status(job_id, "RUNNING", stage="teacher")
+    else:
+        reset = store.reset_unfinished_trials(job_id)
+        if reset:
+            log(f"job {job_id}: {reset} interrupted trial(s) go back to the queue")
+        store.set_job_status(job_id, "RUNNING")
+    try:
+        ctx = _teacher_stage(prep, store, job_id, log)
+        _search_stage(prep, store, job_id, ctx, log, progress, ray_address)
+        store.set_job_status(job_id, "COMPLETE", stage="done")
+    except KeyboardInterrupt:
+        store.set_job_status(job_id, "FAILED", error="interrupted by the user; `nas resume` continues it")
+        raise
+    except Exception as exc:
+        store.set_job_status(job_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return job_id
+
+
+def resume_job(store: Store, job_id: int, log=print, progress: bool = True, ray_address: str | None = None) -> int:
+    job = store.get_job(job_id)
+    if job is None:
+        raise SpecError("JOB", f"no job {job_id} in {store.url}")
+    spec = parse_spec(job["spec"])
+    return run_job(spec, store, job_id=job_id, log=log, progress=progress, ray_address=ray_address)
+
+
+# -- stages -------------------------------------------------------------------------------------------------------------
+def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from nas.latency.measure import measure_latency, settings_from_spec
+    from nas.supernet import Shape, count_parameters
+    from nas.teacher import load_teacher, prepare_teacher, teacher_path
+
+    hf_logging.set_verbosity_error()
+    spec, ds = prep.spec, prep.dataset
+    store.set_job_stage(job_id, "teacher")
+    tok = AutoTokenizer.from_pretrained(teacher_path(spec.teacher))
+    tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
+    splits = split_indices(ds.labels, spec.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    info = prepare_teacher(spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs,
+                           spec.budgets.max_seq_len, log=log)
+    existing = store.trials(job_id, kind="teacher", state="COMPLETE")
+    if not existing:
+        teacher = load_teacher(info)
+        shape = Shape.of_config(teacher.config)
+        t = store.add_trial(job_id, "teacher", {"shape": shape.as_dict(), "source": info["source"], "dir": info["dir"],
+                                               "fine_tuned": info["fine_tuned"]}, state="RUNNING")
+        store.start_trial(t["id"])
+        for split in ("dev", "test"):
+            for name, value in info[split].items():
+                store.add_metric(t["id"], name, value, split, "final")
+        store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
+        lat = measure_latency(teacher, settings_from_spec(spec.latency))
+        store.add_latency(t["id"], "teacher:" + shape.key, lat)
+        store.add_artefact(job_id, t["id"], "teacher", info["dir"])
+        store.finish_trial(t["id"], "COMPLETE")
+        log(f"teacher: dev accuracy {info['dev']['accuracy']:.4f}, test {info['test']['accuracy']:.4f}, "
+            f"p50 {lat['p50_ms']:.2f} ms ({lat['device']}, batch {lat['batch']}, seq {lat['seq_len']})")
+    train_idx = splits["train"]
+    if spec.budgets.data_fraction < 1:
+        sub = stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)
+        train_idx = train_idx[sub]
+    tokens_path = _tokens_file(tensors, ds, spec)
+    return {"teacher": info, "tokens_path": str(tokens_path), "train_idx": train_idx.tolist(),
+            "dev_idx": splits["dev"].tolist(), "labels": ds.labels.tolist()}
+
+
+def _tokens_file(tensors, ds: Dataset, spec: JobSpec) -> pathlib.Path:
+    import torch
+
+    from nas.data import cache_dir
+
+    path = cache_dir() / "tokens" / f"job-{ds.fingerprint()}-{spec.budgets.max_seq_len}.pt"
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        torch.save(tensors, tmp)
+        tmp.replace(path)
+    return path
+
+
+def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool, ray_address) -> None:
+    from nas.distill import steps_for
+    from nas.runtime import init_ray, run_trials
+    from nas.search.strategies import make_strategy
+    from nas.supernet import Shape
+    from nas.trials import run_student_trial
+
+    spec = prep.spec
+    store.set_job_stage(job_id, "search")
+    students = store.trials(job_id, kind="student")
+    strategy = make_strategy(spec.search.strategy, prep.space.student, spec.seed)
+    for t in students:
+        strategy.tell(Shape.from_dict(t["config"]["shape"]), {})
+    missing = spec.budgets.trials - len(students)
+    if missing > 0:
+        distill_cfg = prep.space.distill.model_dump()
+        steps = steps_for(len(ctx["train_idx"]), distill_cfg["batch_size"], spec.budgets.epochs, spec.budgets.steps)
+        for shape in strategy.ask(missing):
+            store.add_trial(job_id, "student", {"shape": shape.as_dict(), "distill": distill_cfg, "steps": steps,
+                                                "strategy": spec.search.strategy})
+    waiting = [t for t in store.trials(job_id, kind="student") if t["state"] == "WAITING"]
+    if not waiting:
+        return
+    init_ray(ray_address)
+    cpus = max(1, (os.cpu_count() or 1) // spec.budgets.max_concurrent)
+    context = {
+        **ctx, "storage": store.url, "seed": spec.seed, "train_threads": cpus,
+        "latency": spec.latency.model_dump(), "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"),
+        "nan_trial_numbers": [int(x) for x in os.environ.get("NAS_INJECT_NAN_TRIALS", "").split(",") if x.strip()],
+    }
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(waiting), desc=f"job {job_id} trials", unit="trial", disable=not progress)
+
+    def on_result(result: dict) -> None:
+        bar.update(1)
+        if result.get("state") == "COMPLETE":
+            bar.set_postfix(last=f"#{result['trial_number']} acc {result.get('accuracy', float('nan')):.3f} "
+                                 f"{result.get('p50_ms', float('nan')):.2f}ms")
+        else:
+            bar.write(f"trial {result.get('trial_number')} failed: {result.get('error')}")
+
+    run_trials(run_student_trial, [t["id"] for t in waiting], context, nas_home() / "ray_results", cpus,
+               spec.budgets.max_concurrent, f"job-{job_id}", on_result)
+    bar.close()
+    # a trial whose worker died without reporting stays RUNNING in the store; it is retried by `nas resume`
+    for t in store.trials(job_id, kind="student", state="RUNNING"):
+        store.finish_trial(t["id"], "FAILED", error="the Ray worker ended without reporting a result")
+
+
+# -- reading results ----------------------------------------------------------------------------------------------------
+def front_rows(store: Store, job_id: int) -> dict:
+    """Teacher, students and the Pareto front of a job, comparable rows only (same fingerprint and settings as the
+    teacher's measurement)."""
+    from nas.search.pareto import hypervolume, pareto_front
+
+    job = store.get_job(job_id)
+    if job is None:
+        raise SpecError("JOB", f"no job {job_id} in {store.url}")
+    spec = job["spec"]
+    metric = spec["objectives"]["metric"]
+    pct = spec["objectives"]["latency"]
+    use_size = spec["objectives"].get("size", False)
+    teacher = next(iter(store.trials(job_id, kind="teacher", state="COMPLETE")), None)
+    rows = []
+    t_lat = teacher["latency"][-1] if teacher and teacher["latency"] else None
+    for t in store.trials(job_id, kind="student", state="COMPLETE"):
+        if not t["latency"]:
+            continue
+        lat = t["latency"][-1]
+        if t_lat and (lat["fingerprint_id"], lat["batch"], lat["seq_len"], lat["dtype"], lat["runtime"]) != (
+                t_lat["fingerprint_id"], t_lat["batch"], t_lat["seq_len"], t_lat["dtype"], t_lat["runtime"]):
+            continue  # never mix measurements taken elsewhere or otherwise
+        rows.append(_row(t, metric, pct, lat, t_lat))
+    objs = [[r["metric"], r["latency_ms"]] + ([r["params"]] if use_size else []) for r in rows]
+    maximize = [True, False] + ([False] if use_size else [])
+    front = pareto_front(objs, maximize) if rows else []
+    for i, r in enumerate(rows):
+        r["on_front"] = i in front
+    t_row = _row(teacher, metric, pct, t_lat, t_lat) if teacher and t_lat else None
+    hv = None
+    if t_row and rows:
+        ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
+        hv = hypervolume([objs[i] for i in front], ref, maximize)
+    return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "rows": rows,
+            "front": sorted((rows[i] for i in front), key=lambda r: r["latency_ms"]), "hypervolume": hv,
+            "fingerprint": t_lat["fingerprint"] if t_lat else None}
+
+
+def _row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None) -> dict:
+    lat_ms = lat["p50_ms"] if pct == "p50" else lat["p90_ms"]
+    t_ms = (t_lat["p50_ms"] if pct == "p50" else t_lat["p90_ms"]) if t_lat else None
+    return {
+        "trial": t["number"], "kind": t["kind"], "shape": t["config"].get("shape"), "metric": metric_value(t, metric, "dev"),
+        "source": "final" if metric_value(t, metric, "dev", "final") is not None else "proxy",
+        "test_metric": metric_value(t, metric, "test"), "latency_ms": lat_ms, "p50_ms": lat["p50_ms"],
+        "p90_ms": lat["p90_ms"], "cv": lat["cv"], "params": metric_value(t, "params", "dev") or 0,
+        "speedup": (t_ms / lat_ms) if t_ms and lat_ms else None,
+    }
+
+
+__all__ = ["prepare", "run_job", "resume_job", "front_rows", "submit", "open_store", "np"]

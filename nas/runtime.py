@@ -1,0 +1,50 @@
+"""Ray: start or join a cluster, run trials as Ray Tune trials."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Callable
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Local Ray bound to 127.0.0.1 by default; `address` joins an existing cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", configure_logging=True, logging_level="ERROR")
+
+
+def run_trials(fn: Callable[[dict], dict], trial_ids: list[int], context: dict, storage_path: pathlib.Path,
+               cpus_per_trial: int, max_concurrent: int, name: str,
+               on_result: Callable[[dict], None] | None = None) -> None:
+    """One Ray Tune trial per store trial id; `fn(config)` gets {"trial_id", **context} and reports its result dict.
+    Failures are recorded in the store by `fn` itself; Tune's own error handling only covers a crashed worker."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if on_result:
+                on_result(result)
+
+    def trainable(config: dict) -> None:
+        tune.report(fn(config))
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable), {"cpu": cpus_per_trial}),
+        param_space={"trial_id": tune.grid_search(trial_ids), **context},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0, callbacks=[_Progress()],
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    tuner.fit()

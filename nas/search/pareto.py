@@ -1,0 +1,85 @@
+"""Non-dominated sets and hypervolume. Objectives are given with a direction; internally everything is minimised."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _to_min(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1).copy()
+    for j, mx in enumerate(maximize):
+        if mx:
+            pts[:, j] = -pts[:, j]
+    return pts
+
+
+def pareto_front(points, maximize: Sequence[bool]) -> list[int]:
+    """Indices of non-dominated points (duplicates of a front point are all kept). Two objectives: O(n log n) sort and
+    sweep; more: O(n^2) pairwise."""
+    if len(points) == 0:
+        return []
+    pts = _to_min(points, maximize)
+    n, d = pts.shape
+    if d == 2:
+        order = np.lexsort((pts[:, 1], pts[:, 0]))  # by first objective, ties by second
+        front, best = [], np.inf
+        i = 0
+        while i < n:
+            j = i
+            while j + 1 < n and pts[order[j + 1], 0] == pts[order[i], 0]:
+                j += 1
+            group = order[i:j + 1]
+            gmin = pts[group, 1].min()  # within equal first objective only the best second survives
+            if gmin < best:
+                front += [int(k) for k in group if pts[k, 1] == gmin]
+                best = gmin
+            i = j + 1
+        return sorted(front)
+    keep = []
+    for i in range(n):
+        dominated = np.any(np.all(pts <= pts[i], axis=1) & np.any(pts < pts[i], axis=1))
+        if not dominated:
+            keep.append(i)
+    return keep
+
+
+def dominates(a, b, maximize: Sequence[bool]) -> bool:
+    pa, pb = _to_min(np.array([a, b]), maximize)
+    return bool(np.all(pa <= pb) and np.any(pa < pb))
+
+
+def hypervolume(points, reference, maximize: Sequence[bool]) -> float:
+    """Volume dominated by `points` and bounded by `reference` (points not better than the reference count for nothing).
+    Exact: a sweep in 2-D, slicing along the first objective in 3-D and beyond."""
+    if len(points) == 0:
+        return 0.0
+    pts = _to_min(points, maximize)
+    ref = _to_min(np.array([reference]), maximize)[0]
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    return float(_hv_min(pts, ref))
+
+
+def _hv_min(pts: np.ndarray, ref: np.ndarray) -> float:
+    d = pts.shape[1]
+    if d == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if d == 2:
+        p = pts[np.argsort(pts[:, 0])]
+        vol, best_y = 0.0, ref[1]
+        for x, y in p:
+            if y < best_y:
+                vol += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return vol
+    # slice along the last objective: between consecutive levels the dominated cross-section is constant
+    p = pts[np.argsort(pts[:, -1])]
+    vol = 0.0
+    for i in range(len(p)):
+        upper = p[i + 1, -1] if i + 1 < len(p) else ref[-1]
+        if upper > p[i, -1]:
+            vol += _hv_min(p[: i + 1, :-1], ref[:-1]) * (upper - p[i, -1])
+    return vol

@@ -1,0 +1,246 @@
+"""Job specs and search spaces: load YAML, validate, explain every error with the field path.
+
+A spec error is a user error: `SpecError(field, message)`, printed as one line by the CLI with exit code 2, and raised before
+anything is written to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+SEARCH_SPACE_DIR = REPO_ROOT / "search_spaces"
+NAMED_TEACHERS = ("minilm-l6",)
+NAMED_DATASETS = ("bbc-news", "rotten-tomatoes", "bbc-news-pairs")
+
+
+class SpecError(Exception):
+    """A user error in a spec, a search space or a dataset: `field` says where, `message` what was expected and found."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class Objectives(Strict):
+    metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    latency: Literal["p50", "p90"] = "p50"
+    size: bool = False
+
+
+class LatencySettings(Strict):
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    batch: int = Field(1, ge=1, le=1024)
+    seq_len: int = Field(128, ge=8, le=512)
+    dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    threads: int = Field(2, ge=1, le=256)
+    warmup: int = Field(10, ge=0)
+    min_runs: int = Field(20, ge=5)
+    max_runs: int = Field(200, ge=5)
+    rel_ci: float = Field(0.02, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _runs(self):
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        return self
+
+
+class Budgets(Strict):
+    trials: int = Field(8, ge=1, le=100000)
+    epochs: float = Field(2.0, gt=0, le=100)
+    steps: int | None = Field(None, ge=1)  # when set, overrides epochs
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    max_seq_len: int = Field(128, ge=8, le=512)
+    teacher_epochs: float = Field(3.0, gt=0, le=100)
+    max_concurrent: int = Field(1, ge=1, le=1024)
+
+
+class Search(Strict):
+    strategy: Literal["random"] = "random"
+
+
+class DatasetRef(Strict):
+    """`dataset: bbc-news` is shorthand for `dataset: {name: bbc-news}`; a path to a CSV/JSONL file works the same way."""
+
+    name: str | None = None
+    path: str | None = None
+    max_rows: int | None = Field(None, ge=10)  # a stratified slice of the whole dataset, before splitting
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of name or path")
+        if self.name is not None and self.name not in NAMED_DATASETS:
+            raise ValueError(f"unknown dataset name {self.name!r}; known: {', '.join(NAMED_DATASETS)} (or give a path)")
+        return self
+
+
+class JobSpec(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    teacher: str = "minilm-l6"
+    dataset: DatasetRef
+    task: Literal["classification", "pair"] = "classification"
+    search_space: str = "bert_small"
+    objectives: Objectives = Objectives()
+    latency: LatencySettings = LatencySettings()
+    budgets: Budgets = Budgets()
+    search: Search = Search()
+    storage: str | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v} if v in NAMED_DATASETS else {"path": v}
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip() or any(c in v for c in "\n\r\t"):
+            raise ValueError("must be a non-empty single-line string")
+        return v
+
+
+class StudentSpace(Strict):
+    layers: list[int] = Field(min_length=1)
+    hidden: list[int] = Field(min_length=1)
+    heads: list[int] = Field(min_length=1)
+    ffn: list[int] = Field(min_length=1)
+
+    @field_validator("layers", "hidden", "heads", "ffn")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        for i, x in enumerate(v):
+            if x < 1:
+                raise ValueError(f"item [{i}] must be >= 1, found {x}")
+        return sorted(set(v))
+
+
+class DistillDefaults(Strict):
+    lr: float = Field(1e-3, gt=0, lt=1)
+    alpha_soft: float = Field(0.5, ge=0)
+    beta_hard: float = Field(0.5, ge=0)
+    temperature: float = Field(2.0, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class SearchSpace(Strict):
+    student: StudentSpace
+    assistant: StudentSpace | None = None
+    distill: DistillDefaults = DistillDefaults()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(spec)"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(err: ValidationError, prefix: str = "") -> SpecError:
+    """First pydantic error as one SpecError with the dotted field path, what was expected and what was found."""
+    e = err.errors()[0]
+    loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+    field = _loc(loc)
+    if prefix:
+        field = prefix + ("." + field if field != "(spec)" else "")
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return SpecError(field, "unknown key")
+    if e["type"] == "missing":
+        return SpecError(field, "required key is missing")
+    found = e.get("input")
+    return SpecError(field, f"{msg}; found {_short(found)}")
+
+
+def read_yaml(path: str | pathlib.Path, field: str) -> Any:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise SpecError(field, f"file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(field, f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise SpecError(field, f"not a text file: {p}") from None
+
+
+def parse_spec(data: Any) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError("(spec)", f"expected a mapping of keys, found {type(data).__name__}")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise explain(err) from None
+
+
+def load_spec(path: str | pathlib.Path) -> JobSpec:
+    return parse_spec(read_yaml(path, "(spec file)"))
+
+
+def search_space_path(name: str) -> pathlib.Path:
+    p = pathlib.Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return SEARCH_SPACE_DIR / f"{name}.yaml"
+
+
+def load_search_space(name: str, teacher_config: dict | None = None) -> SearchSpace:
+    """Parse the space and check it against the teacher: no axis above the teacher's, every hidden size divisible by some
+    head count (a BertConfig requirement)."""
+    path = search_space_path(name)
+    if not path.is_file():
+        known = sorted(x.stem for x in SEARCH_SPACE_DIR.glob("*.yaml"))
+        raise SpecError("search_space", f"no such search space {name!r} (known: {', '.join(known)}; or a path to a YAML file)")
+    data = read_yaml(path, "search_space")
+    if not isinstance(data, dict):
+        raise SpecError("search_space", f"{path} must hold a mapping, found {type(data).__name__}")
+    try:
+        space = SearchSpace.model_validate(data)
+    except ValidationError as err:
+        raise explain(err, prefix="search_space") from None
+    for part in ("student", "assistant"):
+        sub: StudentSpace | None = getattr(space, part)
+        if sub is None:
+            continue
+        for h in sub.hidden:
+            if not any(h % a == 0 for a in sub.heads):
+                raise SpecError(f"search_space.{part}.hidden", f"{h} is not divisible by any head count in {sub.heads}")
+        if teacher_config:
+            limits = {
+                "layers": teacher_config["num_hidden_layers"],
+                "hidden": teacher_config["hidden_size"],
+                "heads": teacher_config["num_attention_heads"],
+                "ffn": teacher_config["intermediate_size"],
+            }
+            for axis, limit in limits.items():
+                for x in getattr(sub, axis):
+                    if x > limit:
+                        raise SpecError(f"search_space.{part}.{axis}", f"{x} is larger than the teacher's {limit}")
+    return space

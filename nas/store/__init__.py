@@ -1,0 +1,3 @@
+from nas.store.store import Store, StoreError, default_storage_url
+
+__all__ = ["Store", "StoreError", "default_storage_url"]

@@ -1,0 +1,334 @@
+"""The only code that speaks SQL. Everything returns plain dicts so callers never hold a session.
+
+SQLite (the embedded default) runs in WAL mode, takes its write lock up front with BEGIN IMMEDIATE (so two writers never
+deadlock on a lock upgrade) and waits on a busy timeout. PostgreSQL is used by URL, with a pre-pinged connection pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pathlib
+from typing import Any, Iterable
+
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from nas.store.models import Artefact, Job, LatencyMeasurement, Metric, Trial, utcnow
+
+MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
+TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
+
+
+class StoreError(Exception):
+    """The storage URL is malformed or the database cannot be reached; a user error, not a bug."""
+
+
+def nas_home() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("NAS_HOME", ".nas")).resolve()
+
+
+def default_storage_url() -> str:
+    return f"sqlite:///{nas_home() / 'nas.db'}"
+
+
+def _sqlite_engine(url) -> Engine:
+    if url.database and url.database != ":memory:":
+        parent = pathlib.Path(url.database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"storage: directory {parent} does not exist")
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below issue BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_engine(url_text: str) -> Engine:
+    try:
+        url = make_url(url_text)
+    except ArgumentError as exc:
+        raise StoreError(f"storage: {url_text!r} is not a database URL ({exc})") from None
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _sqlite_engine(url)
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except StoreError:
+        raise
+    except Exception as exc:  # unknown dialect, missing driver
+        raise StoreError(f"storage: cannot use {url.render_as_string(hide_password=True)!r}: {exc}") from None
+
+
+class Store:
+    def __init__(self, url: str | None = None, migrate: bool = True):
+        self.url = url or default_storage_url()
+        if self.url == default_storage_url():
+            nas_home().mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(self.url)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.check()
+        if migrate:
+            self.migrate()
+
+    # -- setup -------------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Open one connection; a wrong host, port, password or path becomes a StoreError with the reason."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            safe = make_url(self.url).render_as_string(hide_password=True)
+            raise StoreError(f"storage: cannot connect to {safe}: {reason}") from None
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs --------------------------------------------------------------------------------------------------------
+    def create_job(self, name: str, spec: dict, status: str = "QUEUED") -> int:
+        with self.Session.begin() as s:
+            job = Job(name=name, spec=spec, status=status)
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def set_job_status(self, job_id: int, status: str, stage: str | None = None, error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if stage is not None:
+            values["stage"] = stage
+        if error is not None:
+            values["error"] = error
+        if status == "RUNNING":
+            values["started_at"] = utcnow()
+            values["finished_at"] = None
+        if status in ("COMPLETE", "FAILED", "CANCELLED"):
+            values["finished_at"] = utcnow()
+        with self.Session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def set_job_stage(self, job_id: int, stage: str) -> None:
+        with self.Session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(stage=stage))
+
+    def get_job(self, job_id: int) -> dict | None:
+        with self.Session() as s:
+            job = s.get(Job, job_id)
+            return _job_dict(job) if job else None
+
+    def list_jobs(self) -> list[dict]:
+        with self.Session() as s:
+            jobs = s.scalars(select(Job).order_by(Job.id)).all()
+            counts = dict(
+                s.execute(
+                    select(Trial.job_id, func.count()).where(Trial.state == "COMPLETE").group_by(Trial.job_id)
+                ).all()
+            )
+            out = []
+            for j in jobs:
+                d = _job_dict(j)
+                d["trials_complete"] = counts.get(j.id, 0)
+                out.append(d)
+            return out
+
+    def count_rows(self) -> dict[str, int]:
+        with self.Session() as s:
+            return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) for m in (Job, Trial, Metric, LatencyMeasurement, Artefact)}
+
+    # -- trials ------------------------------------------------------------------------------------------------------
+    def add_trial(self, job_id: int, kind: str, config: dict, state: str = "WAITING") -> dict:
+        """Next trial number within the job. SQLite serialises writers (BEGIN IMMEDIATE); elsewhere we retry on the
+        unique (job, number) constraint."""
+        for _ in range(20):
+            try:
+                with self.Session.begin() as s:
+                    number = (s.scalar(select(func.max(Trial.number)).where(Trial.job_id == job_id)) or 0) + 1
+                    trial = Trial(job_id=job_id, number=number, kind=kind, config=config, state=state, attempts=0)
+                    s.add(trial)
+                    s.flush()
+                    return {"id": trial.id, "number": number}
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not allocate a trial number for job {job_id}")
+
+    def start_trial(self, trial_id: int) -> None:
+        now = utcnow()
+        with self.Session.begin() as s:
+            s.execute(
+                update(Trial)
+                .where(Trial.id == trial_id)
+                .values(state="RUNNING", started_at=now, heartbeat_at=now, attempts=Trial.attempts + 1, error=None)
+            )
+
+    def heartbeat(self, trial_id: int) -> None:
+        with self.Session.begin() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(heartbeat_at=utcnow()))
+
+    def finish_trial(self, trial_id: int, state: str, error: str | None = None) -> None:
+        assert state in TERMINAL_TRIAL_STATES + ("WAITING",), state
+        with self.Session.begin() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(state=state, error=error, finished_at=utcnow()))
+
+    def update_trial_config(self, trial_id: int, config: dict) -> None:
+        with self.Session.begin() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(config=config))
+
+    def reset_unfinished_trials(self, job_id: int) -> int:
+        """On resume: a trial left RUNNING by a dead process goes back to WAITING (never stays a zombie)."""
+        with self.Session.begin() as s:
+            res = s.execute(
+                update(Trial).where(Trial.job_id == job_id, Trial.state == "RUNNING").values(state="WAITING", error="interrupted; retried")
+            )
+            return res.rowcount or 0
+
+    def get_trial(self, trial_id: int) -> dict | None:
+        with self.Session() as s:
+            t = s.get(Trial, trial_id)
+            return self._trial_dicts(s, [t])[0] if t else None
+
+    def get_trial_by_number(self, job_id: int, number: int) -> dict | None:
+        with self.Session() as s:
+            t = s.scalar(select(Trial).where(Trial.job_id == job_id, Trial.number == number))
+            return self._trial_dicts(s, [t])[0] if t else None
+
+    def trials(self, job_id: int, kind: str | Iterable[str] | None = None, state: str | None = None) -> list[dict]:
+        with self.Session() as s:
+            q = select(Trial).where(Trial.job_id == job_id)
+            if kind is not None:
+                q = q.where(Trial.kind.in_([kind] if isinstance(kind, str) else list(kind)))
+            if state is not None:
+                q = q.where(Trial.state == state)
+            return self._trial_dicts(s, s.scalars(q.order_by(Trial.number)).all())
+
+    def _trial_dicts(self, s, trials) -> list[dict]:
+        ids = [t.id for t in trials]
+        metrics: dict[int, list[dict]] = {i: [] for i in ids}
+        latency: dict[int, list[dict]] = {i: [] for i in ids}
+        artefacts: dict[int, list[dict]] = {i: [] for i in ids}
+        if ids:
+            for m in s.scalars(select(Metric).where(Metric.trial_id.in_(ids)).order_by(Metric.id)):
+                metrics[m.trial_id].append(
+                    {"name": m.name, "value": m.value, "split": m.split, "source": m.source, "step": m.step}
+                )
+            for lm in s.scalars(select(LatencyMeasurement).where(LatencyMeasurement.trial_id.in_(ids)).order_by(LatencyMeasurement.id)):
+                latency[lm.trial_id].append(_latency_dict(lm))
+            for a in s.scalars(select(Artefact).where(Artefact.trial_id.in_(ids)).order_by(Artefact.id)):
+                artefacts[a.trial_id].append({"kind": a.kind, "path": a.path})
+        return [
+            {
+                "id": t.id, "job_id": t.job_id, "number": t.number, "kind": t.kind, "state": t.state, "config": t.config,
+                "created_at": t.created_at, "started_at": t.started_at, "finished_at": t.finished_at,
+                "heartbeat_at": t.heartbeat_at, "attempts": t.attempts, "error": t.error,
+                "metrics": metrics[t.id], "latency": latency[t.id], "artefacts": artefacts[t.id],
+            }
+            for t in trials
+        ]
+
+    # -- metrics, latency, artefacts ---------------------------------------------------------------------------------
+    def add_metric(self, trial_id: int, name: str, value: float, split: str, source: str, step: int | None = None) -> None:
+        assert source in ("proxy", "final"), source
+        assert split in ("train", "dev", "test"), split
+        with self.Session.begin() as s:
+            s.add(Metric(trial_id=trial_id, name=name, value=float(value), split=split, source=source, step=step))
+
+    def add_latency(self, trial_id: int | None, config_key: str, m: dict) -> None:
+        with self.Session.begin() as s:
+            s.add(LatencyMeasurement(trial_id=trial_id, config_key=config_key, **_latency_columns(m)))
+
+    def find_latency(self, fingerprint_id: str, config_key: str, settings: dict) -> dict | None:
+        """A cached measurement of the same shape, on the same fingerprint, with the same settings."""
+        with self.Session() as s:
+            q = (
+                select(LatencyMeasurement)
+                .where(
+                    LatencyMeasurement.fingerprint_id == fingerprint_id,
+                    LatencyMeasurement.config_key == config_key,
+                    LatencyMeasurement.runtime == settings["runtime"],
+                    LatencyMeasurement.dtype == settings["dtype"],
+                    LatencyMeasurement.batch == settings["batch"],
+                    LatencyMeasurement.seq_len == settings["seq_len"],
+                    LatencyMeasurement.threads == settings["threads"],
+                )
+                .order_by(LatencyMeasurement.id.desc())
+                .limit(1)
+            )
+            row = s.scalar(q)
+            return _latency_dict(row) if row else None
+
+    def add_artefact(self, job_id: int, trial_id: int | None, kind: str, path: str) -> None:
+        with self.Session.begin() as s:
+            s.add(Artefact(job_id=job_id, trial_id=trial_id, kind=kind, path=str(path)))
+
+    def job_artefacts(self, job_id: int, kind: str | None = None) -> list[dict]:
+        with self.Session() as s:
+            q = select(Artefact).where(Artefact.job_id == job_id)
+            if kind:
+                q = q.where(Artefact.kind == kind)
+            return [{"trial_id": a.trial_id, "kind": a.kind, "path": a.path} for a in s.scalars(q.order_by(Artefact.id))]
+
+
+_LATENCY_FIELDS = ("fingerprint", "fingerprint_id", "device", "runtime", "dtype", "batch", "seq_len", "threads", "warmup",
+                   "n", "p50_ms", "p90_ms", "mean_ms", "cv")
+
+
+def _latency_columns(m: dict) -> dict:
+    missing = [f for f in _LATENCY_FIELDS if f not in m]
+    if missing:
+        raise ValueError(f"latency measurement lacks {missing}")
+    return {f: m[f] for f in _LATENCY_FIELDS}
+
+
+def _latency_dict(lm: LatencyMeasurement) -> dict:
+    d = {f: getattr(lm, f) for f in _LATENCY_FIELDS}
+    d["config_key"] = lm.config_key
+    d["trial_id"] = lm.trial_id
+    d["created_at"] = lm.created_at
+    return d
+
+
+def _job_dict(j: Job) -> dict:
+    return {
+        "id": j.id, "name": j.name, "spec": j.spec, "status": j.status, "stage": j.stage, "error": j.error,
+        "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
+    }
+
+
+def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source: str | None = None) -> float | None:
+    """Latest value of a metric on a trial dict; `source` None prefers final over proxy."""
+    sources = [source] if source else ["final", "proxy"]
+    for src in sources:
+        vals = [m["value"] for m in trial["metrics"] if m["name"] == name and m["split"] == split and m["source"] == src]
+        if vals:
+            return vals[-1]
+    return None
+
+
+def as_datetime(x) -> dt.datetime | None:
+    return x
