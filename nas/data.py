@@ -194,9 +194,12 @@ def split_indices(labels: np.ndarray, seed: int, fractions=SPLIT_FRACTIONS) -> d
 
 # -- tokenisation -------------------------------------------------------------------------------------------------------
 def cache_dir() -> pathlib.Path:
+    """Tokenised data and fine-tuned teachers; $NAS_CACHE, else $NAS_HOME/cache (shareable between stores)."""
+    import os
+
     from nas.store.store import nas_home
 
-    d = nas_home() / "cache"
+    d = pathlib.Path(os.environ["NAS_CACHE"]).resolve() if os.environ.get("NAS_CACHE") else nas_home() / "cache"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
