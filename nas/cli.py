@@ -34,7 +34,9 @@ def _store(storage: str | None):
 def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
         storage: Optional[str] = typer.Option(None, help="Override the spec's storage URL."),
         address: Optional[str] = typer.Option(None, help="Ray cluster address to join (default: start Ray locally)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        export_dir: Optional[str] = typer.Option(None, help="Afterwards, export the most accurate front point to "
+                                                 "EXPORT_DIR/job-N-trial-M.")):
     """Validate SPEC_FILE, run the job to completion and print its Pareto front."""
     from nas.pipeline import prepare, run_job
     from nas.spec import SpecError, load_spec
@@ -50,6 +52,24 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
     except (SpecError, StoreError) as exc:
         _user_error(exc)
     _print_front(store, job_id, as_json=False)
+    if export_dir:
+        _export_best(store, job_id, export_dir)
+
+
+def _export_best(store, job_id: int, export_dir: str) -> None:
+    import pathlib
+
+    from nas.export import export_trial
+    from nas.pipeline import front_rows
+
+    front = front_rows(store, job_id)["front"]
+    if not front:
+        typer.echo("nothing to export: the front is empty")
+        return
+    best = max(front, key=lambda r: r["metric"])
+    path = export_trial(store, job_id, best["trial"], pathlib.Path(export_dir) / f"job-{job_id}-trial-{best['trial']}")
+    typer.echo(f"exported the most accurate front point (trial {best['trial']}) to {path}")
+    typer.echo(f"load it: AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
 
 
 @app.command()
@@ -181,6 +201,14 @@ def export(job: int = typer.Argument(..., help="Job id."), trial: int = typer.Op
         _user_error(exc)
     typer.echo(f"exported job {job} trial {trial} to {path}")
     typer.echo(f"load it with AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
+
+
+@app.command("check-export")
+def check_export(out_dir: str = typer.Argument(..., help="A directory written by `nas export`.")):
+    """Reload an export with plain transformers and re-score it on the job's dev split; compare with the stored value."""
+    from nas.export import evaluate_export
+
+    typer.echo(json.dumps(evaluate_export(out_dir)))
 
 
 @app.command()

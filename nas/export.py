@@ -73,3 +73,26 @@ def _model_card(card: dict, trial: dict) -> str:
         "tokenizer = AutoTokenizer.from_pretrained('model')\n```\n\n"
         f"Teacher: {card['provenance']['teacher']}; dataset: {card['provenance']['dataset']}; see config.yaml for everything.\n"
     )
+
+
+def evaluate_export(out_dir: str | pathlib.Path) -> dict:
+    """Load an exported model the way a user would (transformers only) and score it on the job's dev split, rebuilt from
+    the provenance in config.yaml. Returns {"dev_accuracy", "stored_dev_accuracy", "abs_diff"}."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from nas.data import load_dataset, split_indices, tokenize
+    from nas.distill import predict_logits, scores
+    from nas.spec import parse_spec
+
+    out = pathlib.Path(out_dir)
+    card = yaml.safe_load((out / "config.yaml").read_text())
+    spec = parse_spec(card["spec"])
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    dev = torch.as_tensor(split_indices(ds.labels, spec.seed)["dev"])
+    tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
+    acc = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), torch.as_tensor(ds.labels)[dev])["accuracy"]
+    stored = next((m["value"] for m in reversed(card["metrics"]) if m["name"] == "accuracy" and m["split"] == "dev"), None)
+    return {"dev_accuracy": acc, "stored_dev_accuracy": stored, "abs_diff": None if stored is None else abs(acc - stored)}

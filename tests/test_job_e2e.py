@@ -1,0 +1,116 @@
+"""A real tiny job end to end: MiniLM teacher on a BBC News slice, students as Ray Tune trials on local Ray, every row in
+SQLite, a NaN trial recorded as FAILED, the front, an export reloaded in a fresh process, and resume after a lost trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPEC = """
+name: tiny-e2e
+teacher: minilm-l6
+dataset: {name: bbc-news, max_rows: 150}
+task: classification
+search_space: tiny
+latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
+budgets: {trials: 3, epochs: 3, max_seq_len: 32, teacher_epochs: 2}
+seed: 3
+"""
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    old = {k: os.environ.get(k) for k in ("NAS_HOME", "NAS_CACHE", "NAS_INJECT_NAN_TRIALS")}
+    os.environ["NAS_HOME"] = str(home)
+    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "test-cache"))
+    os.environ["NAS_INJECT_NAN_TRIALS"] = "3"  # trial numbers: 1 = teacher, 2..4 = students; #3 gets a NaN loss
+    spec_file = home / "spec.yaml"
+    url = f"sqlite:///{home / 'nas.db'}"
+    spec_file.write_text(SPEC + f"storage: {url}\n")
+
+    from nas.pipeline import run_job
+    from nas.spec import load_spec
+    from nas.store import Store
+
+    store = Store(url)
+    job_id = run_job(load_spec(spec_file), store, progress=False)
+    yield {"store": store, "job_id": job_id, "home": home, "url": url, "spec_file": spec_file}
+    import ray
+
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_every_trial_is_in_the_store(job):
+    store, job_id = job["store"], job["job_id"]
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    trials = store.trials(job_id)
+    assert [t["kind"] for t in trials] == ["teacher", "student", "student", "student"]
+    teacher = trials[0]
+    names = {(m["name"], m["split"], m["source"]) for m in teacher["metrics"]}
+    assert {("accuracy", "dev", "final"), ("accuracy", "test", "final")} <= names
+    assert teacher["latency"] and teacher["latency"][0]["p50_ms"] > 0
+    for t in trials[1:]:
+        if t["number"] == 3:
+            continue
+        assert t["state"] == "COMPLETE", t["error"]
+        lat = t["latency"][-1]
+        assert lat["n"] >= 5 and lat["p90_ms"] >= lat["p50_ms"] > 0
+        assert lat["fingerprint"]["cpu"] and lat["fingerprint"]["torch"]
+        assert any(m["name"] == "accuracy" and m["split"] == "dev" for m in t["metrics"])
+        assert t["artefacts"] and pathlib.Path(t["artefacts"][0]["path"]).is_dir()
+
+
+def test_a_nan_trial_is_failed_with_its_reason_and_the_job_goes_on(job):
+    t = job["store"].get_trial_by_number(job["job_id"], 3)
+    assert t["state"] == "FAILED"
+    assert "FloatingPointError" in t["error"] and "nan" in t["error"].lower()
+
+
+def test_pareto_cli_and_export_reload_in_a_fresh_process(job, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job["job_id"]), "--storage", job["url"], "--json"],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    front = json.loads(out.stdout)
+    assert front["teacher"]["kind"] == "teacher" and front["front"]
+    best = max(front["front"], key=lambda r: r["metric"])
+    dest = tmp_path / "export"
+    out = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job["job_id"]), "--trial", str(best["trial"]),
+                          "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert (dest / "config.yaml").is_file() and (dest / "model" / "config.json").is_file()
+    check = subprocess.run([sys.executable, "-m", "nas.cli", "check-export", str(dest)], capture_output=True, text=True,
+                           env=env, cwd=ROOT)
+    assert check.returncode == 0, check.stderr
+    res = json.loads(check.stdout.strip().splitlines()[-1])
+    assert res["abs_diff"] <= 0.005, res
+    # exporting into a non-empty directory is a user error, not an overwrite
+    again = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job["job_id"]), "--trial", str(best["trial"]),
+                            "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert again.returncode == 2 and "--out" in again.stderr
+
+
+def test_resume_reruns_a_trial_left_running(job):
+    from nas.pipeline import resume_job
+
+    store, job_id = job["store"], job["job_id"]
+    t = store.get_trial_by_number(job_id, 2)
+    store.start_trial(t["id"])  # as if its worker had been killed mid-trial: RUNNING with no result
+    os.environ["NAS_INJECT_NAN_TRIALS"] = ""
+    resume_job(store, job_id, progress=False)
+    t2 = store.get_trial_by_number(job_id, 2)
+    assert t2["state"] == "COMPLETE" and t2["attempts"] == t["attempts"] + 2
+    assert len(store.trials(job_id, kind="student")) == 3  # nothing new was sampled: the budget was already spent
+    assert store.get_job(job_id)["status"] == "COMPLETE"
