@@ -83,3 +83,35 @@ def _hv_min(pts: np.ndarray, ref: np.ndarray) -> float:
         if upper > p[i, -1]:
             vol += _hv_min(p[: i + 1, :-1], ref[:-1]) * (upper - p[i, -1])
     return vol
+
+
+def non_dominated_sort(points, maximize: Sequence[bool]) -> list[list[int]]:
+    """Fronts F1, F2, ... (lists of indices): F1 is the non-dominated set, F2 is non-dominated once F1 is removed, ..."""
+    remaining = list(range(len(points)))
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1) if len(points) else np.zeros((0, len(maximize)))
+    fronts: list[list[int]] = []
+    while remaining:
+        sub = pareto_front(pts[remaining], maximize)
+        front = [remaining[i] for i in sub]
+        fronts.append(front)
+        chosen = set(front)
+        remaining = [i for i in remaining if i not in chosen]
+    return fronts
+
+
+def crowding_distance(points, front: list[int]) -> dict[int, float]:
+    """NSGA-II crowding distance of each index in `front`: boundary points get infinity; interior points the sum over
+    objectives of the normalised gap between their neighbours."""
+    dist = {i: 0.0 for i in front}
+    if len(front) <= 2:
+        return {i: float("inf") for i in front}
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1)
+    for j in range(pts.shape[1]):
+        order = sorted(front, key=lambda i: pts[i, j])
+        lo, hi = pts[order[0], j], pts[order[-1], j]
+        dist[order[0]] = dist[order[-1]] = float("inf")
+        if hi == lo:
+            continue
+        for a, b, c in zip(order, order[1:], order[2:]):
+            dist[b] += (pts[c, j] - pts[a, j]) / (hi - lo)
+    return dist
