@@ -158,7 +158,7 @@ def _print_front(store, job_id: int, as_json: bool) -> None:
 
     f = front_rows(store, job_id)
     if as_json:
-        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "front", "hypervolume", "fingerprint")},
+        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "assistant", "front", "hypervolume", "fingerprint")},
                               default=str))
         return
     t = f["teacher"]
@@ -169,9 +169,14 @@ def _print_front(store, job_id: int, as_json: bool) -> None:
     if t:
         typer.echo(f"{'T':>5}  {_shape(t['shape']):<18} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
                    f"{1.0:>7.1f}x {int(t['params']):>10,}  (teacher)")
+    a = f.get("assistant")
+    if a:
+        typer.echo(f"{'A':>5}  {_shape(a['shape']):<18} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
+                   f"{(a['speedup'] or 0):>7.1f}x {int(a['params']):>10,}  (assistant, τ {a['tau']:.4f}, {a['source']})")
     for r in f["front"]:
         typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
-                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,}")
+                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,}  {r['source']}"
+                   + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else ""))
     n_all = len(f["rows"])
     hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
     typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {hv} "

@@ -24,13 +24,25 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     if trial["state"] != "COMPLETE":
         raise SpecError("--trial", f"trial {trial_number} is {trial['state']}, only COMPLETE trials can be exported")
     models = [a["path"] for a in trial["artefacts"] if a["kind"] in ("model", "teacher")]
-    if not models or not pathlib.Path(models[-1]).is_dir():
+    supernets = [a["path"] for a in store.job_artefacts(job_id, "supernet")]
+    if (not models or not pathlib.Path(models[-1]).is_dir()) and not (supernets and pathlib.Path(supernets[-1]).is_dir()):
         raise SpecError("--trial", f"trial {trial_number} has no saved model on this machine")
     out = pathlib.Path(out_dir).expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         raise SpecError("--out", f"{out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(models[-1], out / "model")
+    if models and pathlib.Path(models[-1]).is_dir():
+        shutil.copytree(models[-1], out / "model")
+    else:  # a proxy-only point: its weights are the supernet's slice, extracted now (identical outputs)
+        from transformers import AutoTokenizer, BertForSequenceClassification
+
+        from nas.supernet import Shape, extract_subnet
+
+        sub = extract_subnet(BertForSequenceClassification.from_pretrained(supernets[-1], attn_implementation="eager"),
+                             Shape.from_dict(trial["config"]["shape"]))
+        sub.config.architectures = ["BertForSequenceClassification"]
+        sub.save_pretrained(out / "model")
+        AutoTokenizer.from_pretrained(supernets[-1]).save_pretrained(out / "model")
     spec = job["spec"]
     lat = trial["latency"][-1] if trial["latency"] else None
     card = {
@@ -94,5 +106,7 @@ def evaluate_export(out_dir: str | pathlib.Path) -> dict:
     dev = torch.as_tensor(split_indices(ds.labels, spec.seed)["dev"])
     tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
     acc = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), torch.as_tensor(ds.labels)[dev])["accuracy"]
-    stored = next((m["value"] for m in reversed(card["metrics"]) if m["name"] == "accuracy" and m["split"] == "dev"), None)
+    dev_acc = [m for m in card["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"]
+    final = [m for m in dev_acc if m["source"] == "final"]
+    stored = (final or dev_acc or [{"value": None}])[-1]["value"]
     return {"dev_accuracy": acc, "stored_dev_accuracy": stored, "abs_diff": None if stored is None else abs(acc - stored)}

@@ -129,7 +129,7 @@ def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
         train_idx = train_idx[sub]
     tokens_path = _tokens_file(tensors, ds, spec)
     return {"teacher": info, "tokens_path": str(tokens_path), "train_idx": train_idx.tolist(),
-            "dev_idx": splits["dev"].tolist(), "labels": ds.labels.tolist()}
+            "dev_idx": splits["dev"].tolist(), "test_idx": splits["test"].tolist(), "labels": ds.labels.tolist()}
 
 
 def _tokens_file(tensors, ds: Dataset, spec: JobSpec) -> pathlib.Path:
@@ -146,38 +146,46 @@ def _tokens_file(tensors, ds: Dataset, spec: JobSpec) -> pathlib.Path:
 
 
 def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool, ray_address) -> None:
+    from nas.runtime import init_ray
+
+    spec = prep.spec
+    init_ray(ray_address)
+    if spec.search.supernet is not None:
+        from nas.supernet_stages import run_supernet_schedule
+
+        run_supernet_schedule(prep, store, job_id, ctx, log, progress)
+        return
+    _per_trial_search(prep, store, job_id, ctx, log, progress)
+
+
+def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool) -> None:
+    """Every candidate distilled from scratch (initialised from the teacher's slices), one Ray Tune trial each. Random
+    search asks for the whole budget at once; evolution asks one population per generation."""
+    from tqdm import tqdm
+
     from nas.distill import steps_for
-    from nas.runtime import init_ray, run_trials
+    from nas.runtime import run_trials
     from nas.search.strategies import make_strategy
     from nas.supernet import Shape
     from nas.trials import run_student_trial
 
     spec = prep.spec
     store.set_job_stage(job_id, "search")
-    students = store.trials(job_id, kind="student")
-    strategy = make_strategy(spec.search.strategy, prep.space.student, spec.seed)
-    for t in students:
-        strategy.tell(Shape.from_dict(t["config"]["shape"]), {})
-    missing = spec.budgets.trials - len(students)
-    if missing > 0:
-        distill_cfg = prep.space.distill.model_dump()
-        steps = steps_for(len(ctx["train_idx"]), distill_cfg["batch_size"], spec.budgets.epochs, spec.budgets.steps)
-        for shape in strategy.ask(missing):
-            store.add_trial(job_id, "student", {"shape": shape.as_dict(), "distill": distill_cfg, "steps": steps,
-                                                "strategy": spec.search.strategy})
-    waiting = [t for t in store.trials(job_id, kind="student") if t["state"] == "WAITING"]
-    if not waiting:
-        return
-    init_ray(ray_address)
+    options = {"population": spec.search.population, "use_size": spec.objectives.size} if spec.search.strategy == "evolution" else {}
+    strategy = make_strategy(spec.search.strategy, prep.space.student, spec.seed, **options)
+    for t in store.trials(job_id, kind="student"):
+        strategy.tell(Shape.from_dict(t["config"]["shape"]), _objectives_of(t, spec) if t["state"] == "COMPLETE" else {})
+    distill_cfg = prep.space.distill.model_dump()
+    steps = steps_for(len(ctx["train_idx"]), distill_cfg["batch_size"], spec.budgets.epochs, spec.budgets.steps)
     cpus = max(1, (os.cpu_count() or 1) // spec.budgets.max_concurrent)
     context = {
         **ctx, "storage": store.url, "seed": spec.seed, "train_threads": cpus,
         "latency": spec.latency.model_dump(), "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"),
         "nan_trial_numbers": [int(x) for x in os.environ.get("NAS_INJECT_NAN_TRIALS", "").split(",") if x.strip()],
     }
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(waiting), desc=f"job {job_id} trials", unit="trial", disable=not progress)
+    n_students = len(store.trials(job_id, kind="student"))
+    bar = tqdm(total=spec.budgets.trials, initial=n_students, desc=f"job {job_id} trials", unit="trial",
+               disable=not progress)
 
     def on_result(result: dict) -> None:
         bar.update(1)
@@ -187,12 +195,42 @@ def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, pro
         else:
             bar.write(f"trial {result.get('trial_number')} failed: {result.get('error')}")
 
-    run_trials(run_student_trial, [t["id"] for t in waiting], context, nas_home() / "ray_results", cpus,
-               spec.budgets.max_concurrent, f"job-{job_id}", on_result)
+    generation = 0
+    while True:
+        students = store.trials(job_id, kind="student")
+        waiting = [t for t in students if t["state"] == "WAITING"]
+        if not waiting:
+            missing = spec.budgets.trials - len(students)
+            if missing <= 0:
+                break
+            n = missing if spec.search.strategy == "random" else min(missing, spec.search.population)
+            shapes = strategy.ask(n)
+            if not shapes:
+                log("search: the space is exhausted")
+                break
+            for shape in shapes:
+                store.add_trial(job_id, "student", {"shape": shape.as_dict(), "distill": distill_cfg, "steps": steps,
+                                                    "strategy": spec.search.strategy, "generation": generation})
+            generation += 1
+            continue
+        run_trials(run_student_trial, [t["id"] for t in waiting], context, nas_home() / "ray_results", cpus,
+                   spec.budgets.max_concurrent, f"job-{job_id}-gen-{generation}", on_result)
+        # a trial whose worker died without reporting stays RUNNING in the store; it is retried by `nas resume`
+        for t in store.trials(job_id, kind="student", state="RUNNING"):
+            store.finish_trial(t["id"], "FAILED", error="the Ray worker ended without reporting a result")
+        for t in waiting:
+            done = store.get_trial(t["id"])
+            strategy.tell(Shape.from_dict(done["config"]["shape"]), _objectives_of(done, spec) if done["state"] == "COMPLETE" else {})
     bar.close()
-    # a trial whose worker died without reporting stays RUNNING in the store; it is retried by `nas resume`
-    for t in store.trials(job_id, kind="student", state="RUNNING"):
-        store.finish_trial(t["id"], "FAILED", error="the Ray worker ended without reporting a result")
+
+
+def _objectives_of(t: dict, spec: JobSpec) -> dict:
+    lat = t["latency"][-1] if t["latency"] else None
+    if lat is None:
+        return {}
+    return {"metric": metric_value(t, spec.objectives.metric, "dev"),
+            "latency_ms": lat["p50_ms"] if spec.objectives.latency == "p50" else lat["p90_ms"],
+            "params": metric_value(t, "params", "dev") or 0}
 
 
 # -- reading results ----------------------------------------------------------------------------------------------------
@@ -225,11 +263,17 @@ def front_rows(store: Store, job_id: int) -> dict:
     for i, r in enumerate(rows):
         r["on_front"] = i in front
     t_row = _row(teacher, metric, pct, t_lat, t_lat) if teacher and t_lat else None
+    assistants = [t for t in store.trials(job_id, kind="assistant", state="COMPLETE") if t["latency"]]
+    a_row = None
+    if assistants:
+        best = max(assistants, key=lambda t: metric_value(t, "tau", "dev", "proxy") or float("-inf"))
+        a_row = _row(best, metric, pct, best["latency"][-1], t_lat)
+        a_row["tau"] = metric_value(best, "tau", "dev", "proxy")
     hv = None
     if t_row and rows:
         ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
         hv = hypervolume([objs[i] for i in front], ref, maximize)
-    return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "rows": rows,
+    return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "assistant": a_row, "rows": rows,
             "front": sorted((rows[i] for i in front), key=lambda r: r["latency_ms"]), "hypervolume": hv,
             "fingerprint": t_lat["fingerprint"] if t_lat else None}
 
@@ -240,6 +284,7 @@ def _row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None) -> dict:
     return {
         "trial": t["number"], "kind": t["kind"], "shape": t["config"].get("shape"), "metric": metric_value(t, metric, "dev"),
         "source": "final" if metric_value(t, metric, "dev", "final") is not None else "proxy",
+        "proxy_metric": metric_value(t, metric, "dev", "proxy"), "final_metric": metric_value(t, metric, "dev", "final"),
         "test_metric": metric_value(t, metric, "test"), "latency_ms": lat_ms, "p50_ms": lat["p50_ms"],
         "p90_ms": lat["p90_ms"], "cv": lat["cv"], "params": metric_value(t, "params", "dev") or 0,
         "speedup": (t_ms / lat_ms) if t_ms and lat_ms else None,

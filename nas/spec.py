@@ -66,8 +66,44 @@ class Budgets(Strict):
     max_concurrent: int = Field(1, ge=1, le=1024)
 
 
+class SupernetSettings(Strict):
+    """Train one weight-sharing supernet (sandwich rule) instead of distilling every candidate from scratch."""
+
+    steps: int | None = Field(None, ge=1)  # default: `epochs` over the train split
+    epochs: float = Field(3.0, gt=0, le=100)
+    n_random: int = Field(2, ge=0, le=16)
+    hidden_weight: float = Field(1.0, ge=0)
+    rewire: bool = True
+    rewire_rows: int = Field(256, ge=8)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class AutoDiscSettings(Strict):
+    """Pick a teacher assistant from the search space's assistant grid by τ = P + λ·(1 − scale)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    enabled: bool = True
+    lam: float = Field(0.2, ge=0, le=10, alias="lambda")
+    scale_by: Literal["params", "latency"] = "params"
+
+
+class FinalSettings(Strict):
+    """Standalone distillation of the chosen front points: the `final` accuracy (the supernet's is a `proxy`)."""
+
+    top_k: int = Field(4, ge=0, le=100)
+    epochs: float = Field(4.0, gt=0, le=100)
+    lr: float | None = Field(None, gt=0, lt=1)  # default: the search space's distill.lr
+    two_step: bool = True  # teacher -> assistant -> student when an assistant was chosen
+    one_step_baseline: bool = False  # also distil teacher -> student directly, for comparison
+
+
 class Search(Strict):
-    strategy: Literal["random"] = "random"
+    strategy: Literal["random", "evolution"] = "random"
+    population: int = Field(12, ge=2, le=10000)
+    supernet: SupernetSettings | None = None  # absent: every candidate is distilled from scratch (per-trial KD)
+    autodisc: AutoDiscSettings = AutoDiscSettings()
+    final: FinalSettings = FinalSettings()
 
 
 class DatasetRef(Strict):

@@ -1,0 +1,371 @@
+"""The supernet schedule of a job (AutoDisc-style): supernet -> assistant -> student search on inherited weights -> final.
+
+Each stage is resumable from the store: the supernet trains from its last checkpoint, evaluated shapes are not evaluated
+again, final distillations already COMPLETE are kept. Heavy work runs in Ray tasks; the driver only decides and records.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from typing import Callable
+
+import numpy as np
+
+from nas.spec import StudentSpace
+from nas.store.store import Store, metric_value, nas_home
+from nas.supernet import Shape
+
+
+def union_space(a: StudentSpace, b: StudentSpace | None) -> StudentSpace:
+    if b is None:
+        return a
+    return StudentSpace(layers=sorted(set(a.layers) | set(b.layers)), hidden=sorted(set(a.hidden) | set(b.hidden)),
+                        heads=sorted(set(a.heads) | set(b.heads)), ffn=sorted(set(a.ffn) | set(b.ffn)))
+
+
+# -- Ray task bodies (run in workers) ------------------------------------------------------------------------------------
+def _load_common(ctx: dict):
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(int(ctx["threads"]))
+    tensors = torch.load(ctx["tokens_path"])
+    labels = torch.as_tensor(ctx["labels"])
+    return tensors, labels
+
+
+def train_supernet_task(ctx: dict, trial_id: int) -> str:
+    import torch
+    from transformers import AutoTokenizer
+
+    from nas.distill import DistillSettings
+    from nas.supernet import rewire
+    from nas.supernet_train import train_supernet
+    from nas.teacher import load_teacher
+
+    tensors, labels = _load_common(ctx)
+    store = Store(ctx["storage"], migrate=False)
+    store.start_trial(trial_id)
+    try:
+        sn = ctx["supernet"]
+        teacher_logits = torch.load(ctx["teacher"]["logits_path"])
+        model = load_teacher(ctx["teacher"])
+        if sn["rewire"]:
+            # importance from cross-entropy on held-out train rows: KL to the teacher's own logits is flat at the teacher
+            rewire(model, tensors, labels, ctx["rewire_idx"])
+        out = pathlib.Path(ctx["artefact_dir"]) / "supernet"
+        out.mkdir(parents=True, exist_ok=True)
+        settings = DistillSettings(**{**ctx["distill"], "lr": sn["lr"]})
+        last = [time.monotonic()]
+
+        def on_step(step: int, loss: float) -> None:
+            if time.monotonic() - last[0] > 3 or step + 1 == ctx["supernet_steps"]:
+                store.add_metric(trial_id, "train_loss", loss, "train", "proxy", step=step + 1)
+                store.heartbeat(trial_id)
+                last[0] = time.monotonic()
+
+        space = StudentSpace(**ctx["space"])
+        info = train_supernet(model, teacher_logits, tensors, labels, ctx["train_idx"], space, ctx["supernet_steps"],
+                              settings, n_random=sn["n_random"], hidden_weight=sn["hidden_weight"], seed=ctx["seed"],
+                              checkpoint_path=out / "checkpoint.pt", checkpoint_every=sn["checkpoint_every"], on_step=on_step)
+        model.save_pretrained(out / "model")
+        AutoTokenizer.from_pretrained(ctx["teacher"]["dir"]).save_pretrained(out / "model")
+        store.add_artefact(ctx["job_id"], trial_id, "checkpoint", str(out / "checkpoint.pt"))
+        store.add_artefact(ctx["job_id"], trial_id, "supernet", str(out / "model"))
+        store.add_metric(trial_id, "train_s", info["train_s"], "train", "proxy")
+        store.add_metric(trial_id, "step_s", info["step_s"], "train", "proxy")
+        store.finish_trial(trial_id, "COMPLETE")
+        return str(out / "model")
+    except Exception as exc:
+        store.finish_trial(trial_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store.dispose()
+
+
+def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
+    """Proxy dev metric with inherited weights, parameters and measured latency of each shape; one trial per item."""
+    from transformers import BertForSequenceClassification
+
+    from nas.distill import scores
+    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, resolve_device
+    from nas.supernet import count_parameters, extract_subnet, supernet_forward
+    import torch
+
+    tensors, labels = _load_common(ctx)
+    store = Store(ctx["storage"], migrate=False)
+    model = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
+    dev = torch.as_tensor(ctx["dev_idx"])
+    lat_settings = LatencySettings(**ctx["latency"])
+    fp_id = fingerprint_id(device_fingerprint(resolve_device(lat_settings.device), lat_settings.threads))
+    results = []
+    try:
+        for item in items:
+            tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
+            store.start_trial(tid)
+            try:
+                with torch.inference_mode():
+                    logits = torch.cat([supernet_forward(model, shape, {k: v[dev[i:i + 128]] for k, v in tensors.items()})[0]
+                                        for i in range(0, len(dev), 128)])
+                sc = scores(logits, labels[dev])
+                for name, value in sc.items():
+                    store.add_metric(tid, name, value, "dev", "proxy")
+                sub = extract_subnet(model, shape)
+                params = count_parameters(sub)
+                store.add_metric(tid, "params", params, "dev", "proxy")
+                cached = store.find_latency(fp_id, shape.key, lat_settings.cache_settings())
+                lat = cached if cached else measure_latency(sub, lat_settings)
+                store.add_latency(tid, shape.key, lat)
+                store.finish_trial(tid, "COMPLETE")
+                results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params,
+                                "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"]})
+            except Exception as exc:
+                store.finish_trial(tid, "FAILED", error=f"{type(exc).__name__}: {exc}")
+                results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "FAILED", "error": str(exc)})
+        return results
+    finally:
+        store.dispose()
+
+
+def final_distill_task(ctx: dict, item: dict) -> dict:
+    """Standalone distillation of one shape, initialised from the supernet, from `item["soft_logits_path"]` (the teacher's
+    or the assistant's logits on every row). Writes `final` dev and test metrics under `item["metric_prefix"]`."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
+    from nas.supernet import extract_subnet
+
+    tensors, labels = _load_common(ctx)
+    store = Store(ctx["storage"], migrate=False)
+    tid = item["trial_id"]
+    prefix = item.get("metric_prefix", "")
+    try:
+        store.heartbeat(tid)
+        supernet = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
+        model = extract_subnet(supernet, Shape.from_dict(item["shape"]))
+        del supernet
+        soft = torch.load(item["soft_logits_path"])
+        train = torch.as_tensor(ctx["train_idx"])
+        settings = DistillSettings(**{**ctx["distill"], **({"lr": ctx["final"]["lr"]} if ctx["final"].get("lr") else {})})
+        steps = steps_for(len(train), settings.batch_size, ctx["final"]["epochs"], None)
+        info = distill(model, {k: v[train] for k, v in tensors.items()}, labels[train], soft[train], settings, steps,
+                       seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
+                       on_step=lambda s, l: store.heartbeat(tid) if s % 50 == 0 else None)
+        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"]}
+        for split in ("dev", "test"):
+            idx = torch.as_tensor(ctx[f"{split}_idx"])
+            sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
+            for name, value in sc.items():
+                store.add_metric(tid, prefix + name, value, split, "final", step=steps)
+            out[split] = sc
+        if item.get("save_model"):
+            path = pathlib.Path(ctx["artefact_dir"]) / f"trial-{item['number']:04d}{'-' + prefix.rstrip('_') if prefix else ''}"
+            model.config.architectures = ["BertForSequenceClassification"]
+            model.save_pretrained(path / "model")
+            AutoTokenizer.from_pretrained(ctx["teacher"]["dir"]).save_pretrained(path / "model")
+            store.add_artefact(ctx["job_id"], tid, "model", str(path / "model"))
+            if item.get("save_logits"):
+                torch.save(predict_logits(model, tensors), path / "logits.pt")
+                store.add_artefact(ctx["job_id"], tid, "logits", str(path / "logits.pt"))
+                out["logits_path"] = str(path / "logits.pt")
+        return out
+    finally:
+        store.dispose()
+
+
+# -- driver ---------------------------------------------------------------------------------------------------------------
+def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Callable[[str], None], progress: bool) -> None:
+    import ray
+    from tqdm import tqdm
+
+    from nas.distill import steps_for
+
+    spec = prep.spec
+    sn = spec.search.supernet
+    space = prep.space
+    cpus = max(1, os.cpu_count() or 1)
+    train_idx = np.asarray(ctx["train_idx"])
+    n_rewire = min(sn.rewire_rows, max(1, len(train_idx) // 5)) if sn.rewire else 0
+    rng = np.random.default_rng(spec.seed + 17)
+    held = np.sort(rng.choice(train_idx, size=n_rewire, replace=False)) if n_rewire else np.array([], dtype=int)
+    sn_train = np.setdiff1d(train_idx, held)
+    distill_cfg = space.distill.model_dump()
+    steps = sn.steps or steps_for(len(sn_train), distill_cfg["batch_size"], sn.epochs, None)
+    teacher_trial = store.trials(job_id, kind="teacher", state="COMPLETE")[0]
+    t_lat = teacher_trial["latency"][-1]
+    base = {
+        **ctx, "storage": store.url, "job_id": job_id, "seed": spec.seed, "threads": cpus, "distill": distill_cfg,
+        "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"), "latency": spec.latency.model_dump(),
+        "final": spec.search.final.model_dump(),
+    }
+    for k in ("dev_idx", "test_idx"):
+        base[k] = ctx[k]
+
+    # 1. supernet ---------------------------------------------------------------------------------------------------------
+    store.set_job_stage(job_id, "supernet")
+    sup = store.trials(job_id, kind="supernet")
+    if sup and sup[-1]["state"] == "COMPLETE":
+        supernet_dir = next(a["path"] for a in sup[-1]["artefacts"] if a["kind"] == "supernet")
+    else:
+        full_space = union_space(space.student, space.assistant)
+        config = {"space": full_space.model_dump(), "steps": steps, "supernet": sn.model_dump(), "rewire_rows": int(n_rewire)}
+        tid = sup[-1]["id"] if sup else store.add_trial(job_id, "supernet", config)["id"]
+        task_ctx = {**base, "supernet": sn.model_dump(), "space": full_space.model_dump(), "supernet_steps": steps,
+                    "train_idx": sn_train.tolist(), "rewire_idx": held.tolist()}
+        log(f"supernet: {'rewired ' if sn.rewire else ''}teacher -> {steps} sandwich steps over "
+            f"{len(full_space.layers)}x{len(full_space.hidden)}x{len(full_space.heads)}x{len(full_space.ffn)} choices "
+            f"(checkpoint every {sn.checkpoint_every})")
+        ref = ray.remote(num_cpus=cpus)(train_supernet_task).remote(task_ctx, tid)
+        bar = tqdm(total=steps, desc="supernet", unit="step", disable=not progress)
+        while True:
+            done, _ = ray.wait([ref], timeout=2.0)
+            t = store.get_trial(tid)
+            losses = [m for m in t["metrics"] if m["name"] == "train_loss"]
+            if losses:
+                bar.n = losses[-1]["step"]
+                bar.set_postfix(loss=f"{losses[-1]['value']:.3f}")
+                bar.refresh()
+            if done:
+                break
+        bar.close()
+        supernet_dir = ray.get(ref)
+    base["supernet_dir"] = supernet_dir
+    evaluate = ray.remote(num_cpus=cpus)(evaluate_shapes_task)
+
+    def run_items(kind: str, shapes: list[Shape], extra: dict | None = None) -> list[dict]:
+        items = []
+        for s in shapes:
+            t = store.add_trial(job_id, kind, {"shape": s.as_dict(), **(extra or {})})
+            items.append({"trial_id": t["id"], "shape": s.as_dict()})
+        return ray.get(evaluate.remote(base, items)) if items else []
+
+    # 2. assistant (AutoDisc) ---------------------------------------------------------------------------------------------
+    assistant = None
+    ad = spec.search.autodisc
+    if ad.enabled and space.assistant is not None:
+        from nas.autodisc import Candidate, assistant_candidates, rank_candidates
+
+        store.set_job_stage(job_id, "assistant")
+        teacher_shape = Shape.from_dict(teacher_trial["config"]["shape"])
+        done_keys = {Shape.from_dict(t["config"]["shape"]).key for t in store.trials(job_id, kind="assistant")}
+        todo = [s for s in assistant_candidates(space.assistant, teacher_shape, space.student) if s.key not in done_keys]
+        if todo:
+            log(f"assistant: scoring {len(todo)} candidates on the supernet")
+            run_items("assistant", todo)
+        t_params = metric_value(teacher_trial, "params", "dev")
+        cands, by_key = [], {}
+        for t in store.trials(job_id, kind="assistant", state="COMPLETE"):
+            shape = Shape.from_dict(t["config"]["shape"])
+            p = metric_value(t, spec.objectives.metric, "dev", "proxy")
+            if ad.scale_by == "latency":
+                scale = t["latency"][-1]["p50_ms"] / t_lat["p50_ms"]
+            else:
+                scale = metric_value(t, "params", "dev", "proxy") / t_params
+            cands.append(Candidate(shape, p, scale))
+            by_key[shape.key] = t
+        ranked = rank_candidates(cands, ad.lam)
+        for c in ranked:
+            t = by_key[c.shape.key]
+            if metric_value(t, "tau", "dev", "proxy") is None:
+                store.add_metric(t["id"], "scale", c.scale, "dev", "proxy")
+                store.add_metric(t["id"], "tau", c.tau, "dev", "proxy")
+        if ranked:
+            assistant = by_key[ranked[0].shape.key]
+            log(f"assistant: {ranked[0].shape.key} (P {ranked[0].metric:.4f}, scale {ranked[0].scale:.3f}, "
+                f"τ {ranked[0].tau:.4f}, λ {ad.lam})")
+
+    # 3. student search on inherited weights -------------------------------------------------------------------------------
+    from nas.search.strategies import make_strategy
+
+    store.set_job_stage(job_id, "search")
+    strategy = make_strategy(spec.search.strategy, space.student, spec.seed,
+                             **({"population": spec.search.population, "use_size": spec.objectives.size}
+                                if spec.search.strategy == "evolution" else {}))
+    students = store.trials(job_id, kind="student")
+    for t in students:
+        shape = Shape.from_dict(t["config"]["shape"])
+        if t["state"] == "COMPLETE":
+            strategy.tell(shape, _objectives(t, spec.objectives.metric, spec.objectives.latency))
+        else:
+            strategy.tell(shape, {})
+    waiting = [t for t in students if t["state"] == "WAITING"]
+    if waiting:
+        ray.get(evaluate.remote(base, [{"trial_id": t["id"], "shape": t["config"]["shape"]} for t in waiting]))
+    bar = tqdm(total=spec.budgets.trials, initial=len(students), desc="search", unit="shape", disable=not progress)
+    generation = 0
+    while len(store.trials(job_id, kind="student")) < spec.budgets.trials:
+        n = min(spec.search.population, spec.budgets.trials - len(store.trials(job_id, kind="student")))
+        shapes = strategy.ask(n)
+        if not shapes:
+            log("search: the space is exhausted")
+            break
+        for r in run_items("student", shapes, {"strategy": spec.search.strategy, "generation": generation, "source": "proxy"}):
+            if r["state"] == "COMPLETE":
+                strategy.tell(Shape.from_dict(r["shape"]), {"metric": r[spec.objectives.metric],
+                                                            "latency_ms": r["p50_ms" if spec.objectives.latency == "p50" else "p90_ms"],
+                                                            "params": r["params"]})
+        generation += 1
+        bar.update(len(shapes))
+    bar.close()
+
+    # 4. final: standalone distillation of chosen front points --------------------------------------------------------------
+    fin = spec.search.final
+    if fin.top_k == 0:
+        return
+    store.set_job_stage(job_id, "final")
+    final_task = ray.remote(num_cpus=cpus)(final_distill_task)
+    soft_path = ctx["teacher"]["logits_path"]
+    if assistant is not None and fin.two_step:
+        assistant = store.get_trial(assistant["id"])
+        logits = [a["path"] for a in assistant["artefacts"] if a["kind"] == "logits"]
+        if logits:
+            soft_path = logits[-1]
+        else:
+            log(f"final: distilling the assistant {Shape.from_dict(assistant['config']['shape']).key} from the teacher")
+            r = ray.get(final_task.remote(base, {"trial_id": assistant["id"], "number": assistant["number"],
+                                                 "shape": assistant["config"]["shape"], "soft_logits_path": soft_path,
+                                                 "save_model": True, "save_logits": True}))
+            soft_path = r["logits_path"]
+    chosen = choose_final(store.trials(job_id, kind="student", state="COMPLETE"), fin.top_k, spec.objectives.metric,
+                          spec.objectives.latency)
+    todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
+    bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not progress)
+    for t in todo:
+        if fin.one_step_baseline and assistant is not None and fin.two_step:
+            ray.get(final_task.remote(base, {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
+                                             "soft_logits_path": ctx["teacher"]["logits_path"], "metric_prefix": "one_step_"}))
+        ray.get(final_task.remote(base, {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
+                                         "soft_logits_path": soft_path, "save_model": True}))
+        bar.update(1)
+    bar.close()
+
+
+def _objectives(t: dict, metric: str, pct: str) -> dict:
+    lat = t["latency"][-1]
+    return {"metric": metric_value(t, metric, "dev", "proxy"), "latency_ms": lat["p50_ms" if pct == "p50" else "p90_ms"],
+            "params": metric_value(t, "params", "dev") or 0}
+
+
+def choose_final(trials: list[dict], k: int, metric: str, pct: str) -> list[dict]:
+    """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks."""
+    from nas.search.pareto import non_dominated_sort
+
+    if not trials:
+        return []
+    objs = [[_objectives(t, metric, pct)["metric"], _objectives(t, metric, pct)["latency_ms"]] for t in trials]
+    chosen: list[int] = []
+    for front in non_dominated_sort(objs, [True, False]):
+        front = sorted(front, key=lambda i: objs[i][1])
+        room = k - len(chosen)
+        if len(front) <= room:
+            chosen += front
+        else:
+            picks = np.unique(np.round(np.linspace(0, len(front) - 1, room)).astype(int))
+            chosen += [front[i] for i in picks]
+        if len(chosen) >= k:
+            break
+    return [trials[i] for i in chosen]
