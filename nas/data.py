@@ -106,10 +106,10 @@ def _read_table(path: pathlib.Path):
             return pd.read_json(path, lines=True, dtype=False)
         if path.suffix.lower() in (".csv", ".tsv"):
             return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:  # a ValueError too: must come first
+        raise SpecError("dataset.path", f"{path} is empty") from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise SpecError("dataset.path", f"cannot parse {path.name}: {str(exc).splitlines()[0]}") from None
-    except pd.errors.EmptyDataError:
-        raise SpecError("dataset.path", f"{path} is empty") from None
     raise SpecError("dataset.path", f"expected a .csv, .tsv or .jsonl file, found {path.name!r}")
 
 
@@ -124,7 +124,7 @@ def _from_file(path_text: str, task: str) -> Dataset:
         raise SpecError("dataset.path", f"{path.name} lacks column(s) {missing} for task {task!r}; found {list(df.columns)}")
     df = df[cols].dropna()
     text_cols = cols[:-1]
-    for c in text_cols:
+    for c in cols:  # a blank text or a blank label is no usable row (a blank label is not a class named '')
         df = df[df[c].astype(str).str.strip().str.len() > 0]
     if len(df) == 0:
         raise SpecError("dataset.path", f"{path.name} has no usable rows")

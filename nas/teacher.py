@@ -39,8 +39,22 @@ def teacher_config(name: str) -> dict:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SpecError("teacher", f"cannot read {path / 'config.json'}: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise SpecError("teacher", f"{path / 'config.json'} must hold a JSON object, found {type(cfg).__name__}")
     if cfg.get("model_type") != "bert":
         raise SpecError("teacher", f"expected a BERT-family model (model_type: bert), found {cfg.get('model_type')!r}")
+    # the search space is checked against these; a broken config must be a user error, not a KeyError later
+    keys = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"]
+    keys += ["max_position_embeddings"] if "max_position_embeddings" in cfg else []
+    bad = [k for k in keys if type(cfg.get(k)) is not int or cfg[k] < 1]
+    if bad:
+        raise SpecError("teacher", f"{path / 'config.json'} needs a positive integer for {', '.join(bad)}")
+    # found now, not after the job row is written: from_pretrained needs weights and a tokenizer
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    if not any((path / w).is_file() for w in weights):
+        raise SpecError("teacher", f"{path} has no model weights (expected one of {', '.join(weights)})")
+    if not any((path / t).is_file() for t in ("tokenizer.json", "vocab.txt")):
+        raise SpecError("teacher", f"{path} has no tokenizer (expected tokenizer.json or vocab.txt)")
     return cfg
 
 

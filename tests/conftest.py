@@ -1,0 +1,150 @@
+"""Shared fixtures: an isolated NAS_HOME per test, SQLite URLs in tmp, and a real PostgreSQL 15 server for the session.
+
+The token/teacher cache (NAS_CACHE) is shared across tests and runs (default /work/main/.nas/test-cache) so that nothing
+expensive is recomputed; tests that check the cache itself point NAS_CACHE at their own tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+DEFAULT_TEST_CACHE = REPO / ".nas" / "test-cache"
+
+# Keep the suite light on a shared 2-core machine: torch runs on one thread in this process (see pytest_configure).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+@pytest.fixture
+def nas_home(tmp_path, monkeypatch) -> pathlib.Path:
+    """NAS_HOME in a fresh tmp dir; NAS_CACHE stays shared (set to .nas/test-cache when the caller left it unset)."""
+    home = tmp_path / "nas-home"
+    home.mkdir()
+    monkeypatch.setenv("NAS_HOME", str(home))
+    monkeypatch.delenv("NAS_STORAGE", raising=False)
+    if not os.environ.get("NAS_CACHE"):
+        monkeypatch.setenv("NAS_CACHE", str(DEFAULT_TEST_CACHE))
+    return home
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_runner():
+    """How to run the server binaries: directly when we are not root, else as the `postgres` system user.
+    Returns (prefix argv, uid, gid) or a skip reason string."""
+    if os.geteuid() != 0:
+        return [], os.getuid(), os.getgid()
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        return "running as root and there is no `postgres` system user to run initdb (initdb refuses root)"
+    if pw.pw_uid == 0:
+        return "the `postgres` user is root; initdb refuses to run as root"
+    runuser = shutil.which("runuser")
+    if runuser:
+        return [runuser, "-u", "postgres", "--"], pw.pw_uid, pw.pw_gid
+    su = shutil.which("su")
+    if su:
+        return [su, "postgres", "-s", "/bin/sh", "-c"], pw.pw_uid, pw.pw_gid  # argv joined below
+    return "running as root and neither runuser nor su is available to switch to the `postgres` user"
+
+
+def _pg(prefix: list[str], argv: list[str], **kw) -> subprocess.CompletedProcess:
+    if prefix and prefix[-1] == "-c":  # su: one shell command line
+        import shlex
+
+        argv = [" ".join(shlex.quote(a) for a in argv)]
+    kw.setdefault("cwd", "/tmp")  # the postgres user may not be able to enter the caller's cwd
+    return subprocess.run(prefix + argv, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL 15 server on 127.0.0.1 with trust auth; yields (host, port). Stopped (immediate) at the end."""
+    runner = _pg_runner()
+    if isinstance(runner, str):
+        pytest.skip(runner)
+    prefix, uid, gid = runner
+    initdb = PG_BIN / "initdb" if (PG_BIN / "initdb").exists() else pathlib.Path(shutil.which("initdb") or "initdb")
+    pg_ctl = PG_BIN / "pg_ctl"
+    assert initdb.exists() and pg_ctl.exists(), f"PostgreSQL 15 binaries not found in {PG_BIN}"
+    # not under pytest's tmp dir: that is mode 0700 for root and the postgres user could not enter it
+    root = pathlib.Path(tempfile.mkdtemp(prefix="nas-test-pg-"))
+    os.chown(root, uid, gid)
+    os.chmod(root, 0o700)
+    data = root / "data"
+    res = _pg(prefix, [str(initdb), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale",
+                       "--no-sync"], timeout=120)
+    assert res.returncode == 0, f"initdb failed: {res.stdout}\n{res.stderr}"
+    port = None
+    for _ in range(3):
+        port = _free_port()
+        opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off "
+                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        res = _pg(prefix, [str(pg_ctl), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o", opts,
+                           "start"], timeout=120)
+        if res.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        pytest.fail(f"pg_ctl start failed: {res.stdout}\n{res.stderr}\n{log[-2000:]}")
+    try:
+        yield "127.0.0.1", port
+    finally:
+        _pg(prefix, [str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_pg_database(host: str, port: int, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@{host}:{port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """`postgresql+psycopg://postgres@127.0.0.1:PORT/nas_test` on the session's real server."""
+    host, port = postgres_server
+    return create_pg_database(host, port, "nas_test")
+
+
+_pg_db_counter = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server) -> str:
+    """A new, empty database on the session's server for one test."""
+    host, port = postgres_server
+    return create_pg_database(host, port, f"nas_t{next(_pg_db_counter)}_{os.getpid()}")
