@@ -1,0 +1,179 @@
+"""Issue 3 figures: supernet extraction exactness, proxy-vs-final ranking, AutoDisc assistant, two-step vs one-step
+distillation at equal student steps, retention at >= 10x measured speed. Last line of output: one JSON object.
+
+    python benchmarks/supernet.py                 # all of Rotten Tomatoes fresh/rotten, seq 64
+    python benchmarks/supernet.py --rows 3000     # a stratified slice (what fits a short session)
+    python benchmarks/supernet.py --quick         # a tiny smoke run (~3 min)
+
+Everything is measured in this one run on this machine: the plain recipe (students sliced from the fine-tuned teacher,
+0.5 KL(T=2) + 0.5 CE) is run beside ours on the same shapes, seeds, data and step counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", type=int, default=None, help="stratified slice of the dataset (default: all)")
+    ap.add_argument("--dataset", default="rotten-tomatoes")
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--teacher-epochs", type=float, default=2.0)
+    ap.add_argument("--supernet-steps", type=int, default=None)
+    ap.add_argument("--final-epochs", type=float, default=2.0)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--kendall-shapes", type=int, default=12)
+    args = ap.parse_args()
+    if args.quick:
+        args.rows = args.rows or 600
+        args.teacher_epochs, args.final_epochs, args.seeds, args.kendall_shapes = 2.0, 2.0, 1, 12
+        args.supernet_steps = args.supernet_steps or 20
+
+    import numpy as np
+    import torch
+    from scipy.stats import kendalltau
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from nas.autodisc import Candidate, assistant_candidates, rank_candidates
+    from nas.data import load_dataset, split_indices, stratified_sample, tokenize
+    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
+    from nas.latency.measure import LatencySettings, measure_latency
+    from nas.search.space import all_shapes, sample_shape
+    from nas.spec import DatasetRef, load_search_space
+    from nas.supernet import Shape, count_parameters, extract_subnet, rewire, supernet_forward
+    from nas.supernet_stages import union_space
+    from nas.supernet_train import evaluate_shape, train_supernet
+    from nas.teacher import load_teacher, prepare_teacher, teacher_config, teacher_path
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(os.cpu_count() or 1)
+    t_start = time.perf_counter()
+    space = load_search_space("bert_small", teacher_config("minilm-l6"))
+    ds = load_dataset(DatasetRef(name=args.dataset, max_rows=args.rows), "classification", 0)
+    tok = AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
+    tensors = tokenize(tok, ds, args.seq)
+    splits = split_indices(ds.labels, 0)
+    labels = torch.as_tensor(ds.labels)
+    info = prepare_teacher("minilm-l6", ds, tensors, splits, 0, args.teacher_epochs, args.seq, log=print)
+    teacher = load_teacher(info)
+    t_logits = torch.load(info["logits_path"])
+    dev, test = torch.as_tensor(splits["dev"]), torch.as_tensor(splits["test"])
+    lat_settings = LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1)
+    t_lat = measure_latency(teacher, lat_settings)["p50_ms"]
+    print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f} p50 {t_lat:.2f} ms", flush=True)
+
+    # supernet: rewire on held-out train rows, sandwich training over student + assistant shapes
+    rng = np.random.default_rng(0)
+    train = np.asarray(splits["train"])
+    held = np.sort(rng.choice(train, size=min(256, len(train) // 5), replace=False))
+    sn_train = np.setdiff1d(train, held)
+    full_space = union_space(space.student, space.assistant)
+    settings = DistillSettings(**{**space.distill.model_dump(), "lr": 2e-4})
+    sn_steps = args.supernet_steps or steps_for(len(sn_train), settings.batch_size, 2.0, None)
+    supernet = load_teacher(info)
+    rewire(supernet, tensors, labels, held)
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=sn_steps, desc="supernet", unit="step", mininterval=10)
+    train_supernet(supernet, t_logits, tensors, labels, sn_train, full_space, sn_steps, settings, n_random=2,
+                   hidden_weight=1.0, seed=0, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
+    bar.close()
+    supernet_train_s = time.perf_counter() - t0
+    supernet.eval()
+
+    # 1. extraction equals slicing
+    diffs = []
+    batch = {k: v[dev[:16]] for k, v in tensors.items()}
+    for _ in range(20):
+        s = sample_shape(full_space, rng)
+        with torch.inference_mode():
+            a = supernet_forward(supernet, s, batch)[0]
+            b = extract_subnet(supernet, s)(**batch).logits
+        diffs.append(float((a - b).abs().max()))
+
+    def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str) -> tuple[float, float, torch.nn.Module]:
+        model = extract_subnet(supernet if init == "supernet" else teacher, shape)
+        st = DistillSettings(**space.distill.model_dump())
+        steps = steps_for(len(train), st.batch_size, args.final_epochs, None)
+        tr = torch.as_tensor(train)
+        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr], st, steps, seed=seed)
+        d = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), labels[dev])["accuracy"]
+        t = scores(predict_logits(model, {k: v[test] for k, v in tensors.items()}), labels[test])["accuracy"]
+        return d, t, model
+
+    # 2. proxy vs final ranking over shapes spread across sizes
+    t0 = time.perf_counter()
+    shapes = sorted(all_shapes(space.student), key=lambda s: count_parameters(extract_subnet(supernet, s)))
+    pick = [shapes[i] for i in np.unique(np.round(np.linspace(0, len(shapes) - 1, args.kendall_shapes)).astype(int))]
+    proxy = [evaluate_shape(supernet, s, tensors, labels, dev) for s in pick]
+    search_s = time.perf_counter() - t0
+    finals = []
+    for s in tqdm(pick, desc="final (kendall)", mininterval=10):
+        finals.append(final_student(s, t_logits, 0, "supernet")[0])
+    tau_k = float(kendalltau(proxy, finals).statistic)
+
+    # 3. AutoDisc assistant
+    t_params = count_parameters(teacher)
+    cands = []
+    for s in assistant_candidates(space.assistant, Shape.of_config(teacher.config), space.student):
+        p = evaluate_shape(supernet, s, tensors, labels, dev)
+        cands.append(Candidate(s, p, count_parameters(extract_subnet(supernet, s)) / t_params))
+    ranked = rank_candidates(cands, 0.2)
+    asst_shape = ranked[0].shape
+
+    # 4. two-step vs one-step (equal student steps) and the plain recipe, on small shapes, several seeds
+    small = [Shape(1, 128, 4, 512), Shape(1, 192, 4, 768), Shape(2, 128, 4, 512)]
+    lat = {s.key: measure_latency(extract_subnet(supernet, s), lat_settings)["p50_ms"] for s in small}
+    res = {k: {s.key: [] for s in small} for k in ("two_step", "one_step", "plain")}
+    asst_acc = []
+    for seed in range(args.seeds):
+        a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100 + seed, "supernet")
+        asst_acc.append(a_test)
+        a_logits = predict_logits(a_model, tensors)
+        for s in small:
+            res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet")[1])
+            res["one_step"][s.key].append(final_student(s, t_logits, seed, "supernet")[1])
+            res["plain"][s.key].append(final_student(s, t_logits, seed, "teacher")[1])
+        print(f"seed {seed}: " + json.dumps({k: {kk: vv[-1] for kk, vv in v.items()} for k, v in res.items()}), flush=True)
+    mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in res.items()}
+    deltas = [mean["two_step"][s.key] - mean["one_step"][s.key] for s in small]
+    t_test = info["test"]["accuracy"]
+    fast = [s for s in small if t_lat / lat[s.key] >= 10]
+
+    def retention(kind: str) -> float | None:
+        if not fast:
+            return None
+        return max(max(mean[kind][s.key], mean["one_step"][s.key]) if kind == "best" else mean[kind][s.key]
+                   for s in fast) / t_test
+
+    out = {
+        "dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "seeds": args.seeds,
+        "teacher_dev_acc": info["dev"]["accuracy"], "teacher_test_acc": t_test, "teacher_p50_ms": t_lat,
+        "extract_max_abs_diff": max(diffs), "n_subnets": len(all_shapes(full_space)),
+        "kendall_tau": tau_k, "kendall_shapes": [s.key for s in pick], "proxy_dev": proxy, "final_dev": finals,
+        "assistant": {"shape": asst_shape.key, "tau": ranked[0].tau, "P": ranked[0].metric, "scale": ranked[0].scale,
+                      "test_acc_mean": float(np.mean(asst_acc))},
+        "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(small), "mean_delta": float(np.mean(deltas)),
+        "per_shape": {s.key: {"speedup": t_lat / lat[s.key], **{k: mean[k][s.key] for k in mean}} for s in small},
+        "retention_at_10x": retention("two_step"), "retention_at_10x_one_step": retention("one_step"),
+        "retention_at_10x_plain": retention("plain"),
+        "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

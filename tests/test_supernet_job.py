@@ -1,0 +1,116 @@
+"""The supernet schedule end to end on a tiny real job: rewired teacher -> supernet (checkpointed) -> AutoDisc assistant
+trials with P, scale and τ -> NSGA-II search on inherited weights (proxy metrics, measured latency) -> standalone
+teacher -> assistant -> student distillation (final metrics); an export of a proxy-only point reproduces its proxy."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from nas.store.store import metric_value
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPEC = """
+name: tiny-supernet
+teacher: minilm-l6
+dataset: {name: bbc-news, max_rows: 150}
+task: classification
+search_space: tiny
+latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
+budgets: {trials: 6, max_seq_len: 32, teacher_epochs: 2}
+search:
+  strategy: evolution
+  population: 3
+  supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
+  autodisc: {lambda: 0.2}
+  final: {top_k: 2, epochs: 1, one_step_baseline: true}
+seed: 5
+"""
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    old = {k: os.environ.get(k) for k in ("NAS_HOME", "NAS_CACHE")}
+    os.environ["NAS_HOME"] = str(home)
+    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "test-cache"))
+    url = f"sqlite:///{home / 'nas.db'}"
+    from nas.pipeline import run_job
+    from nas.spec import parse_spec
+    from nas.store import Store
+    import yaml
+
+    store = Store(url)
+    job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
+    yield {"store": store, "job_id": job_id, "home": home}
+    import ray
+
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_stages_leave_their_trials_in_the_store(job):
+    store, job_id = job["store"], job["job_id"]
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    kinds = [t["kind"] for t in store.trials(job_id)]
+    assert kinds[0] == "teacher" and kinds[1] == "supernet"
+    sup = store.trials(job_id, kind="supernet")[0]
+    assert sup["state"] == "COMPLETE"
+    assert {a["kind"] for a in sup["artefacts"]} == {"checkpoint", "supernet"}
+    assert pathlib.Path(next(a["path"] for a in sup["artefacts"] if a["kind"] == "checkpoint")).is_file()
+    assert len(store.trials(job_id, kind="student")) == 6
+
+
+def test_assistant_candidates_carry_p_scale_and_tau(job):
+    store, job_id = job["store"], job["job_id"]
+    assistants = store.trials(job_id, kind="assistant", state="COMPLETE")
+    assert len(assistants) >= 2
+    for t in assistants:
+        p = metric_value(t, "accuracy", "dev", "proxy")
+        scale = metric_value(t, "scale", "dev", "proxy")
+        tau = metric_value(t, "tau", "dev", "proxy")
+        assert 0 < scale < 1 and tau == pytest.approx(p + 0.2 * (1 - scale))
+    best = max(assistants, key=lambda t: metric_value(t, "tau", "dev", "proxy"))
+    # the chosen assistant was distilled standalone, and its logits taught the students
+    assert metric_value(best, "accuracy", "dev", "final") is not None
+    assert any(a["kind"] == "logits" for a in best["artefacts"])
+
+
+def test_students_have_proxy_everywhere_and_final_on_the_chosen_points(job):
+    store, job_id = job["store"], job["job_id"]
+    students = store.trials(job_id, kind="student", state="COMPLETE")
+    assert len(students) == 6
+    assert all(metric_value(t, "accuracy", "dev", "proxy") is not None and t["latency"] for t in students)
+    finals = [t for t in students if metric_value(t, "accuracy", "dev", "final") is not None]
+    assert len(finals) == 2
+    for t in finals:
+        assert metric_value(t, "accuracy", "test", "final") is not None
+        assert metric_value(t, "one_step_accuracy", "dev", "final") is not None  # the teacher -> student baseline
+    assert {t["config"]["generation"] for t in students} == {0, 1}
+
+
+def test_export_of_a_proxy_only_point_reproduces_its_proxy_accuracy(job, tmp_path):
+    from nas.export import evaluate_export, export_trial
+
+    store, job_id = job["store"], job["job_id"]
+    proxy_only = next(t for t in store.trials(job_id, kind="student", state="COMPLETE")
+                      if metric_value(t, "accuracy", "dev", "final") is None)
+    out = export_trial(store, job_id, proxy_only["number"], tmp_path / "exp")
+    res = evaluate_export(out)
+    assert res["abs_diff"] <= 1e-6, res
+
+
+def test_resume_of_a_complete_job_changes_nothing(job):
+    from nas.pipeline import resume_job
+
+    store, job_id = job["store"], job["job_id"]
+    before = store.count_rows()
+    resume_job(store, job_id, progress=False)
+    after = store.count_rows()
+    assert after["trials"] == before["trials"] and after["latency_measurements"] == before["latency_measurements"]
