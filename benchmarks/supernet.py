@@ -155,8 +155,7 @@ def main() -> None:
     def retention(kind: str) -> float | None:
         if not fast:
             return None
-        return max(max(mean[kind][s.key], mean["one_step"][s.key]) if kind == "best" else mean[kind][s.key]
-                   for s in fast) / t_test
+        return max(mean[kind][s.key] for s in fast) / t_test
 
     out = {
         "dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "seeds": args.seeds,
