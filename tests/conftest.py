@@ -148,3 +148,28 @@ def fresh_postgres_url(postgres_server) -> str:
     """A new, empty database on the session's server for one test."""
     host, port = postgres_server
     return create_pg_database(host, port, f"nas_t{next(_pg_db_counter)}_{os.getpid()}")
+
+
+# -- real jobs shared by a test module ----------------------------------------------------------------------------------
+import contextlib
+
+
+@contextlib.contextmanager
+def job_environment(home: pathlib.Path, **env: str):
+    """NAS_HOME=home (NAS_CACHE shared unless set) plus `env` for the duration; Ray is shut down afterwards."""
+    keys = {"NAS_HOME", "NAS_CACHE", *env}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ["NAS_HOME"] = str(home)
+    os.environ.setdefault("NAS_CACHE", str(DEFAULT_TEST_CACHE))
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        import ray
+
+        ray.shutdown()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from conftest import job_environment
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = """
 name: tiny-e2e
@@ -27,29 +29,18 @@ seed: 3
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("NAS_HOME", "NAS_CACHE", "NAS_INJECT_NAN_TRIALS")}
-    os.environ["NAS_HOME"] = str(home)
-    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "test-cache"))
-    os.environ["NAS_INJECT_NAN_TRIALS"] = "3"  # trial numbers: 1 = teacher, 2..4 = students; #3 gets a NaN loss
     spec_file = home / "spec.yaml"
     url = f"sqlite:///{home / 'nas.db'}"
     spec_file.write_text(SPEC + f"storage: {url}\n")
+    # trial numbers: 1 = teacher, 2..4 = students; #3 gets a NaN loss
+    with job_environment(home, NAS_INJECT_NAN_TRIALS="3"):
+        from nas.pipeline import run_job
+        from nas.spec import load_spec
+        from nas.store import Store
 
-    from nas.pipeline import run_job
-    from nas.spec import load_spec
-    from nas.store import Store
-
-    store = Store(url)
-    job_id = run_job(load_spec(spec_file), store, progress=False)
-    yield {"store": store, "job_id": job_id, "home": home, "url": url, "spec_file": spec_file}
-    import ray
-
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        store = Store(url)
+        job_id = run_job(load_spec(spec_file), store, progress=False)
+        yield {"store": store, "job_id": job_id, "home": home, "url": url, "spec_file": spec_file}
 
 
 def test_every_trial_is_in_the_store(job):

@@ -4,10 +4,10 @@ teacher -> assistant -> student distillation (final metrics); an export of a pro
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
+from conftest import job_environment
 
 from nas.store.store import metric_value
 
@@ -33,26 +33,17 @@ seed: 3
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("NAS_HOME", "NAS_CACHE")}
-    os.environ["NAS_HOME"] = str(home)
-    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "test-cache"))
     url = f"sqlite:///{home / 'nas.db'}"
-    from nas.pipeline import run_job
-    from nas.spec import parse_spec
-    from nas.store import Store
-    import yaml
+    with job_environment(home):
+        import yaml
 
-    store = Store(url)
-    job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
-    yield {"store": store, "job_id": job_id, "home": home}
-    import ray
+        from nas.pipeline import run_job
+        from nas.spec import parse_spec
+        from nas.store import Store
 
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        store = Store(url)
+        job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
+        yield {"store": store, "job_id": job_id, "home": home}
 
 
 def test_stages_leave_their_trials_in_the_store(job):
