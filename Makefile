@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-demo: setup        ## the demo job: all of BBC News, MiniLM teacher, SQLite + local Ray (~15 min on 2 cores)
+demo: setup        ## the demo job: all of BBC News, MiniLM teacher, SQLite + local Ray (~13 min on 2 cores)
 	$(NAS) run examples/bbc_demo.yaml --export-dir exports
 
 demo-quick: setup  ## a 400-row slice, 8 students (~3 min on 2 cores)
