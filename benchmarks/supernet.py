@@ -46,7 +46,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from nas.autodisc import Candidate, assistant_candidates, rank_candidates
-    from nas.data import load_dataset, split_indices, stratified_sample, tokenize
+    from nas.data import load_dataset, split_indices, tokenize
     from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
     from nas.latency.measure import LatencySettings, measure_latency
     from nas.search.space import all_shapes, sample_shape

@@ -204,12 +204,16 @@ def cache_dir() -> pathlib.Path:
     return d
 
 
-def tokenize(tokenizer, ds: Dataset, max_len: int) -> dict[str, torch.Tensor]:
-    """input_ids / attention_mask / token_type_ids for the whole dataset, padded to max_len; cached on disk by
-    (tokenizer vocabulary, dataset content, max_len)."""
+def token_cache_path(tokenizer, ds: Dataset, max_len: int) -> pathlib.Path:
+    """Where `tokenize` keeps its tensors: keyed by tokenizer vocabulary, dataset content and max_len."""
     vocab_hash = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
-    key = f"tok-{ds.fingerprint()}-{vocab_hash}-{max_len}.pt"
-    path = cache_dir() / "tokens" / key
+    return cache_dir() / "tokens" / f"tok-{ds.fingerprint()}-{vocab_hash}-{max_len}.pt"
+
+
+def tokenize(tokenizer, ds: Dataset, max_len: int) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask / token_type_ids for the whole dataset, padded to max_len; cached on disk at
+    `token_cache_path` (Ray workers load that file instead of tokenising again)."""
+    path = token_cache_path(tokenizer, ds, max_len)
     if path.is_file():
         return torch.load(path)
     if ds.task == "pair":

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 
-from nas.data import Dataset, load_dataset, split_indices, stratified_sample, tokenize
+from nas.data import Dataset, load_dataset, split_indices, stratified_sample, token_cache_path, tokenize
 from nas.spec import JobSpec, SearchSpace, SpecError, load_search_space, parse_spec
-from nas.store.store import Store, metric_value, nas_home
+from nas.store.store import Store, metric_value, nas_home, trial_objectives
 
 
 @dataclass
@@ -43,15 +41,6 @@ def prepare(spec: JobSpec) -> Prepared:
         raise SpecError("budgets.max_seq_len", f"longer than the teacher's {tcfg.get('max_position_embeddings')} positions")
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     return Prepared(spec, tcfg, space, ds)
-
-
-def open_store(spec: JobSpec) -> Store:
-    return Store(spec.storage)
-
-
-def submit(spec: JobSpec, store: Store, status: str = "QUEUED") -> int:
-    prepare(spec)
-    return store.create_job(spec.name, spec.model_dump(mode="json"), status=status)
 
 
 def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callable[[str], None] = print,
@@ -127,22 +116,9 @@ def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
     if spec.budgets.data_fraction < 1:
         sub = stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)
         train_idx = train_idx[sub]
-    tokens_path = _tokens_file(tensors, ds, spec)
+    tokens_path = token_cache_path(tok, ds, spec.budgets.max_seq_len)
     return {"teacher": info, "tokens_path": str(tokens_path), "train_idx": train_idx.tolist(),
             "dev_idx": splits["dev"].tolist(), "test_idx": splits["test"].tolist(), "labels": ds.labels.tolist()}
-
-
-def _tokens_file(tensors, ds: Dataset, spec: JobSpec) -> pathlib.Path:
-    import torch
-
-    from nas.data import cache_dir
-
-    path = cache_dir() / "tokens" / f"job-{ds.fingerprint()}-{spec.budgets.max_seq_len}.pt"
-    if not path.is_file():
-        tmp = path.with_suffix(".tmp")
-        torch.save(tensors, tmp)
-        tmp.replace(path)
-    return path
 
 
 def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool, ray_address) -> None:
@@ -174,7 +150,7 @@ def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log,
     options = {"population": spec.search.population, "use_size": spec.objectives.size} if spec.search.strategy == "evolution" else {}
     strategy = make_strategy(spec.search.strategy, prep.space.student, spec.seed, **options)
     for t in store.trials(job_id, kind="student"):
-        strategy.tell(Shape.from_dict(t["config"]["shape"]), _objectives_of(t, spec) if t["state"] == "COMPLETE" else {})
+        strategy.tell(Shape.from_dict(t["config"]["shape"]), _completed_objectives(t, spec))
     distill_cfg = prep.space.distill.model_dump()
     steps = steps_for(len(ctx["train_idx"]), distill_cfg["batch_size"], spec.budgets.epochs, spec.budgets.steps)
     cpus = max(1, (os.cpu_count() or 1) // spec.budgets.max_concurrent)
@@ -220,17 +196,14 @@ def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log,
             store.finish_trial(t["id"], "FAILED", error="the Ray worker ended without reporting a result")
         for t in waiting:
             done = store.get_trial(t["id"])
-            strategy.tell(Shape.from_dict(done["config"]["shape"]), _objectives_of(done, spec) if done["state"] == "COMPLETE" else {})
+            strategy.tell(Shape.from_dict(done["config"]["shape"]), _completed_objectives(done, spec))
     bar.close()
 
 
-def _objectives_of(t: dict, spec: JobSpec) -> dict:
-    lat = t["latency"][-1] if t["latency"] else None
-    if lat is None:
+def _completed_objectives(t: dict, spec: JobSpec) -> dict:
+    if t["state"] != "COMPLETE":
         return {}
-    return {"metric": metric_value(t, spec.objectives.metric, "dev"),
-            "latency_ms": lat["p50_ms"] if spec.objectives.latency == "p50" else lat["p90_ms"],
-            "params": metric_value(t, "params", "dev") or 0}
+    return trial_objectives(t, spec.objectives.metric, spec.objectives.latency)
 
 
 # -- reading results ----------------------------------------------------------------------------------------------------
@@ -291,4 +264,3 @@ def _row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None) -> dict:
     }
 
 
-__all__ = ["prepare", "run_job", "resume_job", "front_rows", "submit", "open_store", "np"]

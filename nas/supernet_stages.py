@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from nas.spec import StudentSpace
-from nas.store.store import Store, metric_value, nas_home
+from nas.store.store import Store, metric_value, nas_home, trial_objectives
 from nas.supernet import Shape
 
 
@@ -91,33 +91,27 @@ def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
     from transformers import BertForSequenceClassification
 
     from nas.distill import scores
-    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, resolve_device
-    from nas.supernet import count_parameters, extract_subnet, supernet_forward
-    import torch
+    from nas.latency.measure import LatencySettings, measure_or_reuse
+    from nas.supernet import count_parameters, extract_subnet
+    from nas.supernet_train import shape_logits
 
     tensors, labels = _load_common(ctx)
     store = Store(ctx["storage"], migrate=False)
     model = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
-    dev = torch.as_tensor(ctx["dev_idx"])
     lat_settings = LatencySettings(**ctx["latency"])
-    fp_id = fingerprint_id(device_fingerprint(resolve_device(lat_settings.device), lat_settings.threads))
     results = []
     try:
         for item in items:
             tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
             store.start_trial(tid)
             try:
-                with torch.inference_mode():
-                    logits = torch.cat([supernet_forward(model, shape, {k: v[dev[i:i + 128]] for k, v in tensors.items()})[0]
-                                        for i in range(0, len(dev), 128)])
-                sc = scores(logits, labels[dev])
+                sc = scores(shape_logits(model, shape, tensors, ctx["dev_idx"]), labels[ctx["dev_idx"]])
                 for name, value in sc.items():
                     store.add_metric(tid, name, value, "dev", "proxy")
                 sub = extract_subnet(model, shape)
                 params = count_parameters(sub)
                 store.add_metric(tid, "params", params, "dev", "proxy")
-                cached = store.find_latency(fp_id, shape.key, lat_settings.cache_settings())
-                lat = cached if cached else measure_latency(sub, lat_settings)
+                lat = measure_or_reuse(store, sub, shape.key, lat_settings)
                 store.add_latency(tid, shape.key, lat)
                 store.finish_trial(tid, "COMPLETE")
                 results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params,
@@ -202,8 +196,6 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"), "latency": spec.latency.model_dump(),
         "final": spec.search.final.model_dump(),
     }
-    for k in ("dev_idx", "test_idx"):
-        base[k] = ctx[k]
 
     # 1. supernet ---------------------------------------------------------------------------------------------------------
     store.set_job_stage(job_id, "supernet")
@@ -289,7 +281,7 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     for t in students:
         shape = Shape.from_dict(t["config"]["shape"])
         if t["state"] == "COMPLETE":
-            strategy.tell(shape, _objectives(t, spec.objectives.metric, spec.objectives.latency))
+            strategy.tell(shape, trial_objectives(t, spec.objectives.metric, spec.objectives.latency, "proxy"))
         else:
             strategy.tell(shape, {})
     waiting = [t for t in students if t["state"] == "WAITING"]
@@ -297,8 +289,9 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         ray.get(evaluate.remote(base, [{"trial_id": t["id"], "shape": t["config"]["shape"]} for t in waiting]))
     bar = tqdm(total=spec.budgets.trials, initial=len(students), desc="search", unit="shape", disable=not progress)
     generation = 0
-    while len(store.trials(job_id, kind="student")) < spec.budgets.trials:
-        n = min(spec.search.population, spec.budgets.trials - len(store.trials(job_id, kind="student")))
+    n_done = len(students)
+    while n_done < spec.budgets.trials:
+        n = min(spec.search.population, spec.budgets.trials - n_done)
         shapes = strategy.ask(n)
         if not shapes:
             log("search: the space is exhausted")
@@ -309,6 +302,7 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
                                                             "latency_ms": r["p50_ms" if spec.objectives.latency == "p50" else "p90_ms"],
                                                             "params": r["params"]})
         generation += 1
+        n_done += len(shapes)
         bar.update(len(shapes))
     bar.close()
 
@@ -344,19 +338,13 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     bar.close()
 
 
-def _objectives(t: dict, metric: str, pct: str) -> dict:
-    lat = t["latency"][-1]
-    return {"metric": metric_value(t, metric, "dev", "proxy"), "latency_ms": lat["p50_ms" if pct == "p50" else "p90_ms"],
-            "params": metric_value(t, "params", "dev") or 0}
-
-
 def choose_final(trials: list[dict], k: int, metric: str, pct: str) -> list[dict]:
     """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks."""
     from nas.search.pareto import non_dominated_sort
 
     if not trials:
         return []
-    objs = [[_objectives(t, metric, pct)["metric"], _objectives(t, metric, pct)["latency_ms"]] for t in trials]
+    objs = [[o["metric"], o["latency_ms"]] for o in (trial_objectives(t, metric, pct, "proxy") for t in trials)]
     chosen: list[int] = []
     for front in non_dominated_sort(objs, [True, False]):
         front = sorted(front, key=lambda i: objs[i][1])

@@ -179,18 +179,21 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
 
 
 @torch.inference_mode()
-def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, idx,
-                   batch_size: int = 64) -> float:
-    """Accuracy of `shape` with inherited weights (a `proxy` metric) on rows `idx`; tensors (n, seq), labels (n,)."""
+def shape_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, batch_size: int = 64) -> torch.Tensor:
+    """Logits (len(idx), classes) of `shape` with inherited weights on rows `idx`; tensors (n, seq)."""
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     if len(idx) == 0:
         raise ValueError("no rows to evaluate")
-    correct = 0
-    for i in range(0, len(idx), batch_size):
-        b = idx[i:i + batch_size]
-        logits, _ = supernet_forward(model, shape, {k: v[b] for k, v in tensors.items()})
-        correct += int((logits.argmax(-1) == labels[b]).sum())
-    return correct / len(idx)
+    return torch.cat([supernet_forward(model, shape, {k: v[idx[i:i + batch_size]] for k, v in tensors.items()})[0]
+                      for i in range(0, len(idx), batch_size)])
 
 
-__all__ = ["sandwich_shapes", "largest_shape", "smallest_shape", "hidden_mse", "train_supernet", "evaluate_shape"]
+def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, idx,
+                   batch_size: int = 64) -> float:
+    """Accuracy of `shape` with inherited weights (a `proxy` metric) on rows `idx`; tensors (n, seq), labels (n,)."""
+    logits = shape_logits(model, shape, tensors, idx, batch_size)
+    return float((logits.argmax(-1) == labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]).float().mean())
+
+
+__all__ = ["sandwich_shapes", "largest_shape", "smallest_shape", "hidden_mse", "train_supernet", "shape_logits",
+           "evaluate_shape"]

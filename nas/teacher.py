@@ -8,9 +8,8 @@ import pathlib
 import shutil
 import time
 
-import numpy as np
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from nas.data import Dataset, cache_dir
 from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
@@ -122,9 +121,3 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 def load_teacher(info: dict) -> BertForSequenceClassification:
     return BertForSequenceClassification.from_pretrained(info["dir"], attn_implementation="eager").eval()
 
-
-def teacher_bert_config(name: str) -> BertConfig:
-    return BertConfig.from_dict(teacher_config(name))
-
-
-__all__ = ["prepare_teacher", "load_teacher", "teacher_path", "teacher_config", "np"]

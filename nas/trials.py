@@ -3,9 +3,6 @@ measure its latency, save it, and write each of those to the store as it happens
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import pathlib
 import time
 import traceback
@@ -18,7 +15,7 @@ def run_student_trial(config: dict) -> dict:
     from transformers.utils import logging as hf_logging
 
     from nas.distill import DistillSettings, distill, predict_logits, scores
-    from nas.latency.measure import LatencySettings, measure_latency
+    from nas.latency.measure import LatencySettings, measure_or_reuse
     from nas.store import Store
     from nas.supernet import Shape, count_parameters, extract_subnet
     from nas.teacher import load_teacher
@@ -60,12 +57,7 @@ def run_student_trial(config: dict) -> dict:
         params = count_parameters(student)
         store.add_metric(trial_id, "params", params, "dev", "final")
 
-        lat_settings = LatencySettings(**config["latency"])
-        from nas.latency.measure import device_fingerprint, fingerprint_id, resolve_device
-
-        fp_id = fingerprint_id(device_fingerprint(resolve_device(lat_settings.device), lat_settings.threads))
-        cached = store.find_latency(fp_id, shape.key, lat_settings.cache_settings())
-        lat = cached if cached else measure_latency(student, lat_settings)
+        lat = measure_or_reuse(store, student, shape.key, LatencySettings(**config["latency"]))
         store.add_latency(trial_id, shape.key, lat)
 
         out = pathlib.Path(config["artefact_dir"]) / f"trial-{trial['number']:04d}" / "model"
@@ -83,5 +75,3 @@ def run_student_trial(config: dict) -> dict:
     finally:
         store.dispose()
 
-
-__all__ = ["run_student_trial", "json", "math", "os"]

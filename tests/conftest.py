@@ -152,6 +152,7 @@ def fresh_postgres_url(postgres_server) -> str:
 
 # -- real jobs shared by a test module ----------------------------------------------------------------------------------
 import contextlib
+import csv
 
 
 @contextlib.contextmanager
@@ -173,3 +174,11 @@ def job_environment(home: pathlib.Path, **env: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path

@@ -6,7 +6,6 @@ timeout, so a validation hole shows up as a failure rather than as a long traini
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_csv
 import yaml
 from typer.testing import CliRunner
 
@@ -25,14 +25,6 @@ NAS_BIN = pathlib.Path(sys.executable).parent / "nas"  # the console script of t
 UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/nas"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture

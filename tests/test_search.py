@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nas.autodisc import Candidate, assistant_candidates, rank_candidates, tradeoff
-from nas.search.pareto import crowding_distance, dominates, non_dominated_sort, pareto_front
+from nas.search.pareto import crowding_distance, dominates, non_dominated_sort
 from nas.search.space import all_shapes
 from nas.search.strategies import Evolution, RandomSearch, make_strategy
 from nas.spec import StudentSpace

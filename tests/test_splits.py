@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import pathlib
 
 import numpy as np
 import pytest
+from conftest import write_csv
 import torch
 
 from nas.data import SPLIT_FRACTIONS, Dataset, cache_dir, load_dataset, split_indices, stratified_sample, tokenize
@@ -148,14 +148,6 @@ def test_named_dataset_with_the_wrong_task(name, task):
 
 
 # -- user files ----------------------------------------------------------------------------------------------------------
-def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
 def small_rows(n: int = 30, labels=("neg", "pos", "neutral")) -> list[list[str]]:
     return [[f"review number {i}, with a comma and \"quotes\"", labels[i % len(labels)]] for i in range(n)]
 
@@ -351,3 +343,19 @@ def test_tokenize_pairs(tmp_path, private_cache, minilm_tokenizer):
     assert minilm_tokenizer.decode(ids[: ids.index(minilm_tokenizer.sep_token_id)], skip_special_tokens=True) == "query 7"
     again = tokenize(minilm_tokenizer, ds, 32)
     assert all(torch.equal(out[k], again[k]) for k in out)
+
+
+def test_token_cache_is_keyed_by_the_tokenizer_vocabulary(tmp_path, private_cache, minilm_tokenizer):
+    """Two teachers with different vocabularies on the same data must never share token ids (the path Ray workers load)."""
+    import copy
+
+    from nas.data import token_cache_path
+
+    ds = load_dataset(DatasetRef(path=str(write_csv(tmp_path / "d.csv", ["text", "label"],
+                                                    [[f"review {i}", "ab"[i % 2]] for i in range(12)]))), "classification")
+    other = copy.deepcopy(minilm_tokenizer)
+    other.add_tokens(["zzqxnewtoken"])
+    a, b = token_cache_path(minilm_tokenizer, ds, 24), token_cache_path(other, ds, 24)
+    assert a != b
+    tokenize(minilm_tokenizer, ds, 24)
+    assert a.is_file() and not b.is_file()

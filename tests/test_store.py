@@ -145,11 +145,10 @@ def test_trial_life_cycle(store):
     store.heartbeat(t["id"])
     assert store.get_trial(t["id"])["heartbeat_at"] > beat0
 
-    store.update_trial_config(t["id"], {"shape": {"layers": 1}, "steps": 10})
     store.finish_trial(t["id"], "FAILED", error="nan loss")
     d = store.get_trial(t["id"])
     assert d["state"] == "FAILED" and d["error"] == "nan loss" and d["finished_at"] is not None
-    assert d["config"] == {"shape": {"layers": 1}, "steps": 10}
+    assert d["config"] == {"shape": {"layers": 2, "hidden": 128}}
 
     store.start_trial(t["id"])  # a retry: attempts counts up and the old error is cleared
     d = store.get_trial(t["id"])

@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -177,9 +177,15 @@ def _cuda_runs(model, inputs, settings: LatencySettings) -> list[float]:
     return samples
 
 
+def measure_or_reuse(store, model: torch.nn.Module, config_key: str, settings: LatencySettings) -> dict:
+    """A stored measurement of the same `config_key` with the same fingerprint and settings, else a new one (not yet
+    written: the caller attaches it to its trial)."""
+    fp_id = fingerprint_id(device_fingerprint(resolve_device(settings.device), settings.threads))
+    cached = store.find_latency(fp_id, config_key, settings.cache_settings())
+    return cached if cached else measure_latency(model, settings)
+
+
 def settings_from_spec(lat) -> LatencySettings:
     d = lat.model_dump() if hasattr(lat, "model_dump") else dict(lat)
     return LatencySettings(**{k: v for k, v in d.items() if k in LatencySettings.__dataclass_fields__})
 
-
-__all__ = ["LatencySettings", "measure_latency", "device_fingerprint", "fingerprint_id", "settings_from_spec", "asdict"]

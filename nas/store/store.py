@@ -6,14 +6,13 @@ deadlock on a lock upgrade) and waits on a busy timeout. PostgreSQL is used by U
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import pathlib
 from typing import Any, Iterable
 
 from sqlalchemy import create_engine, event, func, select, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from nas.store.models import Artefact, Job, LatencyMeasurement, Metric, Trial, utcnow
@@ -196,10 +195,6 @@ class Store:
         with self.Session.begin() as s:
             s.execute(update(Trial).where(Trial.id == trial_id).values(state=state, error=error, finished_at=utcnow()))
 
-    def update_trial_config(self, trial_id: int, config: dict) -> None:
-        with self.Session.begin() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id).values(config=config))
-
     def reset_unfinished_trials(self, job_id: int) -> int:
         """On resume: a trial left RUNNING by a dead process goes back to WAITING (never stays a zombie)."""
         with self.Session.begin() as s:
@@ -320,6 +315,16 @@ def _job_dict(j: Job) -> dict:
     }
 
 
+def trial_objectives(trial: dict, metric: str, percentile: str, source: str | None = None) -> dict:
+    """{"metric", "latency_ms", "params"} of a completed trial, as strategies and fronts take them; {} without latency."""
+    lat = trial["latency"][-1] if trial["latency"] else None
+    if lat is None:
+        return {}
+    return {"metric": metric_value(trial, metric, "dev", source),
+            "latency_ms": lat["p50_ms"] if percentile == "p50" else lat["p90_ms"],
+            "params": metric_value(trial, "params", "dev") or 0}
+
+
 def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source: str | None = None) -> float | None:
     """Latest value of a metric on a trial dict; `source` None prefers final over proxy."""
     sources = [source] if source else ["final", "proxy"]
@@ -329,6 +334,3 @@ def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source
             return vals[-1]
     return None
 
-
-def as_datetime(x) -> dt.datetime | None:
-    return x
