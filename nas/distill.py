@@ -48,6 +48,18 @@ class DistillSettings:
     soft_loss: str = "soft_kl"
 
 
+def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the padding columns every row of a right-padded batch shares (BERT's outputs at real tokens do not change:
+    padded keys are masked out). Batches of short sentences padded to a long max_len run several times faster."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return inputs
+    width = max(1, int(mask.sum(1).max()))
+    if width >= mask.shape[1]:
+        return inputs
+    return {k: (v[:, :width] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v) for k, v in inputs.items()}
+
+
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
     warm = max(1, int(total_steps * warmup_ratio))
 
@@ -74,9 +86,10 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
 
 def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None,
             settings: DistillSettings, steps: int, seed: int = 0,
-            on_step: Callable[[int, float], None] | None = None) -> dict:
+            on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
-    logits for the same rows (n, classes). Raises FloatingPointError on a NaN/inf loss."""
+    logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
+    are learnt from the soft targets alone. Raises FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -87,9 +100,14 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     last = float("nan")
     for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed)):
         idx_t = torch.as_tensor(idx)
-        inputs = {k: v[idx_t] for k, v in tensors.items()}
+        inputs = trim_padding({k: v[idx_t] for k, v in tensors.items()})
         logits = student(**inputs).logits
-        loss = settings.beta_hard * hard_ce(logits, labels[idx_t])
+        if hard_mask is None:
+            loss = settings.beta_hard * hard_ce(logits, labels[idx_t])
+        else:  # rows without a gold label (teacher-labelled augmentations) get the soft loss only
+            keep = hard_mask[idx_t]
+            loss = settings.beta_hard * (F.cross_entropy(logits[keep], labels[idx_t][keep], reduction="sum")
+                                         / max(1, len(idx_t))) if bool(keep.any()) else logits.sum() * 0.0
         if teacher_logits is not None and settings.alpha_soft > 0:
             loss = loss + settings.alpha_soft * soft(logits, teacher_logits[idx_t], settings.temperature)
         if not torch.isfinite(loss):
@@ -106,14 +124,27 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     return {"steps": steps, "final_loss": last, "train_s": time.perf_counter() - t0}
 
 
+def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Row order by true length (shortest first), so that batches of similar length trim most of their padding."""
+    mask = tensors.get("attention_mask")
+    n = len(next(iter(tensors.values())))
+    return torch.argsort(mask.sum(1), stable=True) if mask is not None and mask.dim() == 2 else torch.arange(n)
+
+
 @torch.inference_mode()
 def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """Logits (n, classes) in row order; rows are batched by length and padding trimmed (same values, less work)."""
     model.eval()
     n = len(next(iter(tensors.values())))
+    if n == 0:
+        return torch.empty(0)
+    order = length_order(tensors)
     outs = []
     for i in range(0, n, batch_size):
-        outs.append(model(**{k: v[i:i + batch_size] for k, v in tensors.items()}).logits.float())
-    return torch.cat(outs) if outs else torch.empty(0)
+        rows = order[i:i + batch_size]
+        outs.append(model(**trim_padding({k: v[rows] for k, v in tensors.items()})).logits.float())
+    out = torch.cat(outs)
+    return out[torch.argsort(order)]
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -30,8 +30,8 @@ def prepare(spec: JobSpec) -> Prepared:
     lat = spec.latency
     if lat.dtype in ("fp16", "bf16") and lat.device == "cpu":
         raise SpecError("latency.dtype", f"{lat.dtype} is measured on device cuda; found device cpu (use fp32)")
-    if lat.dtype == "int8":
-        raise SpecError("latency.dtype", "int8 measurement is not available yet (planned with the latency protocol); use fp32")
+    if lat.device == "cuda" and (lat.runtime != "eager" or any(r != "eager" for r in lat.extra_runtimes)):
+        raise SpecError("latency.runtime", "onnx and int8 are measured on the CPU; on cuda use runtime eager with fp16/bf16")
     if lat.device == "cuda":
         import torch
 
@@ -39,6 +39,8 @@ def prepare(spec: JobSpec) -> Prepared:
             raise SpecError("latency.device", "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
     if lat.seq_len > tcfg.get("max_position_embeddings", 512) or spec.budgets.max_seq_len > tcfg.get("max_position_embeddings", 512):
         raise SpecError("budgets.max_seq_len", f"longer than the teacher's {tcfg.get('max_position_embeddings')} positions")
+    if spec.search.final.augment and spec.task != "classification":
+        raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     return Prepared(spec, tcfg, space, ds)
 
@@ -82,7 +84,7 @@ def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.latency.measure import measure_latency, settings_from_spec
+    from nas.latency.measure import measure_models, settings_from_spec
     from nas.supernet import Shape, count_parameters
     from nas.teacher import load_teacher, prepare_teacher, teacher_path
 
@@ -106,8 +108,11 @@ def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
             for name, value in info[split].items():
                 store.add_metric(t["id"], name, value, split, "final")
         store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
-        lat = measure_latency(teacher, settings_from_spec(spec.latency))
-        store.add_latency(t["id"], "teacher:" + shape.key, lat)
+        key = "teacher:" + shape.key
+        rows = measure_models(None, {key: teacher}, settings_from_spec(spec.latency), spec.latency.extra_runtimes)[key]
+        for row in rows:
+            store.add_latency(t["id"], key, row)
+        lat = rows[-1]
         store.add_artefact(job_id, t["id"], "teacher", info["dir"])
         store.finish_trial(t["id"], "COMPLETE")
         log(f"teacher: dev accuracy {info['dev']['accuracy']:.4f}, test {info['test']['accuracy']:.4f}, "

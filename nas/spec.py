@@ -43,17 +43,29 @@ class LatencySettings(Strict):
     batch: int = Field(1, ge=1, le=1024)
     seq_len: int = Field(128, ge=8, le=512)
     dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    runtime: Literal["eager", "onnx", "int8"] = "eager"  # the runtime the front is drawn with
+    extra_runtimes: list[Literal["eager", "onnx", "int8"]] = []  # also measured and stored, as separate rows
     threads: int = Field(2, ge=1, le=256)
     warmup: int = Field(10, ge=0)
     min_runs: int = Field(20, ge=5)
     max_runs: int = Field(200, ge=5)
     rel_ci: float = Field(0.02, gt=0, lt=1)
+    rounds: int = Field(3, ge=1, le=20)  # interleaved rounds, the teacher re-measured in each as the reference
 
     @model_validator(mode="after")
     def _runs(self):
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        if (self.dtype == "int8") != (self.runtime == "int8"):
+            raise ValueError("int8 is the int8 runtime: set both runtime and dtype to int8 (dynamic quantisation, CPU)")
         return self
+
+
+class Constraints(Strict):
+    """Hard limits on a student. A candidate the latency predictor is sure will miss the limit is not measured."""
+
+    latency_p90_ms: float | None = Field(None, gt=0)
+    latency_p50_ms: float | None = Field(None, gt=0)
 
 
 class Budgets(Strict):
@@ -96,6 +108,8 @@ class FinalSettings(Strict):
     lr: float | None = Field(None, gt=0, lt=1)  # default: the search space's distill.lr
     two_step: bool = True  # teacher -> assistant -> student when an assistant was chosen
     one_step_baseline: bool = False  # also distil teacher -> student directly, for comparison
+    augment: int = Field(0, ge=0, le=50)  # teacher-labelled perturbed copies per train text (0: off); nas/augment.py
+    soft_targets: Literal["assistant", "average"] = "assistant"  # two-step targets: the assistant's, or teacher+assistant
 
 
 class Search(Strict):
@@ -130,6 +144,7 @@ class JobSpec(Strict):
     search_space: str = "bert_small"
     objectives: Objectives = Objectives()
     latency: LatencySettings = LatencySettings()
+    constraints: Constraints = Constraints()
     budgets: Budgets = Budgets()
     search: Search = Search()
     storage: str | None = None

@@ -87,49 +87,103 @@ def train_supernet_task(ctx: dict, trial_id: int) -> str:
 
 
 def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
-    """Proxy dev metric with inherited weights, parameters and measured latency of each shape; one trial per item."""
+    """Proxy dev metric with inherited weights, parameters and measured latency of each shape; one trial per item.
+    Latency: all shapes of the batch measured together in interleaved rounds with the teacher as the reference."""
     from transformers import BertForSequenceClassification
 
     from nas.distill import scores
-    from nas.latency.measure import LatencySettings, measure_or_reuse
+    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.slot import heavy_work
     from nas.supernet import count_parameters, extract_subnet
     from nas.supernet_train import shape_logits
+    from nas.teacher import load_teacher
 
     tensors, labels = _load_common(ctx)
     store = Store(ctx["storage"], migrate=False)
     model = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
-    lat_settings = LatencySettings(**ctx["latency"])
-    results = []
+    lat_settings = settings_from_spec(ctx["latency"])
+    results, subs = [], {}
     try:
-        for item in items:
-            tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
-            store.start_trial(tid)
+        with heavy_work():
+            for item in items:
+                tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
+                store.start_trial(tid)
+                try:
+                    sc = scores(shape_logits(model, shape, tensors, ctx["dev_idx"]), labels[ctx["dev_idx"]])
+                    for name, value in sc.items():
+                        store.add_metric(tid, name, value, "dev", "proxy")
+                    sub = extract_subnet(model, shape)
+                    params = count_parameters(sub)
+                    store.add_metric(tid, "params", params, "dev", "proxy")
+                    subs[tid] = (shape, sub)
+                    results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params})
+                except Exception as exc:
+                    store.finish_trial(tid, "FAILED", error=f"{type(exc).__name__}: {exc}")
+                    results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "FAILED", "error": str(exc)})
+        if subs:
             try:
-                sc = scores(shape_logits(model, shape, tensors, ctx["dev_idx"]), labels[ctx["dev_idx"]])
-                for name, value in sc.items():
-                    store.add_metric(tid, name, value, "dev", "proxy")
-                sub = extract_subnet(model, shape)
-                params = count_parameters(sub)
-                store.add_metric(tid, "params", params, "dev", "proxy")
-                lat = measure_or_reuse(store, sub, shape.key, lat_settings)
-                store.add_latency(tid, shape.key, lat)
-                store.finish_trial(tid, "COMPLETE")
-                results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params,
-                                "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"]})
+                teacher = load_teacher(ctx["teacher"])
+                rows = measure_models(store, {s.key: m for s, m in subs.values()}, lat_settings,
+                                      ctx["latency"].get("extra_runtimes", ()), reference=teacher)
             except Exception as exc:
-                store.finish_trial(tid, "FAILED", error=f"{type(exc).__name__}: {exc}")
-                results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "FAILED", "error": str(exc)})
+                for r in results:
+                    if r["trial_id"] in subs:
+                        store.finish_trial(r["trial_id"], "FAILED", error=f"latency: {type(exc).__name__}: {exc}")
+                        r.update({"state": "FAILED", "error": str(exc)})
+                return results
+            for r in results:
+                if r["trial_id"] not in subs:
+                    continue
+                tid, shape = r["trial_id"], subs[r["trial_id"]][0]
+                for row in rows[shape.key]:
+                    store.add_latency(tid, shape.key, row)
+                lat = rows[shape.key][-1]
+                speedup = lat.get("speedup") or ctx["teacher_p50_ms"] / lat["p50_ms"]
+                store.add_metric(tid, "speedup", speedup, "dev", "proxy")
+                store.finish_trial(tid, "COMPLETE")
+                r.update({"p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"], "speedup": speedup})
         return results
     finally:
         store.dispose()
 
 
+def transfer_set_task(ctx: dict, texts: list[str]) -> str:
+    """Teacher-labelled augmented copies of the train texts (cached beside the teacher); returns the file's path."""
+    from transformers import AutoTokenizer
+
+    from nas.augment import AugmentSettings, teacher_transfer_set, transfer_set_path
+    from nas.data import Dataset
+    from nas.teacher import load_teacher
+
+    _load_common(ctx)
+    teacher = load_teacher(ctx["teacher"])
+    tok = AutoTokenizer.from_pretrained(ctx["teacher"]["dir"])
+    train = np.asarray(ctx["train_idx"])
+    ds = Dataset("train", "classification", texts, np.asarray(ctx["labels"]), [])
+    settings = AugmentSettings(copies=int(ctx["final"]["augment"]), seed=int(ctx["seed"]))
+    cache = pathlib.Path(ctx["teacher"]["logits_path"]).parent
+    teacher_transfer_set(teacher, tok, ds, train, int(ctx["max_seq_len"]), settings, cache_dir=cache, log=lambda m: None)
+    return str(transfer_set_path(cache, train, settings))
+
+
+def _soft_targets(paths: list[str]):
+    """One set of soft targets from one or more teachers' logits files: their mean (multi-teacher averaging)."""
+    import torch
+
+    logits = [torch.load(p).float() for p in paths]
+    return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+
+
 def final_distill_task(ctx: dict, item: dict) -> dict:
-    """Standalone distillation of one shape, initialised from the supernet, from `item["soft_logits_path"]` (the teacher's
-    or the assistant's logits on every row). Writes `final` dev and test metrics under `item["metric_prefix"]`."""
+    """Standalone distillation of one shape, initialised from the supernet, from the soft targets in
+    `item["soft_logits_paths"]` (the teacher's or the assistant's logits on every row; several files are averaged). With a
+    transfer set (`item["transfer_path"]`), its augmented rows are added with soft targets from
+    `item["transfer_soft_paths"]` (default: the teacher's labels stored in the set). Writes `final` dev and test metrics
+    under `item["metric_prefix"]`."""
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
+    from nas.augment import with_transfer_set
     from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
     from nas.supernet import extract_subnet
 
@@ -142,14 +196,15 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         supernet = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
         model = extract_subnet(supernet, Shape.from_dict(item["shape"]))
         del supernet
-        soft = torch.load(item["soft_logits_path"])
-        train = torch.as_tensor(ctx["train_idx"])
+        soft = _soft_targets(item["soft_logits_paths"])
+        transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
+        t_soft = _soft_targets(item["transfer_soft_paths"]) if transfer is not None and item.get("transfer_soft_paths") else None
+        x, y, s, hard = with_transfer_set(tensors, labels, soft, ctx["train_idx"], transfer, t_soft)
         settings = DistillSettings(**{**ctx["distill"], **({"lr": ctx["final"]["lr"]} if ctx["final"].get("lr") else {})})
-        steps = steps_for(len(train), settings.batch_size, ctx["final"]["epochs"], None)
-        info = distill(model, {k: v[train] for k, v in tensors.items()}, labels[train], soft[train], settings, steps,
-                       seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
-                       on_step=lambda s, l: store.heartbeat(tid) if s % 50 == 0 else None)
-        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"]}
+        steps = steps_for(len(y), settings.batch_size, ctx["final"]["epochs"], None)
+        info = distill(model, x, y, s, settings, steps, seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
+                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
+        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])
             sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
@@ -166,6 +221,10 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
                 torch.save(predict_logits(model, tensors), path / "logits.pt")
                 store.add_artefact(ctx["job_id"], tid, "logits", str(path / "logits.pt"))
                 out["logits_path"] = str(path / "logits.pt")
+                if transfer is not None:
+                    torch.save(predict_logits(model, transfer["tensors"]), path / "transfer_logits.pt")
+                    store.add_artefact(ctx["job_id"], tid, "transfer_logits", str(path / "transfer_logits.pt"))
+                    out["transfer_logits_path"] = str(path / "transfer_logits.pt")
         return out
     finally:
         store.dispose()
@@ -194,7 +253,8 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     base = {
         **ctx, "storage": store.url, "job_id": job_id, "seed": spec.seed, "threads": cpus, "distill": distill_cfg,
         "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"), "latency": spec.latency.model_dump(),
-        "final": spec.search.final.model_dump(),
+        "final": spec.search.final.model_dump(), "max_seq_len": spec.budgets.max_seq_len,
+        "teacher_p50_ms": t_lat["p50_ms"],
     }
 
     # 1. supernet ---------------------------------------------------------------------------------------------------------
@@ -312,28 +372,42 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         return
     store.set_job_stage(job_id, "final")
     final_task = ray.remote(num_cpus=cpus)(final_distill_task)
-    soft_path = ctx["teacher"]["logits_path"]
+    teacher_soft = [ctx["teacher"]["logits_path"]]
+    common: dict = {}
+    if fin.augment:
+        log(f"final: labelling {fin.augment} augmented copies of {len(train_idx)} train texts with the teacher (cached)")
+        texts = list(prep.dataset.texts)
+        common["transfer_path"] = ray.get(ray.remote(num_cpus=cpus)(transfer_set_task).remote(base, texts))
+    soft, transfer_soft = teacher_soft, None
     if assistant is not None and fin.two_step:
         assistant = store.get_trial(assistant["id"])
-        logits = [a["path"] for a in assistant["artefacts"] if a["kind"] == "logits"]
-        if logits:
-            soft_path = logits[-1]
-        else:
+        arts = {a["kind"]: a["path"] for a in assistant["artefacts"]}
+        if "logits" not in arts or (fin.augment and "transfer_logits" not in arts):
             log(f"final: distilling the assistant {Shape.from_dict(assistant['config']['shape']).key} from the teacher")
             r = ray.get(final_task.remote(base, {"trial_id": assistant["id"], "number": assistant["number"],
-                                                 "shape": assistant["config"]["shape"], "soft_logits_path": soft_path,
-                                                 "save_model": True, "save_logits": True}))
-            soft_path = r["logits_path"]
+                                                 "shape": assistant["config"]["shape"], "soft_logits_paths": teacher_soft,
+                                                 "save_model": True, "save_logits": True, **common}))
+            arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path")}
+        soft = [arts["logits"]] + (teacher_soft if fin.soft_targets == "average" else [])
+        if fin.augment:
+            transfer_soft = [arts["transfer_logits"]]
+            if fin.soft_targets == "average":
+                import torch
+
+                t_path = pathlib.Path(base["artefact_dir"]) / "transfer_teacher_logits.pt"
+                t_path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(torch.load(common["transfer_path"])["logits"], t_path)
+                transfer_soft.append(str(t_path))
     chosen = choose_final(store.trials(job_id, kind="student", state="COMPLETE"), fin.top_k, spec.objectives.metric,
                           spec.objectives.latency)
     todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not progress)
     for t in todo:
+        item = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"], **common}
         if fin.one_step_baseline and assistant is not None and fin.two_step:
-            ray.get(final_task.remote(base, {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
-                                             "soft_logits_path": ctx["teacher"]["logits_path"], "metric_prefix": "one_step_"}))
-        ray.get(final_task.remote(base, {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
-                                         "soft_logits_path": soft_path, "save_model": True}))
+            ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_"}))
+        ray.get(final_task.remote(base, {**item, "soft_logits_paths": soft, "save_model": True,
+                                         **({"transfer_soft_paths": transfer_soft} if transfer_soft else {})}))
         bar.update(1)
     bar.close()
 

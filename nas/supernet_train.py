@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nas.distill import LOSSES, DistillSettings, batches, hard_ce, linear_schedule
+from nas.distill import LOSSES, DistillSettings, batches, hard_ce, length_order, linear_schedule, trim_padding
 from nas.search.space import all_shapes, sample_shape
 from nas.spec import StudentSpace
 from nas.supernet import Shape, check_shape, layer_indices, supernet_forward
@@ -142,7 +142,7 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     model.train(dropout)
     for step, pos in enumerate(itertools.islice(batches(len(train_idx), bs, steps, seed), start, None), start):
         rows = train_idx[torch.as_tensor(pos)]
-        inputs = {k: v[rows] for k, v in tensors.items()}
+        inputs = trim_padding({k: v[rows] for k, v in tensors.items()})
         t_logits, y = teacher_logits[rows].float(), labels[rows]
         t_hidden = None
         if hidden_weight > 0:
@@ -184,8 +184,12 @@ def shape_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, bat
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     if len(idx) == 0:
         raise ValueError("no rows to evaluate")
-    return torch.cat([supernet_forward(model, shape, {k: v[idx[i:i + batch_size]] for k, v in tensors.items()})[0]
-                      for i in range(0, len(idx), batch_size)])
+    sub = {k: v[idx] for k, v in tensors.items()}
+    order = length_order(sub)
+    out = torch.cat([supernet_forward(model, shape, trim_padding({k: v[order[i:i + batch_size]]
+                                                                   for k, v in sub.items()}))[0]
+                     for i in range(0, len(idx), batch_size)])
+    return out[torch.argsort(order)]
 
 
 def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, idx,

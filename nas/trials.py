@@ -15,7 +15,8 @@ def run_student_trial(config: dict) -> dict:
     from transformers.utils import logging as hf_logging
 
     from nas.distill import DistillSettings, distill, predict_logits, scores
-    from nas.latency.measure import LatencySettings, measure_or_reuse
+    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.slot import heavy_work
     from nas.store import Store
     from nas.supernet import Shape, count_parameters, extract_subnet
     from nas.teacher import load_teacher
@@ -48,8 +49,9 @@ def run_student_trial(config: dict) -> dict:
         if trial["number"] in config.get("nan_trial_numbers", ()):
             # fault injection for tests (NAS_INJECT_NAN_TRIALS): poisoned soft targets give a real NaN loss
             teacher_logits = teacher_logits * float("nan")
-        info = distill(student, {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train], settings,
-                       int(tc["steps"]), seed=int(config["seed"]) + trial["number"], on_step=beat)
+        with heavy_work():
+            info = distill(student, {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train],
+                           settings, int(tc["steps"]), seed=int(config["seed"]) + trial["number"], on_step=beat)
         store.add_metric(trial_id, "train_loss", info["final_loss"], "train", "final", step=info["steps"])
         dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}), labels[dev])
         for name, value in dev_scores.items():
@@ -57,8 +59,13 @@ def run_student_trial(config: dict) -> dict:
         params = count_parameters(student)
         store.add_metric(trial_id, "params", params, "dev", "final")
 
-        lat = measure_or_reuse(store, student, shape.key, LatencySettings(**config["latency"]))
-        store.add_latency(trial_id, shape.key, lat)
+        rows = measure_models(store, {shape.key: student}, settings_from_spec(config["latency"]),
+                              config["latency"].get("extra_runtimes", ()), reference=load_teacher(config["teacher"]))
+        for row in rows[shape.key]:
+            store.add_latency(trial_id, shape.key, row)
+        lat = rows[shape.key][-1]
+        if lat.get("speedup"):
+            store.add_metric(trial_id, "speedup", lat["speedup"], "dev", "final")
 
         out = pathlib.Path(config["artefact_dir"]) / f"trial-{trial['number']:04d}" / "model"
         student.config.architectures = ["BertForSequenceClassification"]

@@ -6,6 +6,7 @@ CPU: a fixed thread count, `torch.inference_mode`, `perf_counter_ns`. CUDA: CUDA
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ class LatencySettings:
     min_runs: int = 20
     max_runs: int = 200
     rel_ci: float = 0.02
+
+    rounds: int = 3
 
     def cache_settings(self) -> dict:
         return {"runtime": self.runtime, "dtype": self.dtype, "batch": self.batch, "seq_len": self.seq_len, "threads": self.threads}
@@ -89,7 +92,8 @@ def fingerprint_id(fp: dict) -> str:
 
 def dummy_inputs(batch: int, seq_len: int, vocab: int = 30522, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, min(vocab, 29000), (batch, seq_len), generator=g)
+    low = 1000 if vocab > 2000 else 1
+    ids = torch.randint(low, min(vocab, 29000), (batch, seq_len), generator=g)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "token_type_ids": torch.zeros_like(ids).to(device)}
 
@@ -132,42 +136,118 @@ def summarise(samples: list[float]) -> dict:
             "cv": float(arr.std(ddof=1) / mean) if len(arr) > 1 and mean > 0 else 0.0}
 
 
-def measure_latency(model: torch.nn.Module, settings: LatencySettings) -> dict:
-    """One measurement row (without trial/config keys): fingerprint, settings, n, p50, p90, mean, CV."""
+def _check(settings: LatencySettings) -> str:
     device = resolve_device(settings.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("latency.device is cuda but no CUDA device is visible")
-    prev_threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(settings.threads)
-    try:
-        model = model.eval().to(device)
-        if device == "cuda" and settings.dtype in ("fp16", "bf16"):
-            model = model.to(torch.float16 if settings.dtype == "fp16" else torch.bfloat16)
-        vocab = getattr(getattr(model, "config", None), "vocab_size", 30522)
-        inputs = dummy_inputs(settings.batch, settings.seq_len, vocab, device)
-        with torch.inference_mode():
-            if device == "cuda":
-                samples = _cuda_runs(model, inputs, settings)
-            else:
-                samples = timed_runs(lambda: model(**inputs), settings)
-    finally:
-        torch.set_num_threads(prev_threads)
+    return device
+
+
+def _row(settings: LatencySettings, device: str, samples: list[float]) -> dict:
     fp = device_fingerprint(device, settings.threads if device == "cpu" else None)
     return {"fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "device": device, "runtime": settings.runtime,
             "dtype": settings.dtype, "batch": settings.batch, "seq_len": settings.seq_len, "threads": settings.threads,
             "warmup": settings.warmup, **summarise(samples)}
 
 
-def _cuda_runs(model, inputs, settings: LatencySettings) -> list[float]:
+class _Runner:
+    """A model prepared once in its runtime on fixed inputs, timed as often as asked."""
+
+    def __init__(self, model: torch.nn.Module, settings: LatencySettings):
+        from nas.latency.runtimes import make_runner
+
+        self.settings = settings
+        self.device = _check(settings)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 30522)
+        inputs = dummy_inputs(settings.batch, settings.seq_len, vocab, "cpu")
+        with _threads(settings, self.device):
+            self.run, self.cleanup = make_runner(model, settings.runtime, settings.dtype, self.device, inputs,
+                                                 settings.threads)
+
+    def time(self, settings: LatencySettings) -> list[float]:
+        with _threads(settings, self.device):
+            if self.device == "cuda":
+                return _cuda_runs(self.run, settings)
+            return timed_runs(self.run, settings)
+
+
+class _threads:
+    def __init__(self, settings: LatencySettings, device: str):
+        self.n, self.device = settings.threads, device
+
+    def __enter__(self):
+        self.prev = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.prev)
+
+
+def measure_latency(model: torch.nn.Module, settings: LatencySettings, exclusive: bool = True) -> dict:
+    """One measurement row (without trial/config keys): fingerprint, settings, n, p50, p90, mean, CV. Taken in the node's
+    exclusive latency slot (see `nas.latency.slot`) unless `exclusive` is False."""
+    from nas.latency.slot import exclusive_measurement
+
+    runner = _Runner(model, settings)
+    try:
+        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+            samples = runner.time(settings)
+    finally:
+        runner.cleanup()
+    return _row(settings, runner.device, samples)
+
+
+def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int = 3,
+                        reference: str | None = None, seed: int = 0, exclusive: bool = True) -> dict[str, dict]:
+    """Measure several models in `rounds` interleaved rounds (a fresh random order each round), so that drift of the
+    machine hits all of them alike. Each round times every model with a share of the run budget; a model's row pools
+    its samples over the rounds. With `reference` (e.g. the teacher, measured in every round), each row also gets
+    `speedup` = median over rounds of reference p50 / model p50 from the same round, and `reference_p50_ms`."""
+    from nas.latency.slot import exclusive_measurement
+
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference {reference!r} is not among the models measured")
+    rounds = max(1, int(rounds))
+    per_round = LatencySettings(**{**settings.__dict__, "min_runs": max(5, settings.min_runs // rounds),
+                                   "max_runs": max(5, settings.max_runs // rounds),
+                                   "warmup": max(1, settings.warmup // rounds)})
+    runners = {name: _Runner(m, settings) for name, m in models.items()}
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    round_p50: dict[str, list[float]] = {name: [] for name in models}
+    rng = np.random.default_rng(seed)
+    try:
+        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+            for _ in range(rounds):
+                for i in rng.permutation(len(runners)):
+                    name = list(runners)[i]
+                    got = runners[name].time(per_round)
+                    samples[name] += got
+                    round_p50[name].append(statistics.median(got))
+    finally:
+        for r in runners.values():
+            r.cleanup()
+    out = {}
+    for name, runner in runners.items():
+        row = _row(settings, runner.device, samples[name])
+        row["rounds"] = rounds
+        if reference is not None:
+            ratios = [a / b for a, b in zip(round_p50[reference], round_p50[name])]
+            row["speedup"] = float(np.median(ratios))
+            row["reference_p50_ms"] = float(np.median(round_p50[reference]))
+        out[name] = row
+    return out
+
+
+def _cuda_runs(run_once, settings: LatencySettings) -> list[float]:
     for _ in range(settings.warmup):
-        model(**inputs)
+        run_once()
     torch.cuda.synchronize()
     samples: list[float] = []
     while len(samples) < settings.max_runs:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        model(**inputs)
+        run_once()
         end.record()
         torch.cuda.synchronize()
         samples.append(start.elapsed_time(end))
@@ -183,6 +263,44 @@ def measure_or_reuse(store, model: torch.nn.Module, config_key: str, settings: L
     fp_id = fingerprint_id(device_fingerprint(resolve_device(settings.device), settings.threads))
     cached = store.find_latency(fp_id, config_key, settings.cache_settings())
     return cached if cached else measure_latency(model, settings)
+
+
+TEACHER_KEY = "__reference__"
+
+
+def measure_models(store, models: dict[str, torch.nn.Module], settings: LatencySettings, extra_runtimes=(),
+                   reference: torch.nn.Module | None = None, rounds: int | None = None) -> dict[str, list[dict]]:
+    """Rows for every model (by config key) in every runtime (extras first, the primary last). Cached rows (same
+    fingerprint, key and settings) are reused; the rest are measured together in interleaved rounds with `reference`
+    (the teacher) re-measured in each round, which gives each new row its `speedup` and `reference_p50_ms`."""
+    out: dict[str, list[dict]] = {k: [] for k in models}
+    for rs in all_runtime_settings(settings, extra_runtimes):
+        fp_id = fingerprint_id(device_fingerprint(resolve_device(rs.device), rs.threads))
+        todo = {}
+        for key, model in models.items():
+            cached = store.find_latency(fp_id, key, rs.cache_settings()) if store is not None else None
+            if cached:
+                out[key].append(cached)
+            else:
+                todo[key] = model
+        if not todo:
+            continue
+        batch = dict(todo)
+        if reference is not None:
+            batch[TEACHER_KEY] = reference
+        rows = measure_interleaved(batch, rs, rounds=rounds or rs.rounds, reference=TEACHER_KEY if reference is not None else None)
+        for key in todo:
+            out[key].append(rows[key])
+    return out
+
+
+def all_runtime_settings(settings: LatencySettings, extra_runtimes) -> list[LatencySettings]:
+    """Extra runtimes first, the primary last: a trial's last latency row is the one its front uses."""
+    out = []
+    for rt in extra_runtimes or ():
+        if rt != settings.runtime:
+            out.append(LatencySettings(**{**settings.__dict__, "runtime": rt, "dtype": "int8" if rt == "int8" else "fp32"}))
+    return out + [settings]
 
 
 def settings_from_spec(lat) -> LatencySettings:
