@@ -33,11 +33,16 @@ def main() -> None:
     ap.add_argument("--final-epochs", type=float, default=2.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--kendall-shapes", type=int, default=12)
+    ap.add_argument("--augment", type=int, default=2, help="teacher-labelled copies per train text for the final "
+                                                             "students of ours (0: off); the plain recipe gets none")
+    ap.add_argument("--soft", default="average", choices=["assistant", "average"],
+                    help="two-step soft targets: the assistant's, or the mean of teacher and assistant logits")
     args = ap.parse_args()
     if args.quick:
         args.rows = args.rows or 600
         args.teacher_epochs, args.final_epochs, args.seeds, args.kendall_shapes = 2.0, 2.0, 1, 12
         args.supernet_steps = args.supernet_steps or 20
+        args.augment = min(args.augment, 1)
 
     import numpy as np
     import torch
@@ -48,7 +53,8 @@ def main() -> None:
     from nas.autodisc import Candidate, assistant_candidates, rank_candidates
     from nas.data import load_dataset, split_indices, tokenize
     from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
-    from nas.latency.measure import LatencySettings, measure_latency
+    from nas.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
+    from nas.latency.measure import LatencySettings, measure_interleaved, measure_latency
     from nas.search.space import all_shapes, sample_shape
     from nas.spec import DatasetRef, load_search_space
     from nas.supernet import Shape, count_parameters, extract_subnet, rewire, supernet_forward
@@ -103,12 +109,20 @@ def main() -> None:
             b = extract_subnet(supernet, s)(**batch).logits
         diffs.append(float((a - b).abs().max()))
 
-    def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str) -> tuple[float, float, torch.nn.Module]:
+    transfer = None
+    if args.augment:
+        t0 = time.perf_counter()
+        transfer = teacher_transfer_set(teacher, tok, ds, train, args.seq, AugmentSettings(copies=args.augment),
+                                        cache_dir=pathlib.Path(info["logits_path"]).parent)
+        print(f"transfer set: {len(transfer['source'])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str, transfer_soft=None,
+                      augment: bool = False) -> tuple[float, float, torch.nn.Module]:
         model = extract_subnet(supernet if init == "supernet" else teacher, shape)
         st = DistillSettings(**space.distill.model_dump())
-        steps = steps_for(len(train), st.batch_size, args.final_epochs, None)
-        tr = torch.as_tensor(train)
-        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr], st, steps, seed=seed)
+        x, y, sf, hard = with_transfer_set(tensors, labels, soft, train, transfer if augment else None, transfer_soft)
+        steps = steps_for(len(y), st.batch_size, args.final_epochs, None)
+        distill(model, x, y, sf, st, steps, seed=seed, hard_mask=hard)
         d = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), labels[dev])["accuracy"]
         t = scores(predict_logits(model, {k: v[test] for k, v in tensors.items()}), labels[test])["accuracy"]
         return d, t, model
@@ -134,25 +148,36 @@ def main() -> None:
     asst_shape = ranked[0].shape
 
     # 4. two-step vs one-step (equal student steps) and the plain recipe, on small shapes, several seeds
-    small = [Shape(1, 128, 4, 512), Shape(1, 192, 4, 768), Shape(2, 128, 4, 512)]
-    lat = {s.key: measure_latency(extract_subnet(supernet, s), lat_settings)["p50_ms"] for s in small}
+    small = [Shape(1, 128, 2, 256), Shape(1, 128, 4, 512), Shape(2, 128, 4, 512)]
+    speed = {}
+    for runtime in ("eager", "onnx"):
+        rs = LatencySettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 300})
+        rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(supernet, s) for s in small}}, rs,
+                                   rounds=5, reference="teacher")
+        speed[runtime] = {k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items()}
+        print(f"speed ({runtime}): " + json.dumps(speed[runtime]), flush=True)
+    lat = {s.key: speed["eager"][s.key]["p50_ms"] for s in small}
     res = {k: {s.key: [] for s in small} for k in ("two_step", "one_step", "plain")}
-    asst_acc = []
+    # the assistant is distilled once (teacher -> assistant, with the transfer set) and teaches every seed's students
+    a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, "supernet", augment=True)
+    asst_acc = [a_test]
+    a_logits = predict_logits(a_model, tensors)
+    a_transfer = predict_logits(a_model, transfer["tensors"]) if transfer is not None else None
+    if args.soft == "average":
+        a_logits = (a_logits + t_logits) / 2
+        a_transfer = (a_transfer + transfer["logits"]) / 2 if transfer is not None else None
+    print(f"assistant {asst_shape.key}: dev {a_dev:.4f} test {a_test:.4f}", flush=True)
     for seed in range(args.seeds):
-        a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100 + seed, "supernet")
-        asst_acc.append(a_test)
-        a_logits = predict_logits(a_model, tensors)
         for s in small:
-            res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet")[1])
-            res["one_step"][s.key].append(final_student(s, t_logits, seed, "supernet")[1])
+            res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet", a_transfer, augment=True)[1])
+            res["one_step"][s.key].append(final_student(s, t_logits, seed, "supernet", augment=True)[1])
             res["plain"][s.key].append(final_student(s, t_logits, seed, "teacher")[1])
         print(f"seed {seed}: " + json.dumps({k: {kk: vv[-1] for kk, vv in v.items()} for k, v in res.items()}), flush=True)
     mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in res.items()}
     deltas = [mean["two_step"][s.key] - mean["one_step"][s.key] for s in small]
     t_test = info["test"]["accuracy"]
-    fast = [s for s in small if t_lat / lat[s.key] >= 10]
-
-    def retention(kind: str) -> float | None:
+    def retention(kind: str, runtime: str = "eager") -> float | None:
+        fast = [s for s in small if speed[runtime][s.key]["speedup"] >= 10]
         if not fast:
             return None
         return max(mean[kind][s.key] for s in fast) / t_test
@@ -165,9 +190,13 @@ def main() -> None:
         "assistant": {"shape": asst_shape.key, "tau": ranked[0].tau, "P": ranked[0].metric, "scale": ranked[0].scale,
                       "test_acc_mean": float(np.mean(asst_acc))},
         "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(small), "mean_delta": float(np.mean(deltas)),
-        "per_shape": {s.key: {"speedup": t_lat / lat[s.key], **{k: mean[k][s.key] for k in mean}} for s in small},
+        "per_shape": {s.key: {"speedup": speed["eager"][s.key]["speedup"], "speedup_onnx": speed["onnx"][s.key]["speedup"],
+                              **{k: mean[k][s.key] for k in mean}} for s in small},
+        "speed": speed, "augment_copies": args.augment, "soft_targets": args.soft,
         "retention_at_10x": retention("two_step"), "retention_at_10x_one_step": retention("one_step"),
         "retention_at_10x_plain": retention("plain"),
+        "retention_at_10x_onnx": retention("two_step", "onnx"), "retention_at_10x_onnx_plain": retention("plain", "onnx"),
+        "best_retention": {k: max(mean[k].values()) / t_test for k in mean},
         "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
         "wall_s": time.perf_counter() - t_start,
     }

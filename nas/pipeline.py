@@ -235,9 +235,14 @@ def front_rows(store: Store, job_id: int) -> dict:
                 t_lat["fingerprint_id"], t_lat["batch"], t_lat["seq_len"], t_lat["dtype"], t_lat["runtime"]):
             continue  # never mix measurements taken elsewhere or otherwise
         rows.append(_row(t, metric, pct, lat, t_lat))
+    cons = spec.get("constraints") or {}
+    limits = {f: cons.get(f"latency_{f}_ms") for f in ("p50", "p90") if cons.get(f"latency_{f}_ms") is not None}
+    for r in rows:  # a point over a latency limit is shown but never on the front
+        r["meets_constraints"] = all(r[f"{f}_ms"] <= ms for f, ms in limits.items())
+    feasible = [i for i, r in enumerate(rows) if r["meets_constraints"]]
     objs = [[r["metric"], r["latency_ms"]] + ([r["params"]] if use_size else []) for r in rows]
     maximize = [True, False] + ([False] if use_size else [])
-    front = pareto_front(objs, maximize) if rows else []
+    front = [feasible[j] for j in pareto_front([objs[i] for i in feasible], maximize)] if feasible else []
     for i, r in enumerate(rows):
         r["on_front"] = i in front
     t_row = _row(teacher, metric, pct, t_lat, t_lat) if teacher and t_lat else None
@@ -265,7 +270,8 @@ def _row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None) -> dict:
         "proxy_metric": metric_value(t, metric, "dev", "proxy"), "final_metric": metric_value(t, metric, "dev", "final"),
         "test_metric": metric_value(t, metric, "test"), "latency_ms": lat_ms, "p50_ms": lat["p50_ms"],
         "p90_ms": lat["p90_ms"], "cv": lat["cv"], "params": metric_value(t, "params", "dev") or 0,
-        "speedup": (t_ms / lat_ms) if t_ms and lat_ms else None,
+        "speedup": (metric_value(t, "speedup", "dev") if pct == "p50" else None) or ((t_ms / lat_ms) if t_ms and lat_ms else None),
+        "runtime": lat.get("runtime"), "dtype": lat.get("dtype"),
     }
 
 

@@ -356,14 +356,15 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         if not shapes:
             log("search: the space is exhausted")
             break
+        shapes = prune_by_predictor(store, job_id, shapes, spec, generation, log)
         for r in run_items("student", shapes, {"strategy": spec.search.strategy, "generation": generation, "source": "proxy"}):
             if r["state"] == "COMPLETE":
                 strategy.tell(Shape.from_dict(r["shape"]), {"metric": r[spec.objectives.metric],
                                                             "latency_ms": r["p50_ms" if spec.objectives.latency == "p50" else "p90_ms"],
                                                             "params": r["params"]})
         generation += 1
-        n_done += len(shapes)
-        bar.update(len(shapes))
+        n_done += n
+        bar.update(n)
     bar.close()
 
     # 4. final: standalone distillation of chosen front points --------------------------------------------------------------
@@ -410,6 +411,45 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
                                          **({"transfer_soft_paths": transfer_soft} if transfer_soft else {})}))
         bar.update(1)
     bar.close()
+
+
+def latency_limit(spec) -> tuple[str, float] | None:
+    c = spec.constraints
+    if c.latency_p90_ms is not None:
+        return "p90_ms", c.latency_p90_ms
+    if c.latency_p50_ms is not None:
+        return "p50_ms", c.latency_p50_ms
+    return None
+
+
+def prune_by_predictor(store: Store, job_id: int, shapes: list[Shape], spec, generation: int, log,
+                       min_fit: int = 8) -> list[Shape]:
+    """With a latency constraint and enough of the job's own measurements, fit the additive predictor and record the
+    shapes it is sure miss the limit as PRUNED trials (never measured); the rest, ordered fastest-predicted first."""
+    from nas.latency.predictor import feasible, fit_predictor
+
+    limit = latency_limit(spec)
+    if limit is None:
+        return shapes
+    field, ms = limit
+    measured = [(Shape.from_dict(t["config"]["shape"]), t["latency"][-1][field])
+                for t in store.trials(job_id, kind="student", state="COMPLETE") if t["latency"]]
+    if len(measured) < min_fit:
+        return shapes
+    pred = fit_predictor([s for s, _ in measured], [v for _, v in measured])
+    keep = []
+    for s in shapes:
+        if feasible(pred, s, ms):
+            keep.append(s)
+        else:
+            t = store.add_trial(job_id, "student", {"shape": s.as_dict(), "strategy": spec.search.strategy,
+                                                    "generation": generation, "source": "predictor"})
+            store.finish_trial(t["id"], "PRUNED", error=f"predicted {field[:3]} {pred.predict(s):.2f} ms > limit {ms} ms "
+                                                      f"(predictor fitted on {pred.n_fit} measurements, MAPE {pred.fit_mape:.3f})")
+    if len(keep) < len(shapes):
+        log(f"search: the latency predictor pruned {len(shapes) - len(keep)} of {len(shapes)} candidates "
+            f"({field[:3]} limit {ms} ms)")
+    return sorted(keep, key=pred.predict)
 
 
 def choose_final(trials: list[dict], k: int, metric: str, pct: str) -> list[dict]:

@@ -177,3 +177,31 @@ def test_front_refuses_to_mix_fingerprints(sqlite_url):
     assert [r["metric"] for r in fr["front"]] == [0.80, 0.82]
     assert fr["fingerprint"] == {"cpu": "here"}
     store.dispose()
+
+
+def test_constraint_prunes_what_the_predictor_is_sure_about_and_keeps_it_off_the_front(sqlite_url):
+    from nas.spec import JobSpec
+    from nas.supernet_stages import prune_by_predictor
+
+    store = Store(sqlite_url)
+    spec = JobSpec.model_validate({"name": "c", "dataset": "bbc-news", "constraints": {"latency_p90_ms": 3.0}})
+    job = store.create_job("c", spec.model_dump(by_alias=True))
+    true = np.array([0.3, 0.5, 0.8, 0.4, 0.2, 0.05, 0.1, 0.15])
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        s = Shape(int(rng.integers(1, 5)), int(rng.choice([128, 256])), 4, int(rng.choice([256, 512, 1024])))
+        t = store.add_trial(job, "student", {"shape": s.as_dict()})["id"]
+        store.add_latency(t, s.key, {**_lat("here", float(features(s) @ true)), "p90_ms": float(features(s) @ true)})
+        store.finish_trial(t, "COMPLETE")
+    small, huge = Shape(1, 128, 2, 256), Shape(6, 384, 12, 1536)
+    assert features(huge) @ true > 3.0 * 1.15 > features(small) @ true
+    logs = []
+    kept = prune_by_predictor(store, job, [huge, small], spec, 0, logs.append)
+    assert kept == [small]
+    pruned = store.trials(job, state="PRUNED")
+    assert len(pruned) == 1 and pruned[0]["config"]["shape"] == huge.as_dict() and "limit 3.0" in pruned[0]["error"]
+    assert "pruned 1 of 2" in logs[0]
+    # without a constraint nothing is pruned
+    free = JobSpec.model_validate({"name": "c", "dataset": "bbc-news"})
+    assert prune_by_predictor(store, job, [huge, small], free, 0, logs.append) == [huge, small]
+    store.dispose()

@@ -1,0 +1,162 @@
+"""Issue 4 figures: the latency protocol. Last line of output: one JSON object.
+
+    python benchmarks/latency.py                  # CPU, seq 128, 10 + 45 shapes
+    python benchmarks/latency.py --quick          # fewer runs and shapes (<= 2 minutes)
+    python benchmarks/latency.py --device cuda    # on a GPU machine (eager fp32 and fp16)
+
+Figures: cv_median (per-row coefficient of variation over 10 shapes), session_rel_diff_median (the same 10 shapes measured
+in two separate processes), predictor_mape (additive predictor fitted on >= 30 shapes, tested on >= 15 others),
+int8_speedup / onnx_speedup (eager fp32 p50 / runtime p50, median over shapes), measure_s_per_shape.
+Shapes are sub-networks of the MiniLM-L6 teacher drawn from search_spaces/bert_small.yaml (weights do not change latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def shapes_for(space, n: int, seed: int):
+    import numpy as np
+
+    from nas.search.space import all_shapes
+
+    every = all_shapes(space)
+    rng = np.random.default_rng(seed)
+    return [every[i] for i in rng.choice(len(every), size=min(n, len(every)), replace=False)]
+
+
+def setup(args):
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from nas.latency.measure import LatencySettings
+    from nas.spec import load_search_space
+    from nas.teacher import teacher_config, teacher_path
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    from transformers import BertForSequenceClassification
+
+    teacher = BertForSequenceClassification.from_pretrained(teacher_path("minilm-l6"), num_labels=2,
+                                                            attn_implementation="eager").eval()
+    space = load_search_space("bert_small", teacher_config("minilm-l6"))
+    settings = LatencySettings(device=args.device, seq_len=args.seq, threads=args.threads,
+                               max_runs=60 if args.quick else 200, min_runs=20, warmup=5 if args.quick else 10)
+    return teacher, space, settings
+
+
+def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
+    """Shapes measured in interleaved rounds with the teacher re-measured in each (chunks of `chunk` shapes): raw rows
+    plus each shape's speedup against the teacher from the same rounds."""
+    from nas.latency.measure import measure_interleaved
+    from nas.supernet import extract_subnet
+
+    out = {}
+    for i in range(0, len(shapes), chunk):
+        part = shapes[i:i + chunk]
+        rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(teacher, s) for s in part}}, settings,
+                                   rounds=3, reference="teacher")
+        out.update({s.key: rows[s.key] for s in part})
+        out.setdefault("teacher_rows", []).append(rows["teacher"])
+    return out
+
+
+def session(args) -> None:
+    """One process: the 10 session shapes, p50 and speedup each (compared across two processes by the parent)."""
+    teacher, space, settings = setup(args)
+    rows = measure_with_reference(teacher, shapes_for(space.student, 10, 1), settings, chunk=10)
+    print(json.dumps({k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items() if k != "teacher_rows"}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--session", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.session:
+        return session(args)
+
+    import numpy as np
+
+    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency
+    from nas.latency.predictor import fit_predictor, mape
+    from nas.supernet import Shape, extract_subnet
+
+    t_start = time.perf_counter()
+    teacher, space, settings = setup(args)
+    fp = device_fingerprint(settings.device, settings.threads)
+
+    # 1. CV of each row, 10 shapes
+    t0 = time.perf_counter()
+    session_shapes = shapes_for(space.student, 10, 1)
+    rows = [measure_latency(extract_subnet(teacher, s), settings) for s in session_shapes]
+    per_shape_s = (time.perf_counter() - t0) / len(rows)
+    cvs = [r["cv"] for r in rows]
+
+    # 2. the same 10 shapes in two separate processes
+    cmd = [sys.executable, __file__, "--session", "--device", args.device, "--seq", str(args.seq), "--threads",
+           str(args.threads)] + (["--quick"] if args.quick else [])
+    runs = []
+    for _ in range(2):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        runs.append(json.loads(out))
+    def rel_diff(field: str) -> list[float]:
+        return [abs(runs[0][k][field] - runs[1][k][field]) / ((runs[0][k][field] + runs[1][k][field]) / 2) for k in runs[0]]
+
+    rel, rel_speedup = rel_diff("p50_ms"), rel_diff("speedup")
+
+    # 3. predictor on held-out shapes
+    n_train, n_test = (30, 15)
+    pred_shapes = shapes_for(space.student, n_train + n_test, 2)
+    measured = measure_with_reference(teacher, pred_shapes, settings)
+    t_ref = float(np.median([r["p50_ms"] for r in measured["teacher_rows"]]))
+    raw = [measured[s.key]["p50_ms"] for s in pred_shapes]
+    # drift-corrected: the teacher's p50 over the whole run divided by the shape's same-round speedup
+    lat = [t_ref / measured[s.key]["speedup"] for s in pred_shapes]
+    pred = fit_predictor(pred_shapes[:n_train], lat[:n_train])
+    p_mape = mape(pred.predict_many(pred_shapes[n_train:]), lat[n_train:])
+    pred_raw = fit_predictor(pred_shapes[:n_train], raw[:n_train])
+    p_mape_raw = mape(pred_raw.predict_many(pred_shapes[n_train:]), raw[n_train:])
+
+    # 4. low precision and ONNX Runtime vs eager fp32 (CPU only)
+    int8, onnx = [], []
+    if settings.device == "cpu":
+        rt_shapes = [Shape.of_config(teacher.config)] + session_shapes[: (2 if args.quick else 4)]
+        for s in rt_shapes:
+            m = extract_subnet(teacher, s)
+            base = measure_latency(m, settings)["p50_ms"]
+            q = measure_latency(m, LatencySettings(**{**settings.__dict__, "runtime": "int8", "dtype": "int8"}))["p50_ms"]
+            o = measure_latency(m, LatencySettings(**{**settings.__dict__, "runtime": "onnx"}))["p50_ms"]
+            int8.append(base / q)
+            onnx.append(base / o)
+            print(f"{s.key}: eager {base:.2f} ms, int8 {q:.2f} ms, onnx {o:.2f} ms", flush=True)
+    teacher_p50 = measure_latency(teacher, settings)["p50_ms"]
+    out = {
+        "device": settings.device, "seq_len": args.seq, "threads": args.threads, "quick": args.quick,
+        "fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "teacher_p50_ms": teacher_p50,
+        "cv_median": float(np.median(cvs)), "cv_max": float(np.max(cvs)),
+        "session_rel_diff_median": float(np.median(rel)), "session_rel_diff_max": float(np.max(rel)),
+        "session_speedup_rel_diff_median": float(np.median(rel_speedup)),
+        "predictor_mape": p_mape, "predictor_fit_mape": pred.fit_mape, "predictor_mape_raw_p50": p_mape_raw, "predictor_train": n_train, "predictor_test": n_test,
+        "predictor_terms": pred.terms(),
+        "int8_speedup": float(np.median(int8)) if int8 else None, "onnx_speedup": float(np.median(onnx)) if onnx else None,
+        "int8_speedups": int8, "onnx_speedups": onnx,
+        "measure_s_per_shape": per_shape_s, "wall_s": time.perf_counter() - t_start,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
