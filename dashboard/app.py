@@ -1,28 +1,16 @@
-"""Dashboard placeholder: lists jobs and one job's Pareto front from the store (read-only). The full dashboard is issue 6."""
+"""Entry point of the dashboard (`nas dashboard`): the access gate, then navigation over the pages in dashboard/pages/.
+The pages' code is in nas/dashboard_ui.py."""
 
-import os
-
-import pandas as pd
 import streamlit as st
 
-from nas.pipeline import front_rows
-from nas.store import Store
+from nas.dashboard_ui import HOST, LOOPBACK, URL, gate
 
-
-def jobs_page():
-    store = Store(os.environ.get("NAS_STORAGE") or None)
-    jobs = store.list_jobs()
-    st.title("Jobs")
-    if not jobs:
-        st.info("No jobs yet. Run `nas run examples/bbc_quick.yaml`.")
-        return
-    st.dataframe(pd.DataFrame([{k: j[k] for k in ("id", "name", "status", "stage", "trials_complete", "created_at")}
-                               for j in jobs]), width="stretch")
-    job_id = st.selectbox("Job", [j["id"] for j in jobs])
-    f = front_rows(store, job_id)
-    if f["rows"]:
-        st.subheader("Pareto front (dev metric vs p50 latency)")
-        st.dataframe(pd.DataFrame(f["front"]), width="stretch")
-
-
-st.navigation([st.Page(jobs_page, title="Jobs")]).run()
+st.set_page_config(page_title="Distillation NAS", layout="wide")
+if gate():
+    st.caption(f"store: {(URL or 'default ($NAS_HOME/nas.db)').split('@')[-1]} · read-only"
+               + ("" if LOOPBACK else f" · bound to {HOST}, password protected"))
+    st.navigation([st.Page("pages/jobs.py", title="Jobs", default=True),
+                   st.Page("pages/job.py", title="Job"),
+                   st.Page("pages/compare.py", title="Compare"),
+                   st.Page("pages/submit.py", title="Submit"),
+                   st.Page("pages/export.py", title="Export")]).run()

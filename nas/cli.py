@@ -158,8 +158,8 @@ def _print_front(store, job_id: int, as_json: bool) -> None:
 
     f = front_rows(store, job_id)
     if as_json:
-        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "assistant", "front", "hypervolume", "fingerprint")},
-                              default=str))
+        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "assistant", "front", "hypervolume",
+                                                  "fingerprint", "references", "student_tokenizer_ms")}, default=str))
         return
     t = f["teacher"]
     fp = f["fingerprint"] or {}
@@ -181,6 +181,16 @@ def _print_front(store, job_id: int, as_json: bool) -> None:
     hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
     typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {hv} "
                f"(reference: {f['metric']} 0, teacher latency)")
+    if f["references"]:
+        typer.echo(f"\nreferences, timed end to end from raw text (students add {f['student_tokenizer_ms']:.3f} ms of "
+                   f"tokenisation to the latencies above):")
+        for r in f["references"]:
+            typer.echo(f"{'R':>5}  {r['name']:<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f}  "
+                       f"test {r['test_metric']:.4f}  ({r['type']})")
+        for r in f["references"]:
+            if r["dominated_front_points"]:
+                typer.echo(f"note: {r['name']} dominates {r['dominated_front_points']} of {r['front_points']} front "
+                           f"points (at least as accurate and as fast end to end)")
     if f["front"]:
         best = max(f["front"], key=lambda r: r["metric"])
         typer.echo(f"export the most accurate: nas export {job_id} --trial {best['trial']} --out DIR")
@@ -230,14 +240,24 @@ def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.
 
 
 @app.command()
-def dashboard(port: int = typer.Option(8501, help="Port."), host: str = typer.Option("127.0.0.1", help="Address to bind."),
+def dashboard(port: int = typer.Option(8501, help="Port."),
+              host: str = typer.Option("127.0.0.1", help="Address to bind. Anything but loopback needs "
+                                                          "$NAS_DASHBOARD_PASSWORD (or Streamlit secrets `password`)."),
               storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
-    """Start the Streamlit dashboard (read-only view of the store)."""
+    """Start the Streamlit dashboard: jobs, fronts, trials, compare, submit, export (read-only on the store, except
+    submissions)."""
     import pathlib
     import subprocess
 
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("NAS_DASHBOARD_PASSWORD"):
+        secrets = pathlib.Path(".streamlit/secrets.toml")
+        if not (secrets.is_file() and "password" in secrets.read_text()):
+            _user_error(Exception(f"--host: binding to {host} needs a password: set NAS_DASHBOARD_PASSWORD "
+                                  "(or `password` in .streamlit/secrets.toml)"))
+    store = _store(storage)  # a wrong URL is a clear error here, not a broken page
+    store.dispose()
     app_path = pathlib.Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-    env = dict(os.environ)
+    env = dict(os.environ, NAS_DASHBOARD_HOST=host)
     if storage:
         env["NAS_STORAGE"] = storage
     sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,

@@ -23,6 +23,9 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
         raise SpecError("--trial", f"job {job_id} has no trial {trial_number}")
     if trial["state"] != "COMPLETE":
         raise SpecError("--trial", f"trial {trial_number} is {trial['state']}, only COMPLETE trials can be exported")
+    sk = [a["path"] for a in trial["artefacts"] if a["kind"] == "sklearn"]
+    if sk:
+        return _export_sklearn(store, job, trial, sk[-1], out_dir)
     models = [a["path"] for a in trial["artefacts"] if a["kind"] in ("model", "teacher")]
     supernets = [a["path"] for a in store.job_artefacts(job_id, "supernet")]
     if (not models or not pathlib.Path(models[-1]).is_dir()) and not (supernets and pathlib.Path(supernets[-1]).is_dir()):
@@ -61,6 +64,37 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     }
     (out / "config.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     (out / "README.md").write_text(_model_card(card, trial))
+    return out
+
+
+def _export_sklearn(store: Store, job: dict, trial: dict, path: str, out_dir) -> pathlib.Path:
+    """A scikit-learn reference (TF-IDF + logistic regression): the joblib file (with the scikit-learn version it was
+    saved with) and a config.yaml card."""
+    import sklearn
+
+    src = pathlib.Path(path)
+    if not src.is_file():
+        raise SpecError("--trial", f"trial {trial['number']} has no saved model on this machine ({src})")
+    out = pathlib.Path(out_dir).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SpecError("--out", f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, out / "model.joblib")
+    lat = trial["latency"][-1] if trial["latency"] else None
+    card = {
+        "job": {"id": job["id"], "name": job["name"], "storage": _safe_url(store.url)},
+        "trial": {"number": trial["number"], "kind": trial["kind"], "state": trial["state"]},
+        "reference": trial["config"], "sklearn": sklearn.__version__,
+        "metrics": [{k: m[k] for k in ("name", "value", "split", "source")} for m in trial["metrics"]],
+        "latency": None if lat is None else {k: lat[k] for k in ("device", "runtime", "batch", "seq_len", "threads", "n",
+                                                                  "p50_ms", "p90_ms", "cv", "fingerprint")},
+        "exported_by": f"nas {__version__}", "spec": job["spec"],
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    (out / "README.md").write_text(
+        f"# Reference model {trial['config'].get('name')}: job {job['id']} trial {trial['number']}\n\n"
+        "```python\nimport joblib\nbundle = joblib.load('model.joblib')   # {'model': sklearn Pipeline, 'sklearn': version}\n"
+        "bundle['model'].predict(['some text'])\n```\n\nLoad it with the scikit-learn version in config.yaml.\n")
     return out
 
 

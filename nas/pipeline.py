@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import os
+import pathlib
 from dataclasses import dataclass
 from typing import Callable
+
+import numpy as np
 
 
 from nas.data import Dataset, load_dataset, split_indices, stratified_sample, token_cache_path, tokenize
@@ -39,10 +42,114 @@ def prepare(spec: JobSpec) -> Prepared:
             raise SpecError("latency.device", "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
     if lat.seq_len > tcfg.get("max_position_embeddings", 512) or spec.budgets.max_seq_len > tcfg.get("max_position_embeddings", 512):
         raise SpecError("budgets.max_seq_len", f"longer than the teacher's {tcfg.get('max_position_embeddings')} positions")
+    for i, ref in enumerate(spec.references):
+        if not isinstance(ref, str):
+            check_reference_model(ref.model, f"references.{i}.model")
+    names = [reference_name(r) for r in spec.references]
+    if len(set(names)) != len(names) or "teacher" in names:
+        raise SpecError("references", f"reference names must be unique and not 'teacher': {names}")
     if spec.search.final.augment and spec.task != "classification":
         raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     return Prepared(spec, tcfg, space, ds)
+
+
+def reference_name(ref) -> str:
+    return ref if isinstance(ref, str) else (ref.name or pathlib.Path(ref.model).name)
+
+
+def check_reference_model(path: str, field: str) -> None:
+    import json as _json
+
+    p = pathlib.Path(path).expanduser()
+    if not p.is_dir():
+        raise SpecError(field, f"{path} is not a directory (a local Hugging Face model directory is expected)")
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise SpecError(field, f"{path} has no config.json")
+    try:
+        archs = _json.loads(cfg.read_text()).get("architectures") or []
+    except ValueError as exc:
+        raise SpecError(field, f"{cfg} is not valid JSON: {exc}") from None
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise SpecError(field, f"{path} is not a sequence-classification model (architectures {archs})")
+    if not any((p / t).is_file() for t in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise SpecError(field, f"{path} has no tokenizer files")
+
+
+def _reference_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log: Callable[[str], None]) -> None:
+    """The teacher, TF-IDF + logistic regression and the user's models as `reference` trials, timed end to end."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from nas.distill import predict_logits, scores
+    from nas.latency.measure import settings_from_spec
+    from nas.references import (fit_tfidf, hf_predictor, measure_text_latency, save_sklearn, sklearn_predictor,
+                                tokenizer_only)
+    from nas.teacher import load_teacher
+
+    spec, ds = prep.spec, prep.dataset
+    done = {t["config"].get("name") for t in store.trials(job_id, kind="reference", state="COMPLETE")}
+    settings = settings_from_spec(spec.latency)
+    texts = [t if isinstance(t, str) else f"{t[0]} [SEP] {t[1]}" for t in ds.texts]
+    dev_texts = [texts[i] for i in ctx["dev_idx"]]
+    splits = {"train": np.asarray(ctx["train_idx"]), "dev": np.asarray(ctx["dev_idx"]), "test": np.asarray(ctx["test_idx"])}
+    labels = np.asarray(ds.labels)
+    art = nas_home() / "artefacts" / f"job-{job_id}"
+    store.set_job_stage(job_id, "references")
+
+    def record(name: str, kind: str, info: dict, lat: dict, extra: dict | None = None, artefact=None) -> None:
+        t = store.add_trial(job_id, "reference", {"name": name, "type": kind, **(extra or {})}, state="RUNNING")
+        store.start_trial(t["id"])
+        for split in ("dev", "test"):
+            for metric, value in info[split].items():
+                store.add_metric(t["id"], metric, value, split, "final")
+        for metric, value in (info.get("metrics") or {}).items():
+            store.add_metric(t["id"], metric, value, "dev", "final")
+        store.add_latency(t["id"], f"reference:{name}", lat)
+        if artefact:
+            store.add_artefact(job_id, t["id"], artefact[0], str(artefact[1]))
+        store.finish_trial(t["id"], "COMPLETE")
+        log(f"reference {name}: dev {spec.objectives.metric} {info['dev'][spec.objectives.metric]:.4f}, test "
+            f"{info['test'][spec.objectives.metric]:.4f}, p50 {lat['p50_ms']:.3f} ms end to end")
+
+    if "teacher" not in done:
+        tok = AutoTokenizer.from_pretrained(ctx["teacher"]["dir"])
+        teacher = load_teacher(ctx["teacher"])
+        tok_lat = measure_text_latency(tokenizer_only(tok, spec.latency.seq_len), dev_texts, settings)
+        lat = measure_text_latency(hf_predictor(teacher, tok, spec.latency.seq_len), dev_texts, settings)
+        info = {"dev": ctx["teacher"]["dev"], "test": ctx["teacher"]["test"],
+                "metrics": {"tokenizer_p50_ms": tok_lat["p50_ms"], "tokenizer_p90_ms": tok_lat["p90_ms"]}}
+        record("teacher", "teacher", info, lat, artefact=("teacher", ctx["teacher"]["dir"]))
+    for ref in spec.references:
+        name = reference_name(ref)
+        if name in done:
+            continue
+        if ref == "tfidf-linear":
+            pipe, info = fit_tfidf(texts, labels, splits, spec.seed)
+            path = save_sklearn(pipe, art / f"reference-{name}" / "model.joblib")
+            lat = measure_text_latency(sklearn_predictor(pipe), dev_texts, settings)
+            record(name, "tfidf-linear", info, lat, {"C": info["C"]}, artefact=("sklearn", path))
+        else:
+            path = str(pathlib.Path(ref.model).expanduser().resolve())
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            if model.config.num_labels != ds.num_labels:
+                raise SpecError("references", f"{path} has {model.config.num_labels} labels, the dataset {ds.num_labels}")
+            if ds.task == "pair":
+                enc = tok([q for q, _ in ds.texts], [d for _, d in ds.texts], truncation="only_second",
+                          max_length=spec.budgets.max_seq_len, padding="max_length", return_tensors="pt")
+            else:
+                enc = tok(list(ds.texts), truncation=True, max_length=spec.budgets.max_seq_len, padding="max_length",
+                          return_tensors="pt")
+            tensors = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+            info = {}
+            for split in ("dev", "test"):
+                idx = torch.as_tensor(splits[split])
+                info[split] = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}),
+                                     torch.as_tensor(labels)[idx])
+            lat = measure_text_latency(hf_predictor(model, tok, spec.latency.seq_len), dev_texts, settings)
+            record(name, "model", info, lat, {"path": path}, artefact=("model", path))
 
 
 def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callable[[str], None] = print,
@@ -60,6 +167,7 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     try:
         ctx = _teacher_stage(prep, store, job_id, log)
         _search_stage(prep, store, job_id, ctx, log, progress, ray_address)
+        _reference_stage(prep, store, job_id, ctx, log)
         store.set_job_status(job_id, "COMPLETE", stage="done")
     except KeyboardInterrupt:
         store.set_job_status(job_id, "FAILED", error="interrupted by the user; `nas resume` continues it")
@@ -256,7 +364,27 @@ def front_rows(store: Store, job_id: int) -> dict:
     if t_row and rows:
         ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
         hv = hypervolume([objs[i] for i in front], ref, maximize)
+    references, overhead = [], 0.0
+    ref_trials = store.trials(job_id, kind="reference", state="COMPLETE")
+    for t in ref_trials:
+        if t["config"].get("name") == "teacher":
+            overhead = metric_value(t, "tokenizer_p50_ms" if pct == "p50" else "tokenizer_p90_ms", "dev") or 0.0
+    if t_lat:
+        from nas.references import dominance
+
+        for t in ref_trials:
+            lat = t["latency"][-1] if t["latency"] else None
+            if lat is None or (lat["fingerprint_id"], lat["batch"], lat["seq_len"]) != (
+                    t_lat["fingerprint_id"], t_lat["batch"], t_lat["seq_len"]):
+                continue
+            r = _row(t, metric, pct, lat, t_lat)
+            r.update({"name": t["config"].get("name"), "type": t["config"].get("type"), "speedup": None})
+            front_pts = [rows[i] for i in front]
+            r["dominated_front_points"] = dominance(front_pts, r, overhead)
+            r["front_points"] = len(front_pts)
+            references.append(r)
     return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "assistant": a_row, "rows": rows,
+            "references": references, "student_tokenizer_ms": overhead,
             "front": sorted((rows[i] for i in front), key=lambda r: r["latency_ms"]), "hypervolume": hv,
             "fingerprint": t_lat["fingerprint"] if t_lat else None}
 

@@ -136,6 +136,16 @@ class DatasetRef(Strict):
         return self
 
 
+class ModelReference(Strict):
+    """The user's current model: a local Hugging Face sequence-classification directory (with its tokenizer)."""
+
+    model: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, max_length=64)
+
+
+REFERENCE_KINDS = ("tfidf-linear",)
+
+
 class JobSpec(Strict):
     name: str = Field(min_length=1, max_length=200)
     teacher: str = "minilm-l6"
@@ -145,6 +155,7 @@ class JobSpec(Strict):
     objectives: Objectives = Objectives()
     latency: LatencySettings = LatencySettings()
     constraints: Constraints = Constraints()
+    references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
     budgets: Budgets = Budgets()
     search: Search = Search()
     storage: str | None = None

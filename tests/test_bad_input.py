@@ -153,7 +153,7 @@ CASES = [
     ("latency-fp16-on-cpu", set_("latency.dtype", "fp16"), "latency.dtype", None),
     ("latency-int8-without-runtime", set_("latency.dtype", "int8"), "latency", None),
     ("latency-bad-runtime", set_("latency.runtime", "tensorrt"), "latency.runtime", None),
-    ("latency-bad-extra-runtime", set_("latency.extra_runtimes", ["onnx", "tvm"]), "latency.extra_runtimes", None),
+    ("latency-bad-extra-runtime", set_("latency.extra_runtimes", ["onnx", "tvm"]), "latency.extra_runtimes[1]", None),
     ("constraint-negative", set_("constraints.latency_p90_ms", -1), "constraints.latency_p90_ms", None),
     ("augment-too-many", set_("search.final.augment", 500), "search.final.augment", None),
     ("latency-runs", set_("latency", {"min_runs": 50, "max_runs": 10}), "latency", None),

@@ -22,6 +22,7 @@ task: classification
 search_space: tiny
 latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
 budgets: {trials: 3, epochs: 3, max_seq_len: 32, teacher_epochs: 2}
+references: [tfidf-linear]
 seed: 3
 """
 
@@ -47,12 +48,12 @@ def test_every_trial_is_in_the_store(job):
     store, job_id = job["store"], job["job_id"]
     assert store.get_job(job_id)["status"] == "COMPLETE"
     trials = store.trials(job_id)
-    assert [t["kind"] for t in trials] == ["teacher", "student", "student", "student"]
+    assert [t["kind"] for t in trials] == ["teacher", "student", "student", "student", "reference", "reference"]
     teacher = trials[0]
     names = {(m["name"], m["split"], m["source"]) for m in teacher["metrics"]}
     assert {("accuracy", "dev", "final"), ("accuracy", "test", "final")} <= names
     assert teacher["latency"] and teacher["latency"][0]["p50_ms"] > 0
-    for t in trials[1:]:
+    for t in trials[1:4]:
         if t["number"] == 3:
             continue
         assert t["state"] == "COMPLETE", t["error"]
@@ -105,3 +106,35 @@ def test_resume_reruns_a_trial_left_running(job):
     assert t2["state"] == "COMPLETE" and t2["attempts"] == t["attempts"] + 2
     assert len(store.trials(job_id, kind="student")) == 3  # nothing new was sampled: the budget was already spent
     assert store.get_job(job_id)["status"] == "COMPLETE"
+
+
+def test_references_are_scored_timed_end_to_end_and_shown(job, tmp_path):
+    store, job_id = job["store"], job["job_id"]
+    refs = {t["config"]["name"]: t for t in store.trials(job_id, kind="reference", state="COMPLETE")}
+    assert set(refs) == {"teacher", "tfidf-linear"}
+    for t in refs.values():
+        lat = t["latency"][-1]
+        assert lat["runtime"] == "text-e2e" and lat["p50_ms"] > 0 and lat["seq_len"] == 32
+        assert {(m["name"], m["split"]) for m in t["metrics"]} >= {("accuracy", "dev"), ("accuracy", "test")}
+    tok_ms = [m["value"] for m in refs["teacher"]["metrics"] if m["name"] == "tokenizer_p50_ms"][0]
+    assert tok_ms > 0  # what a student adds end to end
+    out = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job_id), "--storage", job["url"], "--json"],
+                         capture_output=True, text=True, env={**os.environ, "NAS_HOME": str(job["home"])})
+    assert out.returncode == 0, out.stderr
+    front = json.loads(out.stdout)
+    names = {r["name"]: r for r in front["references"]}
+    assert set(names) == {"teacher", "tfidf-linear"}
+    assert all(0 <= r["dominated_front_points"] <= r["front_points"] == len(front["front"]) for r in names.values())
+    text = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job_id), "--storage", job["url"]],
+                          capture_output=True, text=True, env={**os.environ, "NAS_HOME": str(job["home"])}).stdout
+    assert "tfidf-linear" in text and "end to end" in text
+    # the scikit-learn reference exports as a joblib bundle that predicts
+    number = refs["tfidf-linear"]["number"]
+    exp = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job_id), "--trial", str(number), "--out",
+                          str(tmp_path / "tfidf"), "--storage", job["url"]], capture_output=True, text=True,
+                         env={**os.environ, "NAS_HOME": str(job["home"])})
+    assert exp.returncode == 0, exp.stderr
+    import joblib
+
+    bundle = joblib.load(tmp_path / "tfidf" / "model.joblib")
+    assert len(bundle["model"].predict(["shares fell sharply on the stock market"])) == 1 and bundle["sklearn"]

@@ -33,38 +33,53 @@ def default_storage_url() -> str:
     return f"sqlite:///{nas_home() / 'nas.db'}"
 
 
-def _sqlite_engine(url) -> Engine:
+def _sqlite_engine(url, read_only: bool = False) -> Engine:
     if url.database and url.database != ":memory:":
         parent = pathlib.Path(url.database).expanduser().resolve().parent
         if not parent.is_dir():
             raise StoreError(f"storage: directory {parent} does not exist")
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    if read_only:
+        import sqlite3
+
+        if not url.database or url.database == ":memory:" or not pathlib.Path(url.database).expanduser().is_file():
+            raise StoreError(f"storage: {url.database} does not exist (a read-only store opens an existing database)")
+        uri = pathlib.Path(url.database).expanduser().resolve().as_uri() + "?mode=ro"
+        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=60,
+                                                                            check_same_thread=False))
+    else:
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below issue BEGIN itself
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        if not read_only:
+            cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # readers take no write lock: a dashboard never blocks (or breaks) a running job's writes
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
-def make_engine(url_text: str) -> Engine:
+def make_engine(url_text: str, read_only: bool = False) -> Engine:
     try:
         url = make_url(url_text)
     except ArgumentError as exc:
         raise StoreError(f"storage: {url_text!r} is not a database URL ({exc})") from None
     try:
         if url.get_backend_name() == "sqlite":
-            return _sqlite_engine(url)
+            return _sqlite_engine(url, read_only)
+        if read_only and url.get_backend_name() == "postgresql":
+            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                                 connect_args={"options": "-c default_transaction_read_only=on"})
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except StoreError:
         raise
@@ -73,14 +88,17 @@ def make_engine(url_text: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str | None = None, migrate: bool = True):
+    def __init__(self, url: str | None = None, migrate: bool = True, read_only: bool = False):
+        """`read_only`: an existing database opened for reading only (SQLite mode=ro, PostgreSQL read-only
+        transactions); no migration, no writes, no write locks."""
         self.url = url or default_storage_url()
-        if self.url == default_storage_url():
+        self.read_only = read_only
+        if self.url == default_storage_url() and not read_only:
             nas_home().mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, read_only)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self.check()
-        if migrate:
+        if migrate and not read_only:
             self.migrate()
 
     # -- setup -------------------------------------------------------------------------------------------------------
@@ -156,6 +174,16 @@ class Store:
                 d["trials_complete"] = counts.get(j.id, 0)
                 out.append(d)
             return out
+
+    def best_metrics(self) -> dict[tuple[int, str], float]:
+        """(job id, metric name) -> the best dev value among the job's completed students (one grouped query)."""
+        with self.Session() as s:
+            q = (select(Trial.job_id, Metric.name, func.max(Metric.value))
+                 .join(Metric, Metric.trial_id == Trial.id)
+                 .where(Trial.kind == "student", Trial.state == "COMPLETE", Metric.split == "dev",
+                        Metric.name.in_(["accuracy", "f1_macro", "auc", "mrr"]))
+                 .group_by(Trial.job_id, Metric.name))
+            return {(j, n): v for j, n, v in s.execute(q).all()}
 
     def count_rows(self) -> dict[str, int]:
         with self.Session() as s:

@@ -1,0 +1,3 @@
+from nas.dashboard_ui import compare_page
+
+compare_page()

@@ -1,0 +1,3 @@
+from nas.dashboard_ui import export_page
+
+export_page()

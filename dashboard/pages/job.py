@@ -1,0 +1,3 @@
+from nas.dashboard_ui import job_page
+
+job_page()

@@ -1,0 +1,3 @@
+from nas.dashboard_ui import jobs_page
+
+jobs_page()

@@ -1,0 +1,3 @@
+from nas.dashboard_ui import submit_page
+
+submit_page()

@@ -1,0 +1,206 @@
+"""The dashboard against a store seeded by a real small job: every page under AppTest, submit validates and enqueues,
+export returns a loadable model, the read-only store never blocks a writer, and a real headless Chromium renders the
+job page of a running `nas dashboard` with its Pareto plot."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from conftest import job_environment
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+SPEC = """
+name: dash-e2e
+teacher: minilm-l6
+dataset: {name: bbc-news, max_rows: 150}
+search_space: tiny
+latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
+budgets: {trials: 3, epochs: 3, max_seq_len: 32, teacher_epochs: 2}
+references: [tfidf-linear]
+seed: 3
+"""
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dash")
+    url = f"sqlite:///{home / 'nas.db'}"
+    with job_environment(home):
+        from nas.pipeline import run_job
+        from nas.spec import parse_spec
+        from nas.store import Store
+
+        store = Store(url)
+        job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
+        old = {k: os.environ.get(k) for k in ("NAS_STORAGE",)}
+        os.environ["NAS_STORAGE"] = url
+        try:
+            yield {"store": store, "job_id": job_id, "url": url, "home": home}
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def test_jobs_page_lists_the_job(seeded):
+    at = app()
+    assert any(t.value == "Jobs" for t in at.title)
+    df = at.dataframe[0].value
+    assert seeded["job_id"] in df["id"].tolist()
+    row = df[df["id"] == seeded["job_id"]].iloc[0]
+    assert row["status"] == "COMPLETE" and row["done"] >= 3 and row["budget"] == 3
+
+
+def test_job_page_has_front_table_and_figures(seeded):
+    at = app("job")
+    assert any(t.value == "Job" for t in at.title)
+    assert {m.label for m in at.metric} >= {"status", "front points", "hypervolume"}
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2  # the front and the hypervolume over time (parallel coordinates with >= 2 students)
+    assert at.dataframe and len(at.dataframe[0].value) >= 4
+    assert any(b.label == "Download CSV" for b in at.get("download_button"))
+    at.selectbox(key="x_axis").select("p90_ms").run()
+    assert not at.exception
+
+
+def test_compare_page_plots_fronts(seeded):
+    at = app("compare")
+    assert not at.exception and len(at.get("plotly_chart")) >= 1
+
+
+def test_submit_validates_inline_and_enqueues(seeded):
+    at = app("submit")
+    before = len(seeded["store"].list_jobs())
+    at.text_area(key="spec_text").input("name: bad\ndataset: bbc-news\nbudgets: {trials: 0}\n").run()
+    at.button(key="validate").click().run()
+    assert at.error and at.error[0].value.startswith("budgets.trials")
+    assert len(seeded["store"].list_jobs()) == before
+    good = "name: queued-one\ndataset: {name: bbc-news, max_rows: 100}\nsearch_space: tiny\n"
+    at.text_area(key="spec_text").input(good).run()
+    at.button(key="enqueue").click().run()
+    assert not at.error, [e.value for e in at.error]
+    jobs = seeded["store"].list_jobs()
+    assert len(jobs) == before + 1 and jobs[-1]["status"] == "QUEUED" and jobs[-1]["name"] == "queued-one"
+    assert any(f"nas resume {jobs[-1]['id']}" in s.value for s in at.success)
+
+
+def test_export_page_builds_a_loadable_model(seeded, tmp_path):
+    at = app("export")
+    at.selectbox(key="export_pick").select(seeded["job_id"]).run()
+    at.button(key="build_zip").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from nas import dashboard_data as dd
+
+    number = at.selectbox(key="export_trial").value
+    data = dd.export_zip(seeded["store"], seeded["job_id"], number)
+    zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
+    model_dir = next(tmp_path.glob("*/model"))
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(model_dir).config.num_labels == 5
+    at.radio(key="export_mode").set_value("a latency constraint").run()
+    at.number_input(key="export_limit").set_value(1000.0).run()
+    assert not at.exception and any("Best with p90" in m.value for m in at.markdown)
+
+
+def test_read_only_dashboard_never_blocks_a_writer(seeded):
+    """A job keeps writing while the dashboard's read-only store polls the same SQLite file."""
+    from nas.dashboard_data import jobs_table, trial_frame
+    from nas.store import Store
+
+    reader = Store(seeded["url"], migrate=False, read_only=True)
+    writer_code = (
+        "import sys, time\nfrom nas.store import Store\n"
+        f"s = Store({seeded['url']!r}, migrate=False)\n"
+        "job = s.create_job('writer', {})\nt0 = time.time()\n"
+        "for i in range(300):\n"
+        "    t = s.add_trial(job, 'student', {'i': i})['id']\n"
+        "    s.add_metric(t, 'accuracy', i / 300, 'dev', 'proxy')\n"
+        "    s.finish_trial(t, 'COMPLETE')\n"
+        "print(job, time.time() - t0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer_code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    polls = 0
+    while proc.poll() is None:
+        jobs_table(reader)
+        trial_frame(reader.trials(seeded["job_id"]))
+        polls += 1
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    job = int(out.split()[0])
+    assert polls > 3 and len(reader.trials(job, state="COMPLETE")) == 300
+    with pytest.raises(Exception):
+        reader.create_job("nope", {})  # read-only for real
+    reader.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_refuses_a_public_bind_without_password(seeded):
+    env = {**os.environ, "NAS_DASHBOARD_PASSWORD": ""}
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "dashboard", "--host", "0.0.0.0", "--storage", seeded["url"]],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "password" in r.stderr
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (CI installs Debian's chromium)")
+def test_headless_chromium_renders_the_pareto_plot(seeded, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "dashboard", "--port", str(port), "--storage", seeded["url"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}/job?job={seeded['job_id']}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--hide-scrollbars", "--window-size=1400,1800", "--virtual-time-budget=25000"]
+        # the first screenshot of a cold app is blank: load once, then take the real one
+        subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p0'}", "--dump-dom", url],
+                       capture_output=True, timeout=120)
+        dom = subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120).stdout
+        shot = tmp_path / "job.png"
+        subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", url],
+                       capture_output=True, timeout=120)
+        assert "plotly" in dom or "js-plotly-plot" in dom, dom[-2000:]
+        assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+        keep = ROOT / ".nas" / "screenshots"
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, keep / "job_page.png")
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,73 @@
+"""References: TF-IDF + logistic regression fitted with C chosen on dev, end-to-end latency that includes preprocessing,
+dominance on a hand-made front, and the spec's checks on user models."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from nas.data import load_dataset, split_indices
+from nas.latency.measure import LatencySettings
+from nas.references import C_GRID, dominance, fit_tfidf, measure_text_latency, sklearn_predictor, text_batches
+from nas.spec import DatasetRef, SpecError, parse_spec
+
+
+@pytest.fixture(scope="module")
+def bbc():
+    ds = load_dataset(DatasetRef(name="bbc-news", max_rows=300), "classification", 0)
+    return ds, split_indices(ds.labels, 0)
+
+
+def test_tfidf_reference_is_fitted_with_c_chosen_on_dev(bbc):
+    ds, splits = bbc
+    pipe, info = fit_tfidf(list(ds.texts), ds.labels, splits)
+    assert info["C"] in C_GRID
+    assert info["dev"]["accuracy"] > 0.8 and info["test"]["accuracy"] > 0.8  # BBC topics are easy for TF-IDF
+    dev = splits["dev"]
+    assert info["dev"]["accuracy"] == pytest.approx(float(np.mean(pipe.predict([ds.texts[i] for i in dev]) == ds.labels[dev])))
+
+
+def test_end_to_end_latency_includes_preprocessing(bbc):
+    ds, splits = bbc
+    slow = lambda text: (time.sleep(0.004), text.lower())[1]  # noqa: E731  a 4 ms preprocessing step per text
+    fast_pipe, _ = fit_tfidf(list(ds.texts), ds.labels, splits)
+    slow_pipe, _ = fit_tfidf(list(ds.texts), ds.labels, splits, preprocessor=slow)
+    settings = LatencySettings(threads=1, batch=1, warmup=2, min_runs=10, max_runs=30)
+    texts = [ds.texts[i] for i in splits["dev"]]
+    fast = measure_text_latency(sklearn_predictor(fast_pipe), texts, settings)
+    slowed = measure_text_latency(sklearn_predictor(slow_pipe), texts, settings)
+    assert fast["runtime"] == slowed["runtime"] == "text-e2e"
+    assert slowed["p50_ms"] >= 4.0 > fast["p50_ms"]
+    assert slowed["p50_ms"] - fast["p50_ms"] == pytest.approx(4.0, abs=2.5)
+    assert [len(b) for b in text_batches(texts, 3, n=4)] == [3, 3, 3, 3]
+
+
+def test_dominance_on_a_hand_made_front():
+    front = [{"metric": 0.70, "latency_ms": 1.0}, {"metric": 0.80, "latency_ms": 2.0}, {"metric": 0.90, "latency_ms": 5.0}]
+    assert dominance(front, {"metric": 0.85, "latency_ms": 0.5}) == 2
+    assert dominance(front, {"metric": 0.95, "latency_ms": 0.1}) == 3
+    assert dominance(front, {"metric": 0.60, "latency_ms": 0.1}) == 0
+    assert dominance(front, {"metric": 0.80, "latency_ms": 2.0}) == 0  # equal is not dominance
+    # the students' tokenisation counts against them end to end
+    assert dominance(front, {"metric": 0.80, "latency_ms": 2.2}) == 0
+    assert dominance(front, {"metric": 0.80, "latency_ms": 2.2}, student_overhead_ms=0.5) == 1
+
+
+def test_spec_checks_reference_models(tmp_path):
+    from nas.pipeline import prepare
+
+    spec = {"name": "r", "dataset": {"name": "bbc-news", "max_rows": 50}}
+    with pytest.raises(SpecError) as e:
+        prepare(parse_spec({**spec, "references": [{"model": str(tmp_path / "missing")}]}))
+    assert e.value.field == "references.0.model"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"architectures": ["BertModel"]}')
+    with pytest.raises(SpecError, match="sequence-classification"):
+        prepare(parse_spec({**spec, "references": ["tfidf-linear", {"model": str(tmp_path / "m")}]}))
+    with pytest.raises(SpecError) as e:
+        parse_spec({**spec, "references": ["bm25"]})
+    assert e.value.field.startswith("references")
+    with pytest.raises(SpecError, match="unique"):
+        prepare(parse_spec({**spec, "references": ["tfidf-linear", "tfidf-linear"]}))
