@@ -95,7 +95,7 @@ def main() -> None:
         at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
         at.query_params["job"] = str(job)
         at.run()
-        at.switch_page("pages/job.py")
+        at.switch_page("views/job.py")
         import streamlit as st
 
         st.cache_data.clear()

@@ -1,4 +1,4 @@
-"""Entry point of the dashboard (`nas dashboard`): the access gate, then navigation over the pages in dashboard/pages/.
+"""Entry point of the dashboard (`nas dashboard`): the access gate, then navigation over the pages in dashboard/views/.
 The pages' code is in nas/dashboard_ui.py."""
 
 import streamlit as st
@@ -9,8 +9,8 @@ st.set_page_config(page_title="Distillation NAS", layout="wide")
 if gate():
     st.caption(f"store: {(URL or 'default ($NAS_HOME/nas.db)').split('@')[-1]} · read-only"
                + ("" if LOOPBACK else f" · bound to {HOST}, password protected"))
-    st.navigation([st.Page("pages/jobs.py", title="Jobs", default=True),
-                   st.Page("pages/job.py", title="Job"),
-                   st.Page("pages/compare.py", title="Compare"),
-                   st.Page("pages/submit.py", title="Submit"),
-                   st.Page("pages/export.py", title="Export")]).run()
+    st.navigation([st.Page("views/jobs.py", title="Jobs", default=True),
+                   st.Page("views/job.py", title="Job"),
+                   st.Page("views/compare.py", title="Compare"),
+                   st.Page("views/submit.py", title="Submit"),
+                   st.Page("views/export.py", title="Export")]).run()

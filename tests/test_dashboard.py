@@ -19,6 +19,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
+from browser import Browser, chromium
 from conftest import job_environment
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def app(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception, at.exception
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, at.exception
     return at
 
@@ -169,38 +170,36 @@ def test_dashboard_refuses_a_public_bind_without_password(seeded):
     assert r.returncode == 2 and "password" in r.stderr
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (CI installs Debian's chromium)")
+@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (.ci/run installs Debian's chromium)")
 def test_headless_chromium_renders_the_pareto_plot(seeded, tmp_path):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "dashboard", "--port", str(port), "--storage", seeded["url"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    browser = None
     try:
-        url = f"http://127.0.0.1:{port}/job?job={seeded['job_id']}"
         for _ in range(120):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
                 break
             except OSError:
                 time.sleep(0.5)
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--hide-scrollbars", "--window-size=1400,1800", "--virtual-time-budget=25000"]
-        # the first screenshot of a cold app is blank: load once, then take the real one
-        subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p0'}", "--dump-dom", url],
-                       capture_output=True, timeout=120)
-        dom = subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=120).stdout
-        shot = tmp_path / "job.png"
-        subprocess.run([chromium(), *flags, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", url],
-                       capture_output=True, timeout=120)
-        assert "plotly" in dom or "js-plotly-plot" in dom, dom[-2000:]
-        assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+        browser = Browser()
+        url = f"http://127.0.0.1:{port}/job?job={seeded['job_id']}"
+        browser.open(url)  # a cold app's first render can be blank: load once, then again
+        browser.wait_for("document.querySelectorAll('.js-plotly-plot').length > 0", 90)
+        browser.open(url)
+        assert browser.wait_for("document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length > 0", 90), \
+            browser.evaluate("document.body.innerText.slice(0, 2000)")
+        text = browser.evaluate("document.body.innerText")
+        assert "front points" in text and "teacher" in text
+        time.sleep(1.0)  # let the plot finish drawing
+        shot = browser.screenshot(tmp_path / "job.png")
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
         keep = ROOT / ".nas" / "screenshots"
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, keep / "job_page.png")
     finally:
+        if browser:
+            browser.close()
         proc.terminate()
         proc.wait(30)
