@@ -78,24 +78,28 @@ def front_mask(df: pd.DataFrame, x: str = "p50_ms", y: str = "metric") -> np.nda
 
 def hv_over_time(df: pd.DataFrame, ref_latency: float, x: str = "p50_ms", y: str = "metric",
                  points: int = 60) -> pd.DataFrame:
-    """Hypervolume of the front of the first k completed students (in finishing order) at up to `points` values of k."""
-    from nas.search.pareto import hypervolume, pareto_front
+    """Hypervolume of the front of the first k completed students (in finishing order) at up to `points` values of k.
+    One pass: the running front is updated point by point (a front is small), its hypervolume taken at the checkpoints."""
+    from nas.search.pareto import hypervolume
 
     done = df[(df["kind"] == "student") & df[x].notna() & df[y].notna()].sort_values("finished_at")
     if done.empty:
         return pd.DataFrame(columns=["finished_at", "trials", "hypervolume"])
-    pts = np.column_stack([done[y].to_numpy(), done[x].to_numpy()])
-    ks = np.unique(np.linspace(1, len(done), min(points, len(done))).astype(int))
+    ys, xs = done[y].to_numpy(), done[x].to_numpy()
+    checkpoints = set(np.unique(np.linspace(1, len(done), min(points, len(done))).astype(int)).tolist())
+    front: list[tuple[float, float]] = []
     out = []
-    for k in ks:
-        sub = pts[:k].tolist()
-        front = [sub[i] for i in pareto_front(sub, [True, False])]
-        out.append({"finished_at": done["finished_at"].iloc[k - 1], "trials": int(k),
-                    "hypervolume": hypervolume(front, [0.0, ref_latency], [True, False])})
+    for k in range(1, len(done) + 1):
+        p = (float(ys[k - 1]), float(xs[k - 1]))
+        if not any(q[0] >= p[0] and q[1] <= p[1] for q in front):
+            front = [q for q in front if not (p[0] >= q[0] and p[1] <= q[1])] + [p]
+        if k in checkpoints:
+            out.append({"finished_at": done["finished_at"].iloc[k - 1], "trials": k,
+                        "hypervolume": hypervolume([list(q) for q in front], [0.0, ref_latency], [True, False])})
     return pd.DataFrame(out)
 
 
-def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 2000, seed: int = 0) -> pd.Series:
+def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 1000, seed: int = 0) -> pd.Series:
     """Which shape axes and hyperparameters explain the metric: random-forest impurity importances over the varying
     columns (empty when fewer than 8 completed rows or nothing varies)."""
     from sklearn.ensemble import RandomForestRegressor
@@ -105,7 +109,7 @@ def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 2000, s
     if len(data) < 8 or not cols:
         return pd.Series(dtype=float)
     data = data.sample(min(max_rows, len(data)), random_state=seed)
-    rf = RandomForestRegressor(n_estimators=60, random_state=seed, n_jobs=1).fit(data[cols].astype(float), data[target])
+    rf = RandomForestRegressor(n_estimators=30, max_depth=8, random_state=seed, n_jobs=1).fit(data[cols].astype(float), data[target])
     return pd.Series(rf.feature_importances_, index=cols).sort_values(ascending=False)
 
 

@@ -81,9 +81,9 @@ def load_jobs() -> pd.DataFrame:
 @st.cache_data(ttl=LIVE_S, show_spinner=False)
 def load_job(job_id: int) -> dict:
     store = store_or_stop()
-    f = front_rows(store, job_id)
-    metric = f["metric"]
-    df = dd.trial_frame(store.trials(job_id), metric)
+    trials = store.trials(job_id)
+    f = front_rows(store, job_id, trials)
+    df = dd.trial_frame(trials, f["metric"])
     return {"front": f, "df": df}
 
 

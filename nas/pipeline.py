@@ -320,9 +320,9 @@ def _completed_objectives(t: dict, spec: JobSpec) -> dict:
 
 
 # -- reading results ----------------------------------------------------------------------------------------------------
-def front_rows(store: Store, job_id: int) -> dict:
+def front_rows(store: Store, job_id: int, trials: list[dict] | None = None) -> dict:
     """Teacher, students and the Pareto front of a job, comparable rows only (same fingerprint and settings as the
-    teacher's measurement)."""
+    teacher's measurement). `trials`: the job's trials already loaded (`store.trials(job_id)`), to read them once."""
     from nas.search.pareto import hypervolume, pareto_front
 
     job = store.get_job(job_id)
@@ -332,10 +332,15 @@ def front_rows(store: Store, job_id: int) -> dict:
     metric = spec["objectives"]["metric"]
     pct = spec["objectives"]["latency"]
     use_size = spec["objectives"].get("size", False)
-    teacher = next(iter(store.trials(job_id, kind="teacher", state="COMPLETE")), None)
+    every = trials if trials is not None else store.trials(job_id)
+
+    def of(kind: str) -> list[dict]:
+        return [t for t in every if t["kind"] == kind and t["state"] == "COMPLETE"]
+
+    teacher = next(iter(of("teacher")), None)
     rows = []
     t_lat = teacher["latency"][-1] if teacher and teacher["latency"] else None
-    for t in store.trials(job_id, kind="student", state="COMPLETE"):
+    for t in of("student"):
         if not t["latency"]:
             continue
         lat = t["latency"][-1]
@@ -354,7 +359,7 @@ def front_rows(store: Store, job_id: int) -> dict:
     for i, r in enumerate(rows):
         r["on_front"] = i in front
     t_row = _row(teacher, metric, pct, t_lat, t_lat) if teacher and t_lat else None
-    assistants = [t for t in store.trials(job_id, kind="assistant", state="COMPLETE") if t["latency"]]
+    assistants = [t for t in of("assistant") if t["latency"]]
     a_row = None
     if assistants:
         best = max(assistants, key=lambda t: metric_value(t, "tau", "dev", "proxy") or float("-inf"))
@@ -365,7 +370,7 @@ def front_rows(store: Store, job_id: int) -> dict:
         ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
         hv = hypervolume([objs[i] for i in front], ref, maximize)
     references, overhead = [], 0.0
-    ref_trials = store.trials(job_id, kind="reference", state="COMPLETE")
+    ref_trials = of("reference")
     for t in ref_trials:
         if t["config"].get("name") == "teacher":
             overhead = metric_value(t, "tokenizer_p50_ms" if pct == "p50" else "tokenizer_p90_ms", "dev") or 0.0

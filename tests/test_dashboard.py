@@ -203,3 +203,22 @@ def test_headless_chromium_renders_the_pareto_plot(seeded, tmp_path):
             browser.close()
         proc.terminate()
         proc.wait(30)
+
+
+def test_hypervolume_over_time_matches_fronts_recomputed_from_scratch():
+    import numpy as np
+    import pandas as pd
+
+    from nas.dashboard_data import hv_over_time
+    from nas.search.pareto import hypervolume, pareto_front
+
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"kind": "student", "p50_ms": rng.random(n) * 10, "metric": rng.random(n),
+                       "finished_at": pd.date_range("2026-01-01", periods=n, freq="s")})
+    hv = hv_over_time(df, 10.0, points=25)
+    pts = df[["metric", "p50_ms"]].to_numpy().tolist()
+    for k, value in zip(hv["trials"], hv["hypervolume"]):
+        front = [pts[i] for i in pareto_front(pts[:k], [True, False])]
+        assert value == pytest.approx(hypervolume(front, [0.0, 10.0], [True, False]))
+    assert hv["hypervolume"].is_monotonic_increasing and hv["trials"].iloc[-1] == n

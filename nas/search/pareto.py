@@ -23,20 +23,16 @@ def pareto_front(points, maximize: Sequence[bool]) -> list[int]:
     pts = _to_min(points, maximize)
     n, d = pts.shape
     if d == 2:
-        order = np.lexsort((pts[:, 1], pts[:, 0]))  # by first objective, ties by second
-        front, best = [], np.inf
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and pts[order[j + 1], 0] == pts[order[i], 0]:
-                j += 1
-            group = order[i:j + 1]
-            gmin = pts[group, 1].min()  # within equal first objective only the best second survives
-            if gmin < best:
-                front += [int(k) for k in group if pts[k, 1] == gmin]
-                best = gmin
-            i = j + 1
-        return sorted(front)
+        # sort by the first objective (ties by the second); within a group of equal first objective only the points
+        # with the group's best second survive, and only if that beats every group before it (vectorised sweep)
+        order = np.lexsort((pts[:, 1], pts[:, 0]))
+        xs, ys = pts[order, 0], pts[order, 1]
+        starts = np.r_[True, xs[1:] != xs[:-1]]
+        gid = np.cumsum(starts) - 1
+        gmins = ys[starts]
+        before = np.r_[np.inf, np.minimum.accumulate(gmins)[:-1]]
+        mask = (gmins < before)[gid] & (ys == gmins[gid])
+        return sorted(int(k) for k in order[mask])
     keep = []
     for i in range(n):
         dominated = np.any(np.all(pts <= pts[i], axis=1) & np.any(pts < pts[i], axis=1))
