@@ -74,17 +74,71 @@ def _export_best(store, job_id: int, export_dir: str) -> None:
 
 @app.command()
 def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-           address: Optional[str] = typer.Option(None, help="Ray cluster address to join.")):
-    """Continue a job that was interrupted: RUNNING trials go back to the queue, finished ones are kept."""
+           address: Optional[str] = typer.Option(None, help="Ray cluster address to join."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
+    """Continue a job that was interrupted (or run a queued one): RUNNING trials go back to the queue, finished ones are
+    kept."""
     from nas.pipeline import resume_job
     from nas.spec import SpecError
 
     store = _store(storage)
     try:
-        resume_job(store, job, ray_address=address)
+        resume_job(store, job, ray_address=address, progress=not quiet)
     except SpecError as exc:
         _user_error(exc)
     _print_front(store, job, as_json=False)
+
+
+@app.command()
+def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
+           storage: Optional[str] = typer.Option(None, help="Override the spec's storage URL.")):
+    """Validate SPEC_FILE and queue it in the store; a `nas serve` process picks it up (or run it with `nas resume`)."""
+    from nas.pipeline import prepare
+    from nas.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_file)
+        if storage:
+            spec = spec.model_copy(update={"storage": storage})
+        prepare(spec)
+    except SpecError as exc:
+        _user_error(exc)
+    store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
+    job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
+    typer.echo(f"job {job_id} queued in {store.url.split('@')[-1]}; `nas serve` runs queued jobs "
+               f"(or run this one now: nas resume {job_id})")
+
+
+@app.command()
+def serve(storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+          once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
+          poll: float = typer.Option(2.0, help="Seconds between looks at the queue."),
+          heartbeat: float = typer.Option(10.0, help="Seconds between heartbeats of a running job."),
+          stale_after: float = typer.Option(120.0, help="A RUNNING job whose service has not heartbeated for this "
+                                                        "long is put back in the queue."),
+          address: Optional[str] = typer.Option(None, help="Ray cluster address for the jobs (default: local Ray).")):
+    """Run queued jobs: claim one atomically (any number of `serve` processes may share a store), run it, repeat."""
+    from nas.service import serve as run_service
+    from nas.store import StoreError
+
+    try:
+        n = run_service(storage or os.environ.get("NAS_STORAGE"), once=once, poll_s=poll, heartbeat_s=heartbeat,
+                        stale_after_s=stale_after, ray_address=address)
+    except StoreError as exc:
+        _user_error(exc)
+    typer.echo(f"served {n} job(s)")
+
+
+@app.command()
+def cancel(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
+    """Cancel JOB: a queued job at once, a running one at its service's next heartbeat."""
+    store = _store(storage)
+    try:
+        status = store.request_cancel(job)
+    except KeyError:
+        _user_error(Exception(f"JOB: no job {job} in {store.url}"))
+    msg = {"CANCELLED": "cancelled", "RUNNING": "cancel requested; its `nas serve` stops it at the next heartbeat"}
+    typer.echo(f"job {job}: {msg.get(status, f'already {status}, nothing to cancel')}")
 
 
 @app.command()

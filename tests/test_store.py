@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from nas.store import Store, StoreError, default_storage_url
-from nas.store.store import metric_value
+from nas.store.store import HEAD_REVISION, metric_value
 
 TABLES = {"jobs", "trials", "metrics", "latency_measurements", "artefacts"}
 
@@ -40,8 +40,8 @@ def settings(batch=1, seq_len=128, threads=2, runtime="eager", dtype="fp32") -> 
 
 
 # -- schema --------------------------------------------------------------------------------------------------------------
-def test_fresh_store_is_empty_and_at_revision_0001(store):
-    assert store.schema_revision() == "0001"
+def test_fresh_store_is_empty_and_at_the_head_revision(store):
+    assert store.schema_revision() == HEAD_REVISION
     assert store.count_rows() == {t: 0 for t in TABLES}
     assert store.list_jobs() == []
 
@@ -49,7 +49,7 @@ def test_fresh_store_is_empty_and_at_revision_0001(store):
 def test_migrate_is_idempotent_and_keeps_data(store):
     job = store.create_job("j", {"a": 1})
     again = Store(store.url)  # opens and migrates again
-    assert again.schema_revision() == "0001"
+    assert again.schema_revision() == HEAD_REVISION
     assert again.get_job(job)["spec"] == {"a": 1}
     again.dispose()
 
@@ -58,7 +58,7 @@ def test_session_postgres_url(postgres_url):
     assert postgres_url.startswith("postgresql+psycopg://postgres@127.0.0.1:")
     s = Store(postgres_url)
     assert s.engine.dialect.name == "postgresql"
-    assert s.schema_revision() == "0001"
+    assert s.schema_revision() == HEAD_REVISION
     with s.engine.connect() as conn:
         tables = set(conn.exec_driver_sql(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").scalars())
@@ -71,7 +71,7 @@ def test_default_url_lives_under_nas_home(nas_home):
     s = Store()
     assert s.url == default_storage_url()
     assert (nas_home / "nas.db").is_file()
-    assert s.schema_revision() == "0001"
+    assert s.schema_revision() == HEAD_REVISION
     s.dispose()
 
 
@@ -288,7 +288,7 @@ def test_sqlite_runs_in_wal_mode(sqlite_url):
     # WAL is a property of the file: a plain connection sees it too
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
 
 
 def _add_trials_worker(url: str, job_id: int, n: int, barrier, results) -> None:
@@ -372,3 +372,25 @@ def test_sqlite_url_in_missing_dir_creates_nothing(tmp_path):
     with pytest.raises(StoreError):
         Store(f"sqlite:///{tmp_path / 'missing' / 'nas.db'}")
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_0001_database_is_upgraded_in_place_keeping_its_jobs(sqlite_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from nas.store.store import MIGRATIONS
+
+    engine = create_engine(sqlite_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("INSERT INTO jobs (name, spec, status, created_at) VALUES ('old', '{}', 'QUEUED', '2026-01-01')")
+    engine.dispose()
+    s = Store(sqlite_url)
+    assert s.schema_revision() == HEAD_REVISION
+    job = s.list_jobs()[0]
+    assert job["name"] == "old" and job["claims"] == 0 and job["cancel_requested"] is False
+    s.dispose()

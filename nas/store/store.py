@@ -6,6 +6,7 @@ deadlock on a lock upgrade) and waits on a busy timeout. PostgreSQL is used by U
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pathlib
 from typing import Any, Iterable
@@ -23,6 +24,9 @@ TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 
 class StoreError(Exception):
     """The storage URL is malformed or the database cannot be reached; a user error, not a bug."""
+
+
+HEAD_REVISION = "0002"
 
 
 def nas_home() -> pathlib.Path:
@@ -150,6 +154,67 @@ class Store:
             values["finished_at"] = utcnow()
         with self.Session.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    # -- the job service -----------------------------------------------------------------------------------------------
+    def claim_job(self, worker: str, job_id: int | None = None) -> dict | None:
+        """Atomically take the oldest QUEUED job (or `job_id` if it is QUEUED) for `worker`: at most one claimant per
+        job, however many `nas serve` processes ask at once (SQLite: BEGIN IMMEDIATE serialises writers; PostgreSQL:
+        SELECT ... FOR UPDATE SKIP LOCKED). Returns the job or None."""
+        with self.Session.begin() as s:
+            q = select(Job.id).where(Job.status == "QUEUED", Job.cancel_requested.is_(False))
+            if job_id is not None:
+                q = q.where(Job.id == job_id)
+            q = q.order_by(Job.id).limit(1)
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            picked = s.scalar(q)
+            if picked is None:
+                return None
+            now = utcnow()
+            res = s.execute(update(Job).where(Job.id == picked, Job.status == "QUEUED")
+                            .values(status="RUNNING", claimed_by=worker, heartbeat_at=now, started_at=now,
+                                    finished_at=None, claims=Job.claims + 1))
+            if res.rowcount != 1:
+                return None
+            return _job_dict(s.get(Job, picked))
+
+    def job_heartbeat(self, job_id: int, worker: str) -> bool:
+        """Refresh a claimed job's heartbeat; False when the job is no longer this worker's (reaped or cancelled)."""
+        with self.Session.begin() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.claimed_by == worker, Job.status == "RUNNING")
+                            .values(heartbeat_at=utcnow()))
+            return res.rowcount == 1
+
+    def request_cancel(self, job_id: int) -> str:
+        """A QUEUED job is cancelled at once; a RUNNING one is flagged for its `serve` to stop. Returns the new status."""
+        with self.Session.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if job.status == "QUEUED":
+                job.status, job.finished_at, job.cancel_requested = "CANCELLED", utcnow(), True
+            elif job.status == "RUNNING":
+                job.cancel_requested = True
+            return job.status
+
+    def reap_stale_jobs(self, stale_after_s: float, max_claims: int = 3) -> list[int]:
+        """RUNNING jobs whose claimant stopped heartbeating: back to QUEUED (their RUNNING trials to WAITING), or FAILED
+        after `max_claims` claims. Jobs run without a service (no claimant) are left alone. Returns the reaped ids."""
+        cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
+        reaped = []
+        with self.Session.begin() as s:
+            stale = s.scalars(select(Job).where(Job.status == "RUNNING", Job.claimed_by.is_not(None),
+                                                Job.heartbeat_at < cutoff)).all()
+            for job in stale:
+                reaped.append(job.id)
+                s.execute(update(Trial).where(Trial.job_id == job.id, Trial.state == "RUNNING")
+                          .values(state="WAITING", error="its job service died; retried"))
+                if job.claims >= max_claims:
+                    job.status, job.finished_at = "FAILED", utcnow()
+                    job.error = f"claimed {job.claims} times and lost each time (job services died)"
+                else:
+                    job.status, job.claimed_by = "QUEUED", None
+        return reaped
 
     def set_job_stage(self, job_id: int, stage: str) -> None:
         with self.Session.begin() as s:
@@ -354,6 +419,8 @@ def _job_dict(j: Job) -> dict:
     return {
         "id": j.id, "name": j.name, "spec": j.spec, "status": j.status, "stage": j.stage, "error": j.error,
         "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
+        "claimed_by": j.claimed_by, "heartbeat_at": j.heartbeat_at, "cancel_requested": bool(j.cancel_requested),
+        "claims": j.claims,
     }
 
 
