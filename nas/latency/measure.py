@@ -257,14 +257,6 @@ def _cuda_runs(run_once, settings: LatencySettings) -> list[float]:
     return samples
 
 
-def measure_or_reuse(store, model: torch.nn.Module, config_key: str, settings: LatencySettings) -> dict:
-    """A stored measurement of the same `config_key` with the same fingerprint and settings, else a new one (not yet
-    written: the caller attaches it to its trial)."""
-    fp_id = fingerprint_id(device_fingerprint(resolve_device(settings.device), settings.threads))
-    cached = store.find_latency(fp_id, config_key, settings.cache_settings())
-    return cached if cached else measure_latency(model, settings)
-
-
 TEACHER_KEY = "__reference__"
 
 
