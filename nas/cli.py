@@ -301,7 +301,6 @@ def dashboard(port: int = typer.Option(8501, help="Port."),
     """Start the Streamlit dashboard: jobs, fronts, trials, compare, submit, export (read-only on the store, except
     submissions)."""
     import pathlib
-    import subprocess
 
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("NAS_DASHBOARD_PASSWORD"):
         secrets = pathlib.Path(".streamlit/secrets.toml")
@@ -314,9 +313,10 @@ def dashboard(port: int = typer.Option(8501, help="Port."),
     env = dict(os.environ, NAS_DASHBOARD_HOST=host)
     if storage:
         env["NAS_STORAGE"] = storage
-    sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
-                              "--server.port", str(port), "--server.headless", "true",
-                              "--browser.gatherUsageStats", "false"], env=env))
+    # exec, not a child: a signal to `nas dashboard` reaches Streamlit itself (no orphaned server left behind)
+    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
+                               "--server.port", str(port), "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false"], env)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ search:
   population: 3
   supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
   autodisc: {lambda: 0.2}
-  final: {top_k: 2, epochs: 1, one_step_baseline: true}
+  final: {top_k: 2, epochs: 1, one_step_baseline: true, augment: 1, soft_targets: average}
 seed: 3
 """
 
@@ -84,6 +84,24 @@ def test_students_have_proxy_everywhere_and_final_on_the_chosen_points(job):
         assert metric_value(t, "accuracy", "test", "final") is not None
         assert metric_value(t, "one_step_accuracy", "dev", "final") is not None  # the teacher -> student baseline
     assert {t["config"]["generation"] for t in students} == {0, 1}
+
+
+def test_final_stage_used_the_teacher_labelled_transfer_set(job):
+    import torch
+
+    store, job_id = job["store"], job["job_id"]
+    teacher = store.trials(job_id, kind="teacher")[0]
+    cache = pathlib.Path(next(a["path"] for a in teacher["artefacts"] if a["kind"] == "teacher")).parent
+    sets = list(cache.glob("augment-*.pt"))
+    assert sets, "no transfer set was cached beside the teacher"
+    tr = torch.load(sets[0])
+    assert len(tr["source"]) == len(tr["logits"]) > 0
+    assistant = max(store.trials(job_id, kind="assistant", state="COMPLETE"),
+                    key=lambda t: metric_value(t, "tau", "dev", "proxy"))
+    assert {"logits", "transfer_logits"} <= {a["kind"] for a in assistant["artefacts"]}
+    # the per-trial speedup against the same-round teacher is stored with every measured student
+    students = store.trials(job_id, kind="student", state="COMPLETE")
+    assert all(metric_value(t, "speedup", "dev", "proxy") for t in students)
 
 
 def test_export_of_a_proxy_only_point_reproduces_its_proxy_accuracy(job, tmp_path):
