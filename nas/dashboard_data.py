@@ -99,7 +99,7 @@ def hv_over_time(df: pd.DataFrame, ref_latency: float, x: str = "p50_ms", y: str
     return pd.DataFrame(out)
 
 
-def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 1000, seed: int = 0) -> pd.Series:
+def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 800, seed: int = 0) -> pd.Series:
     """Which shape axes and hyperparameters explain the metric: random-forest impurity importances over the varying
     columns (empty when fewer than 8 completed rows or nothing varies)."""
     from sklearn.ensemble import RandomForestRegressor
@@ -109,7 +109,7 @@ def importance(df: pd.DataFrame, target: str = "metric", max_rows: int = 1000, s
     if len(data) < 8 or not cols:
         return pd.Series(dtype=float)
     data = data.sample(min(max_rows, len(data)), random_state=seed)
-    rf = RandomForestRegressor(n_estimators=30, max_depth=8, random_state=seed, n_jobs=1).fit(data[cols].astype(float), data[target])
+    rf = RandomForestRegressor(n_estimators=25, max_depth=8, random_state=seed, n_jobs=1).fit(data[cols].astype(float), data[target])
     return pd.Series(rf.feature_importances_, index=cols).sort_values(ascending=False)
 
 

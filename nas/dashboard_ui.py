@@ -87,6 +87,12 @@ def load_job(job_id: int) -> dict:
     return {"front": f, "df": df}
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_importance(job_id: int, n: int, _done: pd.DataFrame) -> pd.Series:
+    """Importances change only as trials finish: keyed by the job and its number of completed students."""
+    return dd.importance(_done)
+
+
 def job_picker(jobs: pd.DataFrame, key: str) -> int | None:
     if jobs.empty:
         st.info("No jobs yet. Run `nas run examples/bbc_quick.yaml`, or submit one on the Submit page.")
@@ -207,14 +213,14 @@ def job_page():
         states = k2.multiselect("state", sorted(df["state"].unique()), default=sorted(df["state"].unique()), key="states")
         view = df[df["kind"].isin(kinds) & df["state"].isin(states)]
         st.dataframe(view, width="stretch", hide_index=True)
-        st.download_button("Download CSV", view.to_csv(index=False).encode(), f"job-{job_id}-trials.csv", "text/csv",
-                           key="csv")
+        st.download_button("Download CSV", lambda: view.to_csv(index=False).encode(), f"job-{job_id}-trials.csv",
+                           "text/csv", key="csv")  # built when clicked, not on every rerun
         done = df[(df["kind"] == "student") & df["metric"].notna()]
         dims = [c for c in (*dd.SHAPE_COLS, "lr", "p50_ms", "metric") if c in done and done[c].notna().all() and len(done)]
         if len(done) >= 2 and dims:
             st.subheader("Parallel coordinates")
             st.plotly_chart(px.parallel_coordinates(done, dimensions=dims, color="metric"), width="stretch", key="parcoords")
-        imp = dd.importance(done)
+        imp = cached_importance(job_id, len(done), done)
         if not imp.empty:
             st.subheader("What explains the metric (random-forest importance)")
             st.bar_chart(imp)
