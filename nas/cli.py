@@ -190,8 +190,10 @@ def trials(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
             s = row["shape"] or {}
             acc = f"{row['dev_accuracy']:.4f}" if row["dev_accuracy"] is not None else "-"
             p50 = f"{row['p50_ms']:.3f}" if row["p50_ms"] is not None else "-"
-            typer.echo(f"{row['trial']:>4} {row['kind']:<8} {row['state']:<9} L{s.get('layers')}/H{s.get('hidden')}/"
-                       f"A{s.get('heads')}/F{s.get('ffn')}  acc {acc}  p50 {p50} ms  {row['error'] or ''}")
+            what = (f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}/F{s.get('ffn')}" if s
+                    else str(t["config"].get("name") or "-"))
+            typer.echo(f"{row['trial']:>4} {row['kind']:<9} {row['state']:<9} {what:<18} acc {acc}  p50 {p50} ms  "
+                       f"{row['error'] or ''}")
 
 
 @app.command()
