@@ -137,6 +137,9 @@ def main() -> None:
     for s in tqdm(pick, desc="final (kendall)", mininterval=10):
         finals.append(final_student(s, t_logits, 0, "supernet")[0])
     tau_k = float(kendalltau(proxy, finals).statistic)
+    # printed as soon as known: a run stopped later still leaves its ranking figure behind
+    print("kendall: " + json.dumps({"kendall_tau": tau_k, "shapes": [s.key for s in pick], "proxy_dev": proxy,
+                                    "final_dev": finals}), flush=True)
 
     # 3. AutoDisc assistant
     t_params = count_parameters(teacher)
