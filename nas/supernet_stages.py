@@ -155,7 +155,9 @@ def transfer_set_task(ctx: dict, texts: list[str]) -> str:
     from nas.data import Dataset
     from nas.teacher import load_teacher
 
-    _load_common(ctx)
+    import torch
+
+    torch.set_num_threads(int(ctx["threads"]))  # the token tensors are not needed: the texts are tokenised here
     teacher = load_teacher(ctx["teacher"])
     tok = AutoTokenizer.from_pretrained(ctx["teacher"]["dir"])
     train = np.asarray(ctx["train_idx"])

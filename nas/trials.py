@@ -37,7 +37,6 @@ def run_student_trial(config: dict) -> dict:
         dev = torch.as_tensor(config["dev_idx"])
         teacher = load_teacher(config["teacher"])
         student = extract_subnet(teacher, shape)
-        del teacher
         settings = DistillSettings(**tc["distill"])
         last_beat = [time.monotonic()]
 
@@ -60,7 +59,7 @@ def run_student_trial(config: dict) -> dict:
         store.add_metric(trial_id, "params", params, "dev", "final")
 
         rows = measure_models(store, {shape.key: student}, settings_from_spec(config["latency"]),
-                              config["latency"].get("extra_runtimes", ()), reference=load_teacher(config["teacher"]))
+                              config["latency"].get("extra_runtimes", ()), reference=teacher)
         for row in rows[shape.key]:
             store.add_latency(trial_id, shape.key, row)
         lat = rows[shape.key][-1]

@@ -155,6 +155,25 @@ import contextlib
 import csv
 
 
+# The tiny real job several modules run (BBC slice, tiny space, 3 per-trial students, a TF-IDF reference); the teacher
+# it fine-tunes is shared through the test cache. Modules change the name with `tiny_job_spec(name)`.
+TINY_JOB_SPEC = """
+name: tiny-e2e
+teacher: minilm-l6
+dataset: {name: bbc-news, max_rows: 150}
+task: classification
+search_space: tiny
+latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
+budgets: {trials: 3, epochs: 3, max_seq_len: 32, teacher_epochs: 2}
+references: [tfidf-linear]
+seed: 3
+"""
+
+
+def tiny_job_spec(name: str) -> str:
+    return TINY_JOB_SPEC.replace("name: tiny-e2e", f"name: {name}")
+
+
 @contextlib.contextmanager
 def job_environment(home: pathlib.Path, **env: str):
     """NAS_HOME=home (NAS_CACHE shared unless set) plus `env` for the duration; Ray is shut down afterwards."""

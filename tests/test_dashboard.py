@@ -20,20 +20,11 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from browser import Browser, chromium
-from conftest import job_environment
+from conftest import job_environment, tiny_job_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
-SPEC = """
-name: dash-e2e
-teacher: minilm-l6
-dataset: {name: bbc-news, max_rows: 150}
-search_space: tiny
-latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
-budgets: {trials: 3, epochs: 3, max_seq_len: 32, teacher_epochs: 2}
-references: [tfidf-linear]
-seed: 3
-"""
+SPEC = tiny_job_spec("dash-e2e")
 
 
 @pytest.fixture(scope="module")
