@@ -33,7 +33,46 @@ def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(student_logits, labels)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"soft_kl": soft_kl, "soft_mse": soft_mse, "hard_ce": hard_ce}
+def hinge(pos_scores: torch.Tensor, neg_scores: torch.Tensor, margin: float = 0.7) -> torch.Tensor:
+    """Pairwise hinge for (query, positive, negative) triples: mean(max(0, margin - s+ + s-)). scores: (batch,)."""
+    return F.relu(margin - pos_scores + neg_scores).mean()
+
+
+def relevance_kl(student_logits: torch.Tensor, aux_probs: torch.Tensor) -> torch.Tensor:
+    """KL(aux || student) against an auxiliary teacher that is not a network (e.g. gradient-boosted trees on lexical
+    features): aux_probs (batch, classes), rows summing to 1; student_logits (batch, classes)."""
+    p = aux_probs.clamp_min(1e-8)
+    return (p * (p.log() - F.log_softmax(student_logits, -1))).sum(-1).mean()
+
+
+def attention_kl(student_attn, teacher_attn, n_teacher_layers: int, attention_mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Attention-map loss: for each student layer j and the teacher layer it was sliced from (`layer_indices`), the
+    head-averaged attention distributions of each real query token, KL(teacher || student), averaged over tokens and
+    layers. Averaging over heads makes it defined whatever the two head counts are.
+
+    student_attn: shape.layers tensors (batch, heads_s, seq, seq); teacher_attn: n_teacher_layers tensors
+    (batch, heads_t, seq, seq), rows already softmax-normalised (eager attention); attention_mask (batch, seq).
+    """
+    from nas.supernet import layer_indices
+
+    idx = layer_indices(len(student_attn), n_teacher_layers)
+    total = student_attn[0].new_zeros(())
+    for j, i in enumerate(idx):
+        s = student_attn[j].mean(1).clamp_min(1e-8)  # (batch, seq, seq)
+        t = teacher_attn[i].mean(1).clamp_min(1e-8)
+        kl = (t * (t.log() - s.log())).sum(-1)  # (batch, seq): one distribution per query token
+        if attention_mask is None:
+            total = total + kl.mean()
+        else:
+            w = attention_mask.to(kl.dtype)
+            total = total + (kl * w).sum() / w.sum().clamp_min(1)
+    return total / len(idx)
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"soft_kl": soft_kl, "soft_mse": soft_mse, "hard_ce": hard_ce,
+                                                  "hinge": hinge, "relevance_kl": relevance_kl,
+                                                  "attention_kl": attention_kl}
 
 
 @dataclass
@@ -46,6 +85,18 @@ class DistillSettings:
     batch_size: int = 32
     weight_decay: float = 0.01
     soft_loss: str = "soft_kl"
+    hidden_weight: float = 0.0  # hidden-state MSE against the teacher layer each student layer was sliced from
+    attention_weight: float = 0.0  # attention-map KL (needs eager attention in both models)
+    relevance_weight: float = 0.0  # KL to an auxiliary non-network teacher's probabilities (`aux_probs`)
+    hinge_weight: float = 0.0  # pair task: hinge on (query, positive, negative) triples
+    hinge_margin: float = 0.7
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillSettings":
+        """Settings from a dict with unknown keys dropped (search spaces carry keys for other stages, e.g. epochs)."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: (type(getattr(cls, k))(v) if isinstance(getattr(cls, k), (int, float)) else v)
+                      for k, v in d.items() if k in known})
 
 
 def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,11 +137,25 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
 
 def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None,
             settings: DistillSettings, steps: int, seed: int = 0,
-            on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None) -> dict:
+            on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
+            teacher=None, aux_probs: torch.Tensor | None = None) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
     logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
-    are learnt from the soft targets alone. Raises FloatingPointError on a NaN/inf loss."""
+    are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
+    the hidden-state or attention losses have weight; `aux_probs` (n, classes) are an auxiliary teacher's probabilities
+    for the relevance loss. Raises FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
+    inner = settings.hidden_weight > 0 or settings.attention_weight > 0
+    if inner and teacher is None:
+        raise ValueError("hidden/attention losses need the teacher model")
+    if settings.relevance_weight > 0 and aux_probs is None:
+        raise ValueError("the relevance loss needs aux_probs")
+    if settings.attention_weight > 0:
+        for m in (student, teacher):
+            if m.config._attn_implementation != "eager":
+                m.set_attn_implementation("eager")
+    if teacher is not None:
+        teacher.eval()
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = linear_schedule(opt, steps, settings.warmup_ratio)
@@ -101,7 +166,12 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed)):
         idx_t = torch.as_tensor(idx)
         inputs = trim_padding({k: v[idx_t] for k, v in tensors.items()})
-        logits = student(**inputs).logits
+        if inner:
+            out = student(**inputs, output_hidden_states=settings.hidden_weight > 0,
+                          output_attentions=settings.attention_weight > 0)
+            logits = out.logits
+        else:
+            logits = student(**inputs).logits
         if hard_mask is None:
             loss = settings.beta_hard * hard_ce(logits, labels[idx_t])
         else:  # rows without a gold label (teacher-labelled augmentations) get the soft loss only
@@ -110,18 +180,46 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
                                          / max(1, len(idx_t))) if bool(keep.any()) else logits.sum() * 0.0
         if teacher_logits is not None and settings.alpha_soft > 0:
             loss = loss + settings.alpha_soft * soft(logits, teacher_logits[idx_t], settings.temperature)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        last = loss.item()
+        if settings.relevance_weight > 0:
+            loss = loss + settings.relevance_weight * relevance_kl(logits, aux_probs[idx_t])
+        if inner:
+            loss = loss + inner_losses(out, teacher, inputs, settings)
+        last = optimizer_step(student, opt, sched, loss, step)
         if on_step:
             on_step(step, last)
     student.eval()
     return {"steps": steps, "final_loss": last, "train_s": time.perf_counter() - t0}
+
+
+def optimizer_step(model, opt, sched, loss: torch.Tensor, step: int) -> float:
+    """One update: refuse a NaN/inf loss (FloatingPointError), backward, clip the gradient norm at 1, step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings: DistillSettings) -> torch.Tensor:
+    """Weighted hidden-state MSE + attention KL of one batch against the teacher's forward on the same batch."""
+    from nas.supernet_train import hidden_mse
+
+    with torch.no_grad():
+        t_out = teacher(**inputs, output_hidden_states=settings.hidden_weight > 0,
+                        output_attentions=settings.attention_weight > 0)
+    n_teacher = teacher.config.num_hidden_layers
+    mask = inputs.get("attention_mask")
+    loss = student_out.logits.new_zeros(())
+    if settings.hidden_weight > 0:
+        loss = loss + settings.hidden_weight * hidden_mse(list(student_out.hidden_states), list(t_out.hidden_states),
+                                                          n_teacher, mask)
+    if settings.attention_weight > 0:
+        loss = loss + settings.attention_weight * attention_kl(list(student_out.attentions), list(t_out.attentions),
+                                                               n_teacher, mask)
+    return loss
 
 
 def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -50,6 +50,19 @@ def prepare(spec: JobSpec) -> Prepared:
         raise SpecError("references", f"reference names must be unique and not 'teacher': {names}")
     if spec.search.final.augment and spec.task != "classification":
         raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
+    if spec.hpo is not None:
+        from nas.hpo import load_hpo_space
+        from nas.supernet import Shape, check_shape
+        from transformers import BertConfig
+
+        load_hpo_space(spec.hpo.space)
+        base = BertConfig(**{k: tcfg[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                                  "intermediate_size") if k in tcfg})
+        for i, sh in enumerate(spec.hpo.shapes):
+            try:
+                check_shape(base, Shape.from_dict(sh.model_dump()))
+            except ValueError as exc:
+                raise SpecError(f"hpo.shapes[{i}]", str(exc)) from None
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     return Prepared(spec, tcfg, space, ds)
 
@@ -167,6 +180,10 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     try:
         ctx = _teacher_stage(prep, store, job_id, log)
         _search_stage(prep, store, job_id, ctx, log, progress, ray_address)
+        if spec.hpo is not None:
+            from nas.hpo import run_hpo_stage
+
+            run_hpo_stage(prep, store, job_id, ctx, log, progress)
         _reference_stage(prep, store, job_id, ctx, log)
         store.set_job_status(job_id, "COMPLETE", stage="done")
     except KeyboardInterrupt:

@@ -120,6 +120,38 @@ class Search(Strict):
     final: FinalSettings = FinalSettings()
 
 
+class ShapeSpec(Strict):
+    layers: int = Field(ge=1)
+    hidden: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    ffn: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        return self
+
+
+class HPOSettings(Strict):
+    """Venus-style AutoML of the distillation hyperparameters of the front's best shapes (nas/hpo.py): a search on a
+    stratified sample of train under Ray Tune with early stopping, then the top-k configurations re-trained on all data."""
+
+    algorithm: Literal["random", "optuna-tpe", "optuna-nsga2", "nni-tpe", "nni-evolution", "nni-regevo", "bohb"] = "optuna-tpe"
+    scheduler: Literal["asha", "hyperband", "fifo"] = "asha"  # bohb always runs under its own HyperBandForBOHB
+    space: str = "hpo_default"  # a name in search_spaces/ or a YAML path
+    shapes: list[ShapeSpec] = []  # explicit shapes; default: the top_k_shapes best front points
+    top_k_shapes: int = Field(1, ge=1, le=20)
+    samples: int = Field(12, ge=1, le=10000)  # configurations tried in the sample search
+    sample_fraction: float = Field(0.06, gt=0, le=1)
+    epochs: float = Field(3.0, gt=0, le=100)  # budget of one sample configuration, over the sample
+    reports: int = Field(4, ge=1, le=100)  # dev evaluations per configuration: the early-stopping rungs
+    top_k: int = Field(3, ge=1, le=100)  # configurations re-trained on all of train (plus the defaults)
+    full_epochs: float | None = Field(None, gt=0, le=100)  # default: budgets.epochs
+    max_concurrent: int = Field(2, ge=1, le=1024)
+    include_default: bool = True  # the space's default settings are the first configuration tried
+
+
 class DatasetRef(Strict):
     """`dataset: bbc-news` is shorthand for `dataset: {name: bbc-news}`; a path to a CSV/JSONL file works the same way."""
 
@@ -158,6 +190,7 @@ class JobSpec(Strict):
     references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
     budgets: Budgets = Budgets()
     search: Search = Search()
+    hpo: HPOSettings | None = None  # absent: no hyperparameter stage
     storage: str | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
 

@@ -1,0 +1,176 @@
+"""Issue 5: Venus-style AutoML of distillation hyperparameters on Rotten Tomatoes.
+
+One job (real MiniLM teacher, cached by NAS_CACHE), one student shape, the pipeline's own HPO stage:
+  1. sample search: `--samples` configurations from search_spaces/hpo_default.yaml on a stratified `--fraction` of train
+     under Ray Tune + ASHA (optuna-tpe by default), each scored on dev `--reports` times;
+  2. the top `--top-k` configurations and the defaults re-trained on all of train (`hpo-full` trials): the Spearman rank
+     agreement of sample vs full-data dev accuracy over those configurations;
+  3. the best tuned configuration and the defaults each trained with `--seeds` seeds on all of train: default_acc,
+     tuned_acc and gain in test accuracy (mean over seeds);
+  4. the same sample search run on all of train, for the cost ratio (full_search_s);
+  5. every other search algorithm (random, Optuna NSGA-II, NNI TPE / evolution / regularized evolution, BOHB) runs the
+     same sample search, so algorithms_run lists what was exercised, with each one's best sample accuracy.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="a 1,000-row slice, 6 configurations, one seed, no other algorithms (about 3 minutes)")
+    ap.add_argument("--dataset", default="rotten-tomatoes")
+    ap.add_argument("--rows", type=int, default=None, help="stratified slice of the dataset (default: all)")
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--teacher-epochs", type=float, default=2.0)
+    ap.add_argument("--shape", default="1,128,4,512", help="layers,hidden,heads,ffn of the student")
+    ap.add_argument("--algorithm", default="optuna-tpe")
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--fraction", type=float, default=0.06)
+    ap.add_argument("--epochs", type=float, default=6.0, help="budget of one sample configuration (epochs)")
+    ap.add_argument("--full-epochs", type=float, default=4.0, help="epochs of a re-training on all of train")
+    ap.add_argument("--reports", type=int, default=3)
+    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--space", default="hpo_default")
+    ap.add_argument("--no-full-search", action="store_true", help="skip the all-data search (no cost ratio)")
+    ap.add_argument("--no-other-algorithms", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.rows, args.samples, args.top_k, args.seeds = args.rows or 1000, 6, 3, 1
+        args.epochs, args.full_epochs, args.reports, args.fraction = 3.0, 2.0, 2, 0.2
+        args.no_other_algorithms = True
+
+    import numpy as np
+    import ray
+
+    from nas.hpo import _full_task, load_hpo_space, run_hpo_stage, run_sample_search
+    from nas.hpo_search import ALGORITHMS
+    from nas.pipeline import _teacher_stage, prepare
+    from nas.runtime import init_ray
+    from nas.spec import parse_spec
+    from nas.store import Store
+    from nas.store.store import metric_value
+
+    home = pathlib.Path(tempfile.mkdtemp(prefix="nas-bench-hpo-"))
+    os.environ["NAS_HOME"] = str(home)
+    L, H, A, F = (int(x) for x in args.shape.split(","))
+    shape = {"layers": L, "hidden": H, "heads": A, "ffn": F}
+    dataset = {"name": args.dataset, **({"max_rows": args.rows} if args.rows else {})}
+    spec_d = {
+        "name": "bench-hpo", "teacher": "minilm-l6", "dataset": dataset, "search_space": "bert_small",
+        "latency": {"seq_len": args.seq, "threads": 2},
+        "budgets": {"trials": 1, "epochs": args.full_epochs, "max_seq_len": args.seq,
+                    "teacher_epochs": args.teacher_epochs},
+        "hpo": {"algorithm": args.algorithm, "scheduler": "asha", "space": args.space, "shapes": [shape],
+                "samples": args.samples, "sample_fraction": args.fraction, "epochs": args.epochs,
+                "reports": args.reports, "top_k": args.top_k, "full_epochs": args.full_epochs, "max_concurrent": 2},
+        "seed": 0,
+    }
+    spec = parse_spec(spec_d)
+    prep = prepare(spec)
+    store = Store(f"sqlite:///{home / 'nas.db'}")
+    job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
+    t0 = time.perf_counter()
+    ctx = _teacher_stage(prep, store, job_id, print)
+    print(f"teacher ready in {time.perf_counter() - t0:.0f} s; {len(ctx['train_idx'])} train rows", flush=True)
+    init_ray(num_cpus=2)
+    params = load_hpo_space(args.space)
+
+    # 1-2: the stage as a job runs it
+    summary = run_hpo_stage(prep, store, job_id, ctx, print, False)[0]
+    print("stage summary:", json.dumps(summary), flush=True)
+
+    # 3: seeds for the defaults and the best tuned configuration (seed 0 is the stage's own re-training)
+    full = [t for t in store.trials(job_id, kind="hpo-full") if t["state"] == "COMPLETE"]
+    default_t = next(t for t in full if t["config"]["label"] == "default")
+    tuned_t = max((t for t in full if t["config"]["label"] != "default"),
+                  key=lambda t: metric_value(t, "accuracy", "dev", "final"))
+    threads = 1
+    base = {**ctx, "defaults": prep.space.distill.model_dump(), "seed": 0, "threads": threads, "shape": shape,
+            "full_epochs": args.full_epochs}
+    task = ray.remote(num_cpus=1)(_full_task)
+    runs = {"default": [metric_value(default_t, "accuracy", "test", "final")],
+            "tuned": [metric_value(tuned_t, "accuracy", "test", "final")]}
+    refs = {}
+    for seed in range(1, args.seeds):
+        for label, t in (("default", default_t), ("tuned", tuned_t)):
+            refs[task.remote(base, t["config"]["hparams"], seed)] = label
+    for ref, label in refs.items():
+        runs[label].append(ray.get(ref)["test"]["accuracy"])
+        print(f"seed run {label}: test {runs[label][-1]:.4f}", flush=True)
+    default_acc, tuned_acc = float(np.mean(runs["default"])), float(np.mean(runs["tuned"]))
+
+    # 4: the same search on all of train, for the cost ratio
+    from nas.spec import HPOSettings
+
+    full_search_s = None
+    if not args.no_full_search:
+        hpo_full = HPOSettings(**{**spec_d["hpo"], "sample_fraction": 1.0})
+        ctx_full = {**base, "sample_idx": list(ctx["train_idx"]), "epochs": args.epochs, "reports": args.reports,
+                    "threads": 1}
+        job_full = store.create_job("bench-hpo-full-search", spec.model_dump(mode="json"), status="RUNNING")
+        full_search_s = run_sample_search(store, job_full, shape, ctx_full, hpo_full, params, print,
+                                          home / "ray_results")
+        print(f"full-data search: {full_search_s:.0f} s", flush=True)
+
+    # 5: every other algorithm on the same sample search
+    per_algorithm = {args.algorithm: {"best_sample_acc": max(
+        metric_value(t, "accuracy", "dev", "proxy") or 0 for t in store.trials(job_id, kind="hpo-sample")),
+        "search_s": summary["sample_search_s"]}}
+    if not args.no_other_algorithms:
+        from nas.data import stratified_sample
+
+        train_idx = np.asarray(ctx["train_idx"])
+        labels = np.asarray(ctx["labels"])
+        sample_idx = train_idx[stratified_sample(labels[train_idx], args.fraction, 0)].tolist()
+        for alg in ALGORITHMS:
+            if alg == args.algorithm:
+                continue
+            hpo_a = HPOSettings(**{**spec_d["hpo"], "algorithm": alg})
+            job_a = store.create_job(f"bench-hpo-{alg}", spec.model_dump(mode="json"), status="RUNNING")
+            s_a = run_sample_search(store, job_a, shape, {**base, "sample_idx": sample_idx, "epochs": args.epochs,
+                                                          "reports": args.reports, "threads": 1}, hpo_a, params,
+                                    print, home / "ray_results")
+            trials = store.trials(job_a, kind="hpo-sample")
+            per_algorithm[alg] = {"best_sample_acc": max((metric_value(t, "accuracy", "dev", "proxy") or 0)
+                                                         for t in trials) if trials else None,
+                                  "search_s": s_a, "trials": len(trials),
+                                  "pruned": sum(t["state"] == "PRUNED" for t in trials)}
+            print(f"{alg}: {json.dumps(per_algorithm[alg])}", flush=True)
+
+    samples = store.trials(job_id, kind="hpo-sample")
+    out = {
+        "dataset": args.dataset + (f"[{args.rows}]" if args.rows else ""), "shape": f"L{L}-H{H}-A{A}-F{F}",
+        "train_rows": len(ctx["train_idx"]), "teacher_test": ctx["teacher"]["test"]["accuracy"],
+        "default_acc": default_acc, "tuned_acc": tuned_acc, "gain": tuned_acc - default_acc, "seeds": args.seeds,
+        "default_runs": runs["default"], "tuned_runs": runs["tuned"], "tuned_hparams": tuned_t["config"]["hparams"],
+        "default_dev": summary["default_dev"], "tuned_dev": summary["tuned_dev"],
+        "sample_fraction": args.fraction, "samples": len(samples),
+        "pruned": sum(t["state"] == "PRUNED" for t in samples),
+        "rank_corr_sample_vs_full": summary["rank_corr_sample_vs_full"], "rank_n": summary["rank_n"],
+        "sample_search_s": summary["sample_search_s"], "full_search_s": full_search_s,
+        "cost_ratio": (summary["sample_search_s"] / full_search_s) if full_search_s else None,
+        "full_retrain_s": summary["full_retrain_s"], "algorithm": args.algorithm,
+        "algorithms_run": sorted(per_algorithm), "per_algorithm": per_algorithm,
+        "wall_s": time.perf_counter() - t0,
+    }
+    ray.shutdown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
