@@ -254,7 +254,12 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         fp = ((pred == c) & (labels != c)).sum().item()
         fn = ((pred != c) & (labels == c)).sum().item()
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": acc, "f1_macro": float(np.mean(f1s))}
+    out = {"accuracy": acc, "f1_macro": float(np.mean(f1s))}
+    if logits.dim() == 2 and logits.shape[1] == 2 and len(torch.unique(labels)) == 2:
+        from sklearn.metrics import roc_auc_score  # binary tasks (pairs: match / different) are also ranked
+
+        out["auc"] = float(roc_auc_score(labels.numpy(), (logits[:, 1] - logits[:, 0]).float().numpy()))
+    return out
 
 
 def steps_for(n_train: int, batch_size: int, epochs: float, steps: int | None) -> int:

@@ -234,3 +234,14 @@ def test_bad_hpo_space_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError) as e:
         load_hpo_space("no-such-space")
     assert e.value.field == "hpo.space"
+
+
+def test_binary_scores_include_auc():
+    from nas.distill import scores
+
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0], [0.5, 0.0]])  # match scores 1, -1, 2, -0.5
+    out = scores(logits, torch.tensor([1, 0, 1, 0]))
+    assert out["auc"] == pytest.approx(1.0) and out["accuracy"] == pytest.approx(1.0)
+    out = scores(logits, torch.tensor([0, 1, 1, 0]))  # positives scored -1 and 2; negatives 1 and -0.5: 2 of 4 pairs
+    assert out["auc"] == pytest.approx(0.5)
+    assert "auc" not in scores(torch.zeros(2, 3), torch.tensor([0, 1]))
