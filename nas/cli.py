@@ -39,6 +39,7 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
                                                  "EXPORT_DIR/job-N-trial-M.")):
     """Validate SPEC_FILE, run the job to completion and print its Pareto front."""
     from nas.pipeline import prepare, run_job
+    from nas.runtime import check_ray_address
     from nas.spec import SpecError, load_spec
     from nas.store import StoreError
 
@@ -47,6 +48,11 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
         if storage:
             spec = spec.model_copy(update={"storage": storage})
         prepare(spec)  # all input errors surface before the store is opened or written
+        check_ray_address(address)
+        if export_dir:
+            from nas.paths import confined_path
+
+            confined_path(export_dir, "--export-dir", "NAS_EXPORT_ROOT")
         store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
         job_id = run_job(spec, store, progress=not quiet, ray_address=address)
     except (SpecError, StoreError) as exc:
@@ -79,10 +85,12 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     """Continue a job that was interrupted (or run a queued one): RUNNING trials go back to the queue, finished ones are
     kept."""
     from nas.pipeline import resume_job
+    from nas.runtime import check_ray_address
     from nas.spec import SpecError
 
     store = _store(storage)
     try:
+        check_ray_address(address)
         resume_job(store, job, ray_address=address, progress=not quiet)
     except SpecError as exc:
         _user_error(exc)
@@ -112,19 +120,26 @@ def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")
 @app.command()
 def serve(storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
           once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
-          poll: float = typer.Option(2.0, help="Seconds between looks at the queue."),
-          heartbeat: float = typer.Option(10.0, help="Seconds between heartbeats of a running job."),
-          stale_after: float = typer.Option(120.0, help="A RUNNING job whose service has not heartbeated for this "
-                                                        "long is put back in the queue."),
+          poll: float = typer.Option(2.0, min=0.05, help="Seconds between looks at the queue."),
+          heartbeat: float = typer.Option(10.0, min=0.1, help="Seconds between heartbeats of a running job."),
+          stale_after: float = typer.Option(120.0, min=1.0, help="A RUNNING job whose service has not heartbeated "
+                                                                 "for this long is put back in the queue (at least 3 "
+                                                                 "heartbeats)."),
           address: Optional[str] = typer.Option(None, help="Ray cluster address for the jobs (default: local Ray).")):
     """Run queued jobs: claim one atomically (any number of `serve` processes may share a store), run it, repeat."""
+    from nas.runtime import check_ray_address
     from nas.service import serve as run_service
+    from nas.spec import SpecError
     from nas.store import StoreError
 
+    if stale_after < 3 * heartbeat:
+        _user_error(Exception(f"--stale-after: must be at least 3 heartbeats ({3 * heartbeat:g} s), or live jobs are "
+                              f"taken from their service; found {stale_after:g}"))
     try:
+        check_ray_address(address)
         n = run_service(storage or os.environ.get("NAS_STORAGE"), once=once, poll_s=poll, heartbeat_s=heartbeat,
                         stale_after_s=stale_after, ray_address=address)
-    except StoreError as exc:
+    except (SpecError, StoreError) as exc:
         _user_error(exc)
     typer.echo(f"served {n} job(s)")
 

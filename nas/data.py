@@ -114,7 +114,9 @@ def _read_table(path: pathlib.Path):
 
 
 def _from_file(path_text: str, task: str) -> Dataset:
-    path = pathlib.Path(path_text).expanduser()
+    from nas.paths import confined_path
+
+    path = confined_path(path_text, "dataset.path", "NAS_DATA_ROOT")
     if not path.is_file():
         raise SpecError("dataset.path", f"file not found: {path}")
     df = _read_table(path)

@@ -10,6 +10,7 @@ import shutil
 import yaml
 
 from nas import __version__
+from nas.paths import confined_path
 from nas.spec import SpecError
 from nas.store.store import Store, metric_value
 
@@ -30,10 +31,7 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     supernets = [a["path"] for a in store.job_artefacts(job_id, "supernet")]
     if (not models or not pathlib.Path(models[-1]).is_dir()) and not (supernets and pathlib.Path(supernets[-1]).is_dir()):
         raise SpecError("--trial", f"trial {trial_number} has no saved model on this machine")
-    out = pathlib.Path(out_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()):
-        raise SpecError("--out", f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir)
     if models and pathlib.Path(models[-1]).is_dir():
         shutil.copytree(models[-1], out / "model")
     else:  # a proxy-only point: its weights are the supernet's slice, extracted now (identical outputs)
@@ -67,6 +65,15 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     return out
 
 
+def _output_dir(out_dir) -> pathlib.Path:
+    """The export directory, created: confined (no `..`, inside $NAS_EXPORT_ROOT when set), empty or absent."""
+    out = confined_path(out_dir, "--out", "NAS_EXPORT_ROOT")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SpecError("--out", f"{out} exists and is not an empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _export_sklearn(store: Store, job: dict, trial: dict, path: str, out_dir) -> pathlib.Path:
     """A scikit-learn reference (TF-IDF + logistic regression): the joblib file (with the scikit-learn version it was
     saved with) and a config.yaml card."""
@@ -75,10 +82,7 @@ def _export_sklearn(store: Store, job: dict, trial: dict, path: str, out_dir) ->
     src = pathlib.Path(path)
     if not src.is_file():
         raise SpecError("--trial", f"trial {trial['number']} has no saved model on this machine ({src})")
-    out = pathlib.Path(out_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()):
-        raise SpecError("--out", f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir)
     shutil.copy2(src, out / "model.joblib")
     lat = trial["latency"][-1] if trial["latency"] else None
     card = {

@@ -319,13 +319,18 @@ def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log,
                                                     "strategy": spec.search.strategy, "generation": generation})
             generation += 1
             continue
+        rerun = sum(t["attempts"] > 0 for t in waiting)
         run_trials(run_student_trial, [t["id"] for t in waiting], context, nas_home() / "ray_results", cpus,
-                   spec.budgets.max_concurrent, f"job-{job_id}-gen-{generation}", on_result)
-        # a trial whose worker died without reporting stays RUNNING in the store; it is retried by `nas resume`
-        for t in store.trials(job_id, kind="student", state="RUNNING"):
-            store.finish_trial(t["id"], "FAILED", error="the Ray worker ended without reporting a result")
+                   spec.budgets.max_concurrent, f"job-{job_id}-gen-{generation}" + (f"-retry-{rerun}" if rerun else ""),
+                   on_result)
+        # a trial whose worker (or node) died past Tune's own retry is still RUNNING: run it again, at most 3 starts
+        requeued, lost = store.requeue_lost_trials(job_id, "student", max_attempts=3)
+        if requeued or lost:
+            log(f"search: {requeued} trial(s) lost with their Ray worker run again, {lost} failed for good")
         for t in waiting:
             done = store.get_trial(t["id"])
+            if done["state"] == "WAITING":
+                continue  # told when it ends
             strategy.tell(Shape.from_dict(done["config"]["shape"]), _completed_objectives(done, spec))
     bar.close()
 

@@ -12,6 +12,25 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def check_ray_address(address: str | None) -> None:
+    """`--address` must be `auto`, HOST:PORT or ray://HOST:PORT, and something must listen there: checked before a job is
+    created, so a typo is a clear error (SpecError on field --address) that writes nothing."""
+    import socket
+
+    from nas.spec import SpecError
+
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
+        raise SpecError("--address", f"expected auto, HOST:PORT or ray://HOST:PORT; found {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SpecError("--address", f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Local Ray bound to 127.0.0.1 by default; `address` joins an existing cluster."""
     import ray

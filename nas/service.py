@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -24,6 +25,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _die_with_parent() -> None:
+    """In the job's child process, before exec: a SIGKILL when its `nas serve` dies (Linux PR_SET_PDEATHSIG). A job
+    whose service was killed -9 must stop too, or the reaper would hand it to another service while it still runs."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child outlives its service until its next store write fails
+        pass
+
+
 def run_claimed(store: Store, job: dict, worker: str, heartbeat_s: float, log: Callable[[str], None],
                 ray_address: str | None = None) -> str:
     """Run one claimed job in a child process until it ends or is cancelled; returns its final status."""
@@ -31,7 +43,10 @@ def run_claimed(store: Store, job: dict, worker: str, heartbeat_s: float, log: C
     if ray_address:
         cmd += ["--address", ray_address]
     log(f"job {job['id']} ({job['name']}): running")
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # stderr to a file, not a pipe: a chatty job would fill a pipe nobody reads until the end and hang
+    errfile = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errfile, text=True, start_new_session=True,
+                             preexec_fn=_die_with_parent)
     last = time.monotonic()
     while child.poll() is None:
         time.sleep(0.5)
@@ -53,7 +68,9 @@ def run_claimed(store: Store, job: dict, worker: str, heartbeat_s: float, log: C
                     return "CANCELLED"
                 log(f"job {job['id']}: no longer ours (reaped); stopped")
                 return store.get_job(job["id"])["status"]
-    err = child.stderr.read() if child.stderr else ""
+    errfile.seek(0)
+    err = errfile.read()[-20000:]
+    errfile.close()
     status = store.get_job(job["id"])["status"]
     if child.returncode != 0 and status == "RUNNING":
         tail = " | ".join(err.strip().splitlines()[-3:])

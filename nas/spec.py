@@ -252,8 +252,17 @@ def _loc(loc: tuple) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    text = json.dumps(_bounded(value), default=str) if not isinstance(value, str) else repr(value[:100])
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bounded(value: Any, depth: int = 3) -> Any:
+    """A few items of a few levels: YAML aliases can make a tiny file a huge structure (a "billion laughs")."""
+    if isinstance(value, dict):
+        return {str(k): _bounded(v, depth - 1) for k, v in list(value.items())[:8]} if depth else "{...}"
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v, depth - 1) for v in value[:8]] if depth else "[...]"
+    return value
 
 
 def explain(err: ValidationError, prefix: str = "") -> SpecError:

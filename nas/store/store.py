@@ -256,11 +256,14 @@ class Store:
 
     # -- trials ------------------------------------------------------------------------------------------------------
     def add_trial(self, job_id: int, kind: str, config: dict, state: str = "WAITING") -> dict:
-        """Next trial number within the job. SQLite serialises writers (BEGIN IMMEDIATE); elsewhere we retry on the
-        unique (job, number) constraint."""
+        """Next trial number within the job. SQLite serialises writers (BEGIN IMMEDIATE); PostgreSQL locks the job's
+        row for the transaction (so 32 writers on one job queue briefly instead of colliding); the unique (job, number)
+        constraint and a retry cover anything else."""
         for _ in range(20):
             try:
                 with self.Session.begin() as s:
+                    if self.engine.dialect.name == "postgresql":
+                        s.execute(select(Job.id).where(Job.id == job_id).with_for_update())
                     number = (s.scalar(select(func.max(Trial.number)).where(Trial.job_id == job_id)) or 0) + 1
                     trial = Trial(job_id=job_id, number=number, kind=kind, config=config, state=state, attempts=0)
                     s.add(trial)
@@ -295,6 +298,18 @@ class Store:
                 update(Trial).where(Trial.job_id == job_id, Trial.state == "RUNNING").values(state="WAITING", error="interrupted; retried")
             )
             return res.rowcount or 0
+
+    def requeue_lost_trials(self, job_id: int, kind: str, max_attempts: int = 3) -> tuple[int, int]:
+        """Trials left RUNNING after their Ray tasks returned (the worker or its node died without a word): back to
+        WAITING to be run again, or FAILED once they have been started `max_attempts` times. Returns (requeued, failed)."""
+        lost = (Trial.job_id == job_id, Trial.kind == kind, Trial.state == "RUNNING")
+        with self.Session.begin() as s:
+            failed = s.execute(update(Trial).where(*lost, Trial.attempts >= max_attempts).values(
+                state="FAILED", finished_at=utcnow(),
+                error=f"its Ray worker died {max_attempts} times without reporting a result")).rowcount or 0
+            requeued = s.execute(update(Trial).where(*lost).values(
+                state="WAITING", error="its Ray worker died without reporting a result; retried")).rowcount or 0
+            return requeued, failed
 
     def get_trial(self, trial_id: int) -> dict | None:
         T = Trial.__table__

@@ -1,0 +1,27 @@
+"""User-supplied paths confined to where they belong: dataset files under $NAS_DATA_ROOT, export directories under
+$NAS_EXPORT_ROOT (a shared service sets both; unset, a local user may read and write where their own account can).
+A path that climbs out with `..` is refused everywhere: nobody needs it, and it is how a hostile spec escapes a root."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from nas.spec import SpecError
+
+
+def confined_path(path_text: str | os.PathLike, field: str, root_var: str) -> pathlib.Path:
+    """The resolved path, or SpecError(field) if it contains `..` or resolves (symlinks followed) outside $root_var."""
+    raw = pathlib.Path(path_text).expanduser()
+    if ".." in raw.parts:
+        raise SpecError(field, f"'..' is not allowed in a path; found {str(path_text)!r}")
+    resolved = raw.resolve()
+    root_text = os.environ.get(root_var)
+    if root_text:
+        root = pathlib.Path(root_text).expanduser().resolve()
+        if resolved != root and root not in resolved.parents:
+            raise SpecError(field, f"{resolved} is outside {root_var} ({root})")
+    return resolved
+
+
+__all__ = ["confined_path"]
