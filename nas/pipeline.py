@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -251,7 +252,8 @@ def _teacher_stage(prep: Prepared, store: Store, job_id: int, log) -> dict:
             "dev_idx": splits["dev"].tolist(), "test_idx": splits["test"].tolist(), "labels": ds.labels.tolist()}
 
 
-def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool, ray_address) -> None:
+def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool, ray_address,
+                  deadline: float | None = None) -> None:
     from nas.runtime import init_ray
 
     spec = prep.spec
@@ -261,12 +263,14 @@ def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, pro
 
         run_supernet_schedule(prep, store, job_id, ctx, log, progress)
         return
-    _per_trial_search(prep, store, job_id, ctx, log, progress)
+    _per_trial_search(prep, store, job_id, ctx, log, progress, deadline)
 
 
-def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool) -> None:
+def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log, progress: bool,
+                      deadline: float | None = None) -> None:
     """Every candidate distilled from scratch (initialised from the teacher's slices), one Ray Tune trial each. Random
-    search asks for the whole budget at once; evolution asks one population per generation."""
+    search asks for the whole budget at once; evolution asks one population per generation. With a `deadline`
+    (time.time()), candidates are asked `max_concurrent` at a time and none is started after it (wall-clock budget)."""
     from tqdm import tqdm
 
     from nas.distill import steps_for
@@ -277,7 +281,7 @@ def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log,
 
     spec = prep.spec
     store.set_job_stage(job_id, "search")
-    options = {"population": spec.search.population, "use_size": spec.objectives.size} if spec.search.strategy == "evolution" else {}
+    options = {"population": spec.search.population, "use_size": spec.objectives.size} if spec.search.strategy != "random" else {}
     strategy = make_strategy(spec.search.strategy, prep.space.student, spec.seed, **options)
     for t in store.trials(job_id, kind="student"):
         strategy.tell(Shape.from_dict(t["config"]["shape"]), _completed_objectives(t, spec))
@@ -310,6 +314,11 @@ def _per_trial_search(prep: Prepared, store: Store, job_id: int, ctx: dict, log,
             if missing <= 0:
                 break
             n = missing if spec.search.strategy == "random" else min(missing, spec.search.population)
+            if deadline is not None:
+                if time.time() >= deadline:
+                    log(f"search: the wall-clock budget is spent after {len(students)} trials")
+                    break
+                n = min(n, spec.budgets.max_concurrent)
             shapes = strategy.ask(n)
             if not shapes:
                 log("search: the space is exhausted")

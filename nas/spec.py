@@ -113,7 +113,7 @@ class FinalSettings(Strict):
 
 
 class Search(Strict):
-    strategy: Literal["random", "evolution"] = "random"
+    strategy: Literal["random", "evolution", "optuna-nsga2", "nni-evolution"] = "random"  # the last two: nas/baselines.py
     population: int = Field(12, ge=2, le=10000)
     supernet: SupernetSettings | None = None  # absent: every candidate is distilled from scratch (per-trial KD)
     autodisc: AutoDiscSettings = AutoDiscSettings()

@@ -124,4 +124,8 @@ STRATEGIES = {"random": RandomSearch, "evolution": Evolution}
 
 
 def make_strategy(name: str, space: StudentSpace, seed: int, **options) -> Strategy:
+    if name not in STRATEGIES:  # the Optuna / NNI searchers a per-trial-KD user would run (head-to-head baselines)
+        from nas.baselines import BASELINE_STRATEGIES
+
+        return BASELINE_STRATEGIES[name](space, seed, **options)
     return STRATEGIES[name](space, seed, **options)
