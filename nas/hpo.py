@@ -292,8 +292,10 @@ def run_full_retrain(store: Store, job_id: int, shape: dict, ctx: dict, hpo, par
     def rank(t):  # configurations that ran their whole budget first, then by their last sample score
         return (metric_value(t, "budget_reached", "dev", "proxy") or 0, metric_value(t, "accuracy", "dev", "proxy") or 0.0)
 
-    top = sorted(samples, key=rank, reverse=True)[: hpo.top_k]
     default = default_point(params, ctx["defaults"])
+    # the defaults are re-trained anyway (as "default"): the sample trial that tried them is not a second candidate
+    samples = [t for t in samples if {k: t["config"]["hparams"][k] for k in params} != default]
+    top = sorted(samples, key=rank, reverse=True)[: hpo.top_k]
     wanted = [("default", default, None)] + [(f"sample-{t['number']}", {k: t["config"]["hparams"][k] for k in params},
                                               t["number"]) for t in top]
     done = {t["config"].get("label"): t for t in store.trials(job_id, kind="hpo-full")
