@@ -587,9 +587,9 @@ def bad_inputs(root: pathlib.Path, quick: bool) -> dict:
 
 # -- main -----------------------------------------------------------------------------------------------------------------
 def part_driver(root: pathlib.Path, quick: bool) -> dict:
-    runs = [driver_kill(root, True, trials=3 if quick else 5, steps=60 if quick else 100)]
+    runs = [driver_kill(root, True, trials=3 if quick else 4, steps=60 if quick else 50)]
     if not quick:
-        runs.append(driver_kill(root, False, trials=5, steps=100))
+        runs.append(driver_kill(root, False, trials=4, steps=50))
     return {"driver_kill_completed_lost": sum(r["completed_lost"] for r in runs),
             "driver_kill_completed_at_kill": sum(r["completed_at_kill"] for r in runs),
             "zombies_after_reap": sum(r["zombies_after_reap"] for r in runs), "resume_s": max(r["resume_s"] for r in runs),
@@ -597,7 +597,7 @@ def part_driver(root: pathlib.Path, quick: bool) -> dict:
 
 
 def part_worker(root: pathlib.Path, quick: bool) -> dict:
-    w = worker_kill(root, steps=150 if quick else 250)
+    w = worker_kill(root, steps=100 if quick else 120)
     return {"worker_kill_job_completed": w["job_completed"], "worker_kill": w}
 
 
