@@ -140,6 +140,7 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
     """Kill -9 `nas serve` (its job child dies with it) or a `nas resume` driver mid-trial, once some trials are
     COMPLETE; another `nas serve` (after reaping) or `nas resume` continues. Counts completed trials lost or re-run."""
     from nas.store import Store
+    from nas.store.models import utcnow
 
     tag = "serve" if via_serve else "resume"
     home = root / f"driver-{tag}"
@@ -161,7 +162,7 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
                 for t in by_state(students(store, job_id), "COMPLETE")}
         running_at_kill = len(by_state(students(store, job_id), "RUNNING"))
         os.kill(p.pid, signal.SIGKILL)  # the process only: its job child must die with it
-        t_kill = time.monotonic()
+        t_kill, kill_at = time.monotonic(), utcnow()
         p.wait(10)
         orphan = False
         with contextlib.suppress(TimeoutError):
@@ -178,9 +179,8 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
         else:
             second = procs.start(NAS + ["resume", str(job_id), "--storage", url, "--quiet"], env, home / "second.log")
 
-        def working_again():
-            ts = students(store, job_id)
-            return any(t["state"] == "RUNNING" or (t["state"] == "COMPLETE" and t["id"] not in done) for t in ts)
+        def working_again():  # a trial started (or finished) after the kill: the zombie left RUNNING does not count
+            return any((t["started_at"] or kill_at) > kill_at for t in students(store, job_id))
 
         wait_for(working_again, 600, "a trial to run again")
         resume_s = time.monotonic() - t_kill

@@ -88,9 +88,14 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     from nas.runtime import check_ray_address
     from nas.spec import SpecError
 
+    from nas.service import check_resumable
+
     store = _store(storage)
     try:
         check_ray_address(address)
+        current = store.get_job(job)
+        if current is not None:
+            check_resumable(store, current)
         resume_job(store, job, ray_address=address, progress=not quiet)
     except SpecError as exc:
         _user_error(exc)

@@ -36,6 +36,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def check_resumable(store: Store, job: dict, stale_after_s: float = 120.0) -> None:
+    """Before `nas resume JOB` runs a job by hand: refuse one a live `nas serve` is running (two drivers on one job),
+    and take a dead service's claim off the job, so no reaper hands it to another service while it runs here. The
+    service's own child (NAS_CLAIMED_BY names its claim) passes."""
+    from nas.spec import SpecError
+    from nas.store.models import utcnow
+
+    claimant = job["claimed_by"]
+    if job["status"] != "RUNNING" or not claimant or claimant == os.environ.get("NAS_CLAIMED_BY"):
+        return
+    age = (utcnow() - job["heartbeat_at"]).total_seconds() if job["heartbeat_at"] else float("inf")
+    if age < stale_after_s:
+        raise SpecError("JOB", f"job {job['id']} is running under `nas serve` {claimant} (heartbeat {age:.0f} s ago); "
+                               f"`nas cancel {job['id']}` it first, or let that service finish it")
+    store.release_claim(job["id"], claimant)
+
+
 def run_claimed(store: Store, job: dict, worker: str, heartbeat_s: float, log: Callable[[str], None],
                 ray_address: str | None = None) -> str:
     """Run one claimed job in a child process until it ends or is cancelled; returns its final status."""
@@ -46,7 +63,7 @@ def run_claimed(store: Store, job: dict, worker: str, heartbeat_s: float, log: C
     # stderr to a file, not a pipe: a chatty job would fill a pipe nobody reads until the end and hang
     errfile = tempfile.TemporaryFile(mode="w+")
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errfile, text=True, start_new_session=True,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=_die_with_parent, env={**os.environ, "NAS_CLAIMED_BY": worker})
     last = time.monotonic()
     while child.poll() is None:
         time.sleep(0.5)
@@ -104,4 +121,4 @@ def serve(url: str | None = None, once: bool = False, poll_s: float = 2.0, heart
         store.dispose()
 
 
-__all__ = ["serve", "run_claimed", "worker_name"]
+__all__ = ["serve", "run_claimed", "worker_name", "check_resumable"]

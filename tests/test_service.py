@@ -120,3 +120,31 @@ def test_submit_then_serve_runs_the_queued_job(tmp_path):
     assert job["status"] == "COMPLETE" and job["claims"] == 1 and job["claimed_by"]
     assert len(store.trials(job["id"], kind="student", state="COMPLETE")) == 2
     store.dispose()
+
+
+def test_resume_by_hand_refuses_a_job_a_live_service_runs_and_takes_over_a_dead_ones(sqlite_url, monkeypatch):
+    from typer.testing import CliRunner
+    from sqlalchemy import update
+
+    from nas.cli import app
+    from nas.service import check_resumable
+    from nas.store.models import Job
+
+    monkeypatch.delenv("NAS_CLAIMED_BY", raising=False)
+    store = Store(sqlite_url)
+    live = store.create_job("live", {})
+    assert store.claim_job("other-host:1")["id"] == live
+    before = store.count_rows()
+    res = CliRunner().invoke(app, ["resume", str(live), "--storage", sqlite_url])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: JOB: job {live} is running under `nas serve` other-host:1")
+    assert store.count_rows() == before and store.get_job(live)["claimed_by"] == "other-host:1"
+    monkeypatch.setenv("NAS_CLAIMED_BY", "other-host:1")  # the service's own child passes
+    check_resumable(store, store.get_job(live))
+    monkeypatch.delenv("NAS_CLAIMED_BY")
+    with store.Session.begin() as s:  # that service died an hour ago
+        s.execute(update(Job).where(Job.id == live).values(heartbeat_at=dt.datetime(2020, 1, 1)))
+    check_resumable(store, store.get_job(live))
+    assert store.get_job(live)["claimed_by"] is None  # ours now: no reaper hands it to a service while it runs here
+    assert store.reap_stale_jobs(stale_after_s=60) == []
+    store.dispose()

@@ -185,6 +185,13 @@ class Store:
                             .values(heartbeat_at=utcnow()))
             return res.rowcount == 1
 
+    def release_claim(self, job_id: int, worker: str) -> bool:
+        """Take `worker`'s claim off a RUNNING job (its service is dead and a user resumes the job by hand)."""
+        with self.Session.begin() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.claimed_by == worker, Job.status == "RUNNING")
+                            .values(claimed_by=None))
+            return res.rowcount == 1
+
     def request_cancel(self, job_id: int) -> str:
         """A QUEUED job is cancelled at once; a RUNNING one is flagged for its `serve` to stop. Returns the new status."""
         with self.Session.begin() as s:
