@@ -190,6 +190,24 @@ def test_reset_unfinished_trials(store):
 
 
 # -- metrics, latency, artefacts -----------------------------------------------------------------------------------------
+def test_trials_lost_with_their_worker_are_requeued_at_most_three_starts(store):
+    job = store.create_job("j", {})
+    ids = [store.add_trial(job, "student", {"i": i})["id"] for i in range(3)]
+    other = store.add_trial(job, "reference", {})["id"]
+    for _ in range(3):  # trial 0 was started three times and lost each time
+        store.start_trial(ids[0])
+    store.start_trial(ids[1])  # lost once
+    store.start_trial(other)
+    store.start_trial(ids[2])
+    store.finish_trial(ids[2], "COMPLETE")
+    assert store.requeue_lost_trials(job, "student", max_attempts=3) == (1, 1)
+    states = {t["id"]: (t["state"], t["attempts"]) for t in store.trials(job)}
+    assert states[ids[0]] == ("FAILED", 3) and "3 times" in store.get_trial(ids[0])["error"]
+    assert states[ids[1]] == ("WAITING", 1)
+    assert states[ids[2]] == ("COMPLETE", 1)
+    assert states[other] == ("RUNNING", 1)  # another kind is not this stage's to requeue
+
+
 def test_metrics_round_trip(store):
     job = store.create_job("j", {})
     t = store.add_trial(job, "student", {})["id"]
