@@ -101,7 +101,8 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
     ckpt_path = pathlib.Path(checkpoint_path) if checkpoint_path else None
     meta = {"seed": seed, "steps": steps, "n_random": n_random, "batch_size": settings.batch_size, "n": len(train_idx)}
-    ckpt = torch.load(ckpt_path, weights_only=False) if ckpt_path and ckpt_path.is_file() else None
+    # weights_only: a checkpoint is tensors and plain numbers; nothing read from disk is unpickled as code
+    ckpt = torch.load(ckpt_path, weights_only=True) if ckpt_path and ckpt_path.is_file() else None
     if ckpt is not None and ckpt["meta"] != meta:
         raise ValueError(f"checkpoint {ckpt_path} is from another run: {ckpt['meta']} != {meta}")
 
