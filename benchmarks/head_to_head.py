@@ -1,8 +1,13 @@
 """Issue 8: the supernet schedule against what users would otherwise run, in one run, on the same machine, data, teacher,
 student space and latency protocol. Last line of output: one JSON object.
 
-    NAS_CACHE=.nas/bench-cache python benchmarks/head_to_head.py           # RT 3,000-row slice + all of BBC News (~50 min)
-    NAS_CACHE=.nas/bench-cache python benchmarks/head_to_head.py --quick   # a 400-row BBC slice, tiny space (~5 min)
+    NAS_CACHE=.nas/bench-cache python benchmarks/head_to_head.py           # RT 3,000-row slice + all of BBC News
+    NAS_CACHE=.nas/bench-cache python benchmarks/head_to_head.py --quick   # a 400-row BBC slice, tiny space
+    python benchmarks/head_to_head.py --report-only [--budget S]           # figures again from WORKDIR's store
+
+Budgets (4 x 480 s on RT, 4 x 240 s on BBC) were sized for ~50 min on an idle 2-core VM; a per-trial search lets the
+trial running at the deadline finish, and the supernet schedule runs as sized, so a loaded machine stretches the run
+(RT alone took 67 min on 2026-11-22 with the load average at 8-15). A rerun in the same WORKDIR skips finished jobs.
 
 Methods, each a real job in one store (`nas dashboard --storage sqlite:///WORKDIR/nas.db`, compare page):
   (a) supernet: rewired teacher -> sandwich-trained supernet -> AutoDisc assistant -> NSGA-II search on inherited weights
