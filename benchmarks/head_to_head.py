@@ -7,7 +7,7 @@ student space and latency protocol. Last line of output: one JSON object.
 
 Budgets (4 x 480 s on RT, 4 x 240 s on BBC) were sized for ~50 min on an idle 2-core VM; a per-trial search lets the
 trial running at the deadline finish, and the supernet schedule runs as sized, so a loaded machine stretches the run
-(RT alone took 67 min on 2026-11-22 with the load average at 8-15). A rerun in the same WORKDIR skips finished jobs.
+(RT alone took 64 min on 2026-11-22 with the load average at 8-15). A rerun in the same WORKDIR skips finished jobs.
 
 Methods, each a real job in one store (`nas dashboard --storage sqlite:///WORKDIR/nas.db`, compare page):
   (a) supernet: rewired teacher -> sandwich-trained supernet -> AutoDisc assistant -> NSGA-II search on inherited weights
