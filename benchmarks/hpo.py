@@ -1,7 +1,7 @@
 """Issue 5: Venus-style AutoML of distillation hyperparameters on Rotten Tomatoes.
 
 One job (real MiniLM teacher, cached by NAS_CACHE), one student shape, the pipeline's own HPO stage:
-  1. sample search: `--samples` configurations from search_spaces/hpo_fast.yaml (`--space`) on a stratified `--fraction` of train
+  1. sample search: `--samples` configurations from search_spaces/hpo/fast.yaml (`--space`) on a stratified `--fraction` of train
      under Ray Tune + ASHA (optuna-tpe by default), each scored on dev `--reports` times;
   2. the top `--top-k` configurations and the defaults re-trained on all of train (`hpo-full` trials): the Spearman rank
      agreement of sample vs full-data dev accuracy over those configurations;
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--reports", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--space", default="hpo_fast", help="hpo_default adds hidden/attention losses (3-5x slower)")
+    ap.add_argument("--space", default="fast", help="default adds hidden/attention losses (3-5x slower)")
     ap.add_argument("--no-full-search", action="store_true", help="skip the all-data search (no cost ratio)")
     ap.add_argument("--no-other-algorithms", action="store_true")
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """Venus-style AutoML of distillation hyperparameters for the shapes a search put on its front.
 
 For each chosen shape:
-1. sample search: configurations from `search_spaces/hpo_*.yaml` distilled on a stratified sample of train (default 6%)
+1. sample search: configurations from `search_spaces/hpo/*.yaml` distilled on a stratified sample of train (default 6%)
    under Ray Tune, dev accuracy reported `reports` times per trial so that an early-stopping scheduler (ASHA by default,
    Hyperband, BOHB's own) stops bad ones; every configuration is a trial of kind `hpo-sample` (PRUNED when stopped);
 2. full re-training: the top-k configurations and the space's defaults distilled on all of train (`hpo-full` trials,
@@ -26,18 +26,20 @@ from nas.hpo_search import ALGORITHMS, PARAM_TYPES, make_scheduler, make_searche
 from nas.spec import SEARCH_SPACE_DIR, SpecError, read_yaml
 from nas.store.store import Store, metric_value, nas_home
 
+HPO_SPACE_DIR = SEARCH_SPACE_DIR / "hpo"
 KNOWN_PARAMS = ("lr", "alpha_soft", "beta_hard", "temperature", "warmup_ratio", "batch_size", "weight_decay",
                 "soft_loss", "hidden_weight", "attention_weight", "relevance_weight", "hinge_weight", "hinge_margin")
 
 
 # -- the parameter table ------------------------------------------------------------------------------------------------
 def load_hpo_space(name: str) -> dict[str, dict]:
-    """`search_spaces/<name>.yaml` (or a path): {params: {name: {type, low, high[, q] | values}}}, checked with field
-    paths (`hpo.space.params.lr.low`)."""
+    """`search_spaces/hpo/<name>.yaml` (or a path): {params: {name: {type, low, high[, q] | values}}}, checked with
+    field paths (`hpo.space.params.lr.low`)."""
     p = pathlib.Path(name)
-    path = p if (p.suffix in (".yaml", ".yml") or p.exists()) else SEARCH_SPACE_DIR / f"{name}.yaml"
+    path = p if (p.suffix in (".yaml", ".yml") or p.exists()) else HPO_SPACE_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise SpecError("hpo.space", f"no such hyperparameter space {name!r} (a name in search_spaces/ or a YAML path)")
+        known = ", ".join(sorted(x.stem for x in HPO_SPACE_DIR.glob("*.yaml")))
+        raise SpecError("hpo.space", f"no such hyperparameter space {name!r} (known: {known}; or a YAML path)")
     data = read_yaml(path, "hpo.space")
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
         raise SpecError("hpo.space.params", f"{path} must hold `params:`, a non-empty mapping of parameter tables")

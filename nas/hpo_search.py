@@ -1,6 +1,6 @@
 """Search algorithms for distillation hyperparameters, all behind Ray Tune's `Searcher` interface.
 
-`make_searcher(name, params, ...)` builds one of ALGORITHMS from a parameter table (`search_spaces/hpo_*.yaml`):
+`make_searcher(name, params, ...)` builds one of ALGORITHMS from a parameter table (`search_spaces/hpo/*.yaml`):
 
 - random: our own seeded sampler (a Ray `Searcher`, so it composes with schedulers and the concurrency limiter);
 - optuna-tpe, optuna-nsga2: Ray Tune's Optuna integration (NSGA-II is two-objective: dev accuracy up, training seconds

@@ -139,7 +139,7 @@ class HPOSettings(Strict):
 
     algorithm: Literal["random", "optuna-tpe", "optuna-nsga2", "nni-tpe", "nni-evolution", "nni-regevo", "bohb"] = "optuna-tpe"
     scheduler: Literal["asha", "hyperband", "fifo"] = "asha"  # bohb always runs under its own HyperBandForBOHB
-    space: str = "hpo_default"  # a name in search_spaces/ or a YAML path
+    space: str = "default"  # a name in search_spaces/hpo/ or a YAML path
     shapes: list[ShapeSpec] = []  # explicit shapes; default: the top_k_shapes best front points
     top_k_shapes: int = Field(1, ge=1, le=20)
     samples: int = Field(12, ge=1, le=10000)  # configurations tried in the sample search

@@ -172,7 +172,7 @@ def test_replay_restores_searcher_state(algorithm):
 HPO_SPEC = tiny_job_spec("tiny-hpo").replace("budgets: {trials: 3,", "budgets: {trials: 2,").replace(
     "references: [tfidf-linear]\n", "") + (
     "hpo: {algorithm: optuna-tpe, samples: 3, sample_fraction: 0.5, epochs: 2, reports: 2, top_k: 2,"
-    " space: hpo_relevance}\n")
+    " space: relevance}\n")
 
 
 def test_hpo_stage_in_a_job_and_resume_replays(tmp_path):
