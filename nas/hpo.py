@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from ray import tune
+
 from nas.hpo_search import ALGORITHMS, PARAM_TYPES, make_scheduler, make_searcher, replay
 from nas.spec import SEARCH_SPACE_DIR, SpecError, read_yaml
 from nas.store.store import Store, metric_value, nas_home
@@ -139,8 +141,6 @@ def train_config(ctx: dict, hp: dict, rows: list[int], epochs: float, seed: int,
 
 
 def hpo_trainable(config: dict, ctx: dict) -> None:
-    from ray import tune
-
     train_config(ctx, config, ctx["sample_idx"], ctx["epochs"], ctx["seed"], ctx["reports"],
                  on_report=lambda m: tune.report(m))
 
@@ -177,8 +177,6 @@ def _history(trials: list[dict], params: dict, reports: int) -> list[dict]:
 def run_sample_search(store: Store, job_id: int, shape: dict, ctx: dict, hpo, params: dict, log,
                       storage_dir: pathlib.Path) -> float:
     """Stage 1 for one shape under Ray Tune; returns the seconds it took in this run. Resumable."""
-    from ray import tune
-
     key = _shape_key(shape)
     mine = [t for t in store.trials(job_id, kind="hpo-sample") if t["config"].get("shape_key") == key]
     for t in mine:
@@ -214,13 +212,7 @@ def run_sample_search(store: Store, job_id: int, shape: dict, ctx: dict, hpo, pa
     return time.perf_counter() - t0
 
 
-def _callback_base():
-    from ray import tune
-
-    return tune.Callback
-
-
-class _RecordTrials(_callback_base()):
+class _RecordTrials(tune.Callback):
     """Ray Tune callback (runs in the driver): each configuration becomes an `hpo-sample` trial in the store, each
     report its metrics, a scheduler stop PRUNED. Holds the store's URL, not the store: Tune pickles its callbacks."""
 
@@ -378,7 +370,7 @@ def run_hpo_stage(prep, store: Store, job_id: int, ctx: dict, log: Callable[[str
     base = {**ctx, "defaults": prep.space.distill.model_dump(), "seed": spec.seed, "threads": threads,
             "sample_idx": sample_idx.tolist(), "epochs": hpo.epochs, "reports": hpo.reports,
             "full_epochs": hpo.full_epochs or spec.budgets.epochs}
-    if any(p in params for p in ("relevance_weight",)):
+    if "relevance_weight" in params:
         from nas.aux_teacher import aux_probs_path
 
         base["aux_path"] = str(aux_probs_path(prep.dataset, ctx, spec.seed, log))
