@@ -5,13 +5,16 @@ student space and latency protocol. Last line of output: one JSON object.
     NAS_CACHE=.nas/bench-cache python benchmarks/head_to_head.py --quick   # a 400-row BBC slice, tiny space
     python benchmarks/head_to_head.py --report-only [--budget S]           # figures again from WORKDIR's store
 
-Budgets (4 x 480 s on RT, 4 x 240 s on BBC) were sized for ~50 min on an idle 2-core VM; a per-trial search lets the
-trial running at the deadline finish, and the supernet schedule runs as sized, so a loaded machine stretches the run
-(RT alone took 64 min on 2026-11-22 with the load average at 8-15). A rerun in the same WORKDIR skips finished jobs.
+Budgets (4 x 480 s on RT, 4 x 240 s on BBC) were sized for ~50 min on an idle 2-core VM. Every method runs under the
+same deadline (`budgets.time_s`): no trial, proxy generation or final starts after it, and the one running at the
+deadline finishes (its point does not count), so a loaded machine stretches the run (RT alone took 64 min on 2026-11-22
+with the load average at 8-15, before the supernet schedule had a deadline). A rerun in the same WORKDIR skips finished
+jobs.
 
 Methods, each a real job in one store (`nas dashboard --storage sqlite:///WORKDIR/nas.db`, compare page):
   (a) supernet: rewired teacher -> sandwich-trained supernet -> AutoDisc assistant -> NSGA-II search on inherited weights
-      -> standalone teacher -> assistant -> student distillation of the top front points (finals);
+      -> standalone distillation of the top front points (finals; under a deadline teacher -> student, the assistant's
+      own distillation would take most of the budget);
   (b) random, (c) optuna-nsga2, (d) nni-evolution: per-trial distillation of every candidate (nas/baselines.py).
 
 Fair budget: every method gets the same wall-clock budget for its search stage; the clock starts when the job's teacher
@@ -47,14 +50,14 @@ LABELS = {"supernet": "ours (supernet + AutoDisc + NSGA-II + finals)", "random":
 SETTINGS = {
     "rotten-tomatoes": {"dataset": {"name": "rotten-tomatoes", "max_rows": 3000}, "seq": 64, "teacher_epochs": 2,
                         "space": "bert_small", "epochs": 2, "budget_s": 480, "data_fraction": 1.0,
-                        "supernet": {"steps": 20, "n_random": 2, "rewire_rows": 128, "lr": 5.0e-4},
+                        "supernet": {"steps": 40, "n_random": 2, "rewire_rows": 128, "lr": 5.0e-4},
                         "assistant": {"layers": [3, 4], "hidden": [256, 384], "heads": [8], "ffn": [1024]},
-                        "proxy_trials": 24, "top_k": 3},
+                        "proxy_trials": 24, "top_k": 5},
     "bbc-news": {"dataset": {"name": "bbc-news"}, "seq": 128, "teacher_epochs": 2, "space": "bert_small", "epochs": 2,
                  "budget_s": 240, "data_fraction": 0.5,
-                 "supernet": {"steps": 10, "n_random": 2, "rewire_rows": 64, "lr": 5.0e-4},
+                 "supernet": {"steps": 20, "n_random": 2, "rewire_rows": 64, "lr": 5.0e-4},
                  "assistant": {"layers": [3, 4], "hidden": [256, 384], "heads": [8], "ffn": [1024]},
-                 "proxy_trials": 16, "top_k": 2},
+                 "proxy_trials": 16, "top_k": 4},
     "quick": {"dataset": {"name": "bbc-news", "max_rows": 400}, "seq": 64, "teacher_epochs": 4, "space": "tiny",
               "epochs": 2, "budget_s": 40, "data_fraction": 1.0,
               "supernet": {"steps": 4, "n_random": 2, "rewire_rows": 32, "lr": 5.0e-4},
@@ -80,7 +83,7 @@ def search_space_file(workdir: pathlib.Path, s: dict) -> str:
     return str(path)
 
 
-def job_spec(name: str, s: dict, method: str, seed: int, space: str) -> dict:
+def job_spec(name: str, s: dict, method: str, seed: int, space: str, budget_s: float) -> dict:
     search: dict = {"strategy": "evolution" if method == "supernet" else method, "population": 8}
     if method == "supernet":
         search.update({"supernet": s["supernet"], "autodisc": {"lambda": 0.2},
@@ -91,7 +94,7 @@ def job_spec(name: str, s: dict, method: str, seed: int, space: str) -> dict:
         "latency": {**LATENCY, "seq_len": s["seq"]},
         "budgets": {"trials": s["proxy_trials"] if method == "supernet" else 100000, "epochs": s["epochs"],
                     "max_seq_len": s["seq"], "teacher_epochs": s["teacher_epochs"], "data_fraction": s["data_fraction"],
-                    "max_concurrent": 1},
+                    "max_concurrent": 1, "time_s": budget_s},
         "search": search, "seed": seed,
     }
 
@@ -141,6 +144,8 @@ def where_time_goes(trials: list[dict], run: dict) -> dict:
 
 
 def summarise(store, run: dict, budget_s: float, reference: tuple[float, float], speedups: dict[str, float]) -> dict:
+    import datetime as dt
+
     from nas.baselines import hv_at, hv_curve, trial_events
     from nas.search.pareto import pareto_front
 
@@ -173,6 +178,12 @@ def summarise(store, run: dict, budget_s: float, reference: tuple[float, float],
     front = [keys[i] for i in pareto_front([list(points[k]) for k in keys], [True, False])] if keys else []
     students = [t for t in trials if t["kind"] == "student"]
     done = [t for t in students if t["state"] == "COMPLETE"]
+    final_at = []  # seconds into the search at which each standalone final (supernet schedule) was written
+    for t in done:
+        stamps = [m["created_at"] for m in t["metrics"]
+                  if (m["name"], m["split"], m["source"]) == ("accuracy", "dev", "final") and m.get("created_at")]
+        if stamps and any(m["source"] == "proxy" for m in t["metrics"]):
+            final_at.append(max(stamps).replace(tzinfo=dt.timezone.utc).timestamp() - run["search_start"])
     # a per-trial latency row found in the store's cache (same shape measured by an earlier job) carries no speedup
     cached = sum(1 for t in done if t["latency"] and not any(m["name"] == "speedup" for m in t["metrics"]))
     return {
@@ -181,7 +192,7 @@ def summarise(store, run: dict, budget_s: float, reference: tuple[float, float],
                         key=lambda r: r["rel_latency"]),
         "pareto_size": len(front), "trials": len({e[1] for e in within}),
         "student_trials_completed": len(done), "student_trials_failed": sum(t["state"] == "FAILED" for t in students),
-        "finals": sum(1 for e in events if e[0] == run["search_end"] - run["search_start"] and e[0] <= budget_s),
+        "finals": len(final_at), "finals_in_budget": sum(1 for x in final_at if x <= budget_s),
         "search_s": run["search_end"] - run["search_start"], "latency_cache_hits": cached,
         "teacher_dev_acc": next(m["value"] for m in teacher["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"),
         "teacher_p50_ms": teacher["latency"][-1]["p50_ms"], "job_id": run["job_id"],
@@ -287,7 +298,7 @@ def main() -> None:
         results, runs, reference = {}, {}, None
         space = search_space_file(work, s)
         for method in methods:
-            spec = parse_spec(job_spec(name, s, method, args.seed, space))
+            spec = parse_spec(job_spec(name, s, method, args.seed, space, budget))
             if reference is None:
                 reference = (majority_dev_accuracy(spec), 1.0)
             t0, load0 = time.perf_counter(), os.getloadavg()[0]

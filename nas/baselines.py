@@ -176,8 +176,8 @@ METHODS = ("supernet", "random", "optuna-nsga2", "nni-evolution")  # head-to-hea
 def run_timed_job(spec: JobSpec, store: Store, budget_s: float | None = None, log: Callable[[str], None] = print,
                   progress: bool = False) -> dict:
     """One job with wall-clock marks around its search: teacher stage (not timed: a shared, cached input), search (timed;
-    a per-trial search starts no trial after `budget_s`), references (not timed). Returns {"job_id", "search_start",
-    "search_end"} as time.time() values. The supernet schedule runs as its spec sizes it; the caller cuts its curve."""
+    no trial, proxy generation or final starts after `budget_s`), references (not timed). Returns {"job_id",
+    "search_start", "search_end"} as time.time() values; the caller cuts the curves at the budget."""
     from nas.pipeline import _reference_stage, _search_stage, _teacher_stage, prepare
 
     prep = prepare(spec)
@@ -186,8 +186,7 @@ def run_timed_job(spec: JobSpec, store: Store, budget_s: float | None = None, lo
     try:
         ctx = _teacher_stage(prep, store, job_id, log)
         start = time.time()
-        _search_stage(prep, store, job_id, ctx, log, progress, None,
-                      deadline=start + budget_s if budget_s and spec.search.supernet is None else None)
+        _search_stage(prep, store, job_id, ctx, log, progress, None, deadline=start + budget_s if budget_s else None)
         end = time.time()
         _reference_stage(prep, store, job_id, ctx, log)
         store.set_job_status(job_id, "COMPLETE", stage="done")
@@ -202,10 +201,10 @@ def trial_events(trials: list[dict], metric: str, search_start: float, search_en
                  known_speedups: dict[str, float] | None = None) -> list[tuple[float, str, float, float]]:
     """(seconds since search start, shape key, dev metric, latency relative to the teacher) for every student model a job
     produced, in time order. A per-trial or proxy point counts when its trial finished. A `final` metric (the supernet
-    schedule's standalone distillation) replaces its trial's proxy point at `search_end`, when the final stage is done
-    (the store does not time each final). Latency relative to the teacher: the trial's same-round `speedup` when it has
-    one; a latency row reused from the store's cache has none, so `known_speedups[shape key]` (the speedup measured with
-    that row) when given, else p50 / the job's teacher p50."""
+    schedule's standalone distillation) replaces its trial's proxy point when that final metric was written (its
+    timestamp; `search_end` for metrics without one). Latency relative to the teacher: the trial's same-round `speedup`
+    when it has one; a latency row reused from the store's cache has none, so `known_speedups[shape key]` (the speedup
+    measured with that row) when given, else p50 / the job's teacher p50."""
     import datetime as dt
 
     def epoch(t):
@@ -223,7 +222,10 @@ def trial_events(trials: list[dict], metric: str, search_start: float, search_en
         if first is not None:
             out.append((epoch(t["finished_at"]) - search_start, key, first, rel))
         if (metric, "proxy") in vals and (metric, "final") in vals:
-            out.append((search_end - search_start, key, vals[(metric, "final")], rel))
+            stamps = [m["created_at"] for m in t["metrics"] if m.get("created_at") is not None
+                      and (m["name"], m["split"], m["source"]) == (metric, "dev", "final")]
+            when = epoch(max(stamps)) if stamps else search_end  # the final's own time; an older store: the stage end
+            out.append((min(when, search_end) - search_start, key, vals[(metric, "final")], rel))
     return sorted(out)
 
 

@@ -258,10 +258,12 @@ def _search_stage(prep: Prepared, store: Store, job_id: int, ctx: dict, log, pro
 
     spec = prep.spec
     init_ray(ray_address)
+    if deadline is None and spec.budgets.time_s:
+        deadline = time.time() + spec.budgets.time_s
     if spec.search.supernet is not None:
         from nas.supernet_stages import run_supernet_schedule
 
-        run_supernet_schedule(prep, store, job_id, ctx, log, progress)
+        run_supernet_schedule(prep, store, job_id, ctx, log, progress, deadline)
         return
     _per_trial_search(prep, store, job_id, ctx, log, progress, deadline)
 

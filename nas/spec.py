@@ -76,6 +76,9 @@ class Budgets(Strict):
     max_seq_len: int = Field(128, ge=8, le=512)
     teacher_epochs: float = Field(3.0, gt=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
+    # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
+    # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
+    time_s: float | None = Field(None, gt=0, le=30 * 86400)
 
 
 class SupernetSettings(Strict):

@@ -233,7 +233,11 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
 
 
 # -- driver ---------------------------------------------------------------------------------------------------------------
-def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Callable[[str], None], progress: bool) -> None:
+def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Callable[[str], None], progress: bool,
+                          deadline: float | None = None) -> None:
+    """Supernet -> AutoDisc assistant -> student search on inherited weights -> finals. With a `deadline` (time.time(),
+    from `budgets.time_s` or a caller), no proxy generation or final starts after it and the finals are teacher ->
+    student: the assistant's own distillation, the longest single step, would leave no time for the students."""
     import ray
     from tqdm import tqdm
 
@@ -353,6 +357,9 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     generation = 0
     n_done = len(students)
     while n_done < spec.budgets.trials:
+        if deadline is not None and time.time() >= deadline:
+            log(f"search: the wall-clock budget is spent after {n_done} proxy evaluations")
+            break
         n = min(spec.search.population, spec.budgets.trials - n_done)
         shapes = strategy.ask(n)
         if not shapes:
@@ -374,6 +381,12 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     if fin.top_k == 0:
         return
     store.set_job_stage(job_id, "final")
+    if assistant is not None and fin.two_step and deadline is not None:
+        log("final: a wall-clock budget is set: finals are teacher -> student (no assistant distillation)")
+        assistant = None
+    if deadline is not None and time.time() >= deadline:
+        log("final: the wall-clock budget is spent; no final starts")
+        return
     final_task = ray.remote(num_cpus=cpus)(final_distill_task)
     teacher_soft = [ctx["teacher"]["logits_path"]]
     common: dict = {}
@@ -406,6 +419,9 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not progress)
     for t in todo:
+        if deadline is not None and time.time() >= deadline:
+            log(f"final: the wall-clock budget is spent after {bar.n} of {len(chosen)} finals")
+            break
         item = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"], **common}
         if fin.one_step_baseline and assistant is not None and fin.two_step:
             ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_"}))

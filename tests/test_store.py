@@ -217,7 +217,9 @@ def test_metrics_round_trip(store):
     store.add_metric(t, "accuracy", 0.65, "test", "final")
     store.add_metric(t, "params", 1234567, "dev", "final")
     d = store.get_trial(t)
-    assert d["metrics"][0] == {"name": "accuracy", "value": 0.5, "split": "dev", "source": "proxy", "step": 10}
+    first = dict(d["metrics"][0])
+    assert first.pop("created_at") <= d["metrics"][-1]["created_at"]  # each metric is timestamped (final timing)
+    assert first == {"name": "accuracy", "value": 0.5, "split": "dev", "source": "proxy", "step": 10}
     assert len(d["metrics"]) == 5 and isinstance(d["metrics"][4]["value"], float)
     assert metric_value(d, "accuracy", "dev") == 0.7  # final preferred over proxy
     assert metric_value(d, "accuracy", "dev", "proxy") == 0.6  # the latest proxy value

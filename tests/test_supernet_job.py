@@ -123,3 +123,27 @@ def test_resume_of_a_complete_job_changes_nothing(job):
     resume_job(store, job_id, progress=False)
     after = store.count_rows()
     assert after["trials"] == before["trials"] and after["latency_measurements"] == before["latency_measurements"]
+
+
+def test_a_wall_clock_budget_stops_the_schedule_and_skips_the_assistant_distillation(job):
+    """`budgets.time_s` spent by the supernet itself: no proxy generation and no final starts after the deadline, the
+    assistant is scored (τ) but not distilled, and the job still completes."""
+    import yaml
+
+    from nas.pipeline import run_job
+    from nas.spec import parse_spec
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-deadline"
+    raw["budgets"]["time_s"] = 0.01
+    lines: list[str] = []
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, log=lines.append, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    assert store.trials(job_id, kind="supernet", state="COMPLETE")
+    assert store.trials(job_id, kind="student") == []
+    assert any("wall-clock budget is spent after 0 proxy evaluations" in m for m in lines), lines
+    assistants = store.trials(job_id, kind="assistant", state="COMPLETE")
+    assert assistants and all(metric_value(t, "tau", "dev", "proxy") is not None for t in assistants)
+    assert all(metric_value(t, "accuracy", "dev", "final") is None for t in assistants)

@@ -356,9 +356,11 @@ class Store:
                         Trial.__table__.c.job_id == job_id)
                 return q.where(table.c.trial_id.in_(ids))
 
-            for m in s.execute(restrict(select(M.c.trial_id, M.c.name, M.c.value, M.c.split, M.c.source, M.c.step),
+            for m in s.execute(restrict(select(M.c.trial_id, M.c.name, M.c.value, M.c.split, M.c.source, M.c.step,
+                                                M.c.created_at),
                                         M).order_by(M.c.id)):
-                metrics[m[0]].append({"name": m[1], "value": m[2], "split": m[3], "source": m[4], "step": m[5]})
+                metrics[m[0]].append({"name": m[1], "value": m[2], "split": m[3], "source": m[4], "step": m[5],
+                                      "created_at": m[6]})
             for lm in s.execute(restrict(select(L), L).order_by(L.c.id)).mappings():
                 latency[lm["trial_id"]].append(_latency_dict(lm))
             for a in s.execute(restrict(select(A.c.trial_id, A.c.kind, A.c.path), A).order_by(A.c.id)):
