@@ -230,7 +230,18 @@ def make_searcher(name: str, params: dict[str, dict], metric: str = "accuracy", 
         from ray.tune.search.bohb import TuneBOHB
 
         s = TuneBOHB(space=tune_space(params), metric=metric, mode="max", seed=seed, points_to_evaluate=points or None)
-    return ConcurrencyLimiter(s, max_concurrent=max_concurrent)
+    return _PlainLimiter(s, max_concurrent=max_concurrent)
+
+
+class _PlainLimiter(ConcurrencyLimiter):
+    """Ray Tune's concurrency limiter, handing out configurations of plain Python values: BOHB (ConfigSpace) and NNI
+    propose numpy scalars, which neither the store's JSON columns nor YAML exports accept."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if not isinstance(config, dict):
+            return config
+        return {k: _python(v) for k, v in config.items()}
 
 
 def make_scheduler(algorithm: str, scheduler: str, metric: str, max_t: int):

@@ -142,6 +142,7 @@ def test_each_algorithm_runs_a_real_tune_search(algorithm, ray_session, tmp_path
     configs = [r.config for r in results]
     assert {"lr": 1e-3, "alpha_soft": 0.5, "batch_size": 32} in configs  # the default point is tried
     assert all(1e-4 <= c["lr"] <= 1e-2 and c["batch_size"] in (16, 32) for c in configs)
+    assert all(type(c["batch_size"]) is int and type(c["lr"]) is float for c in configs)  # JSON-clean, no numpy scalars
     distinct = {(round(c["lr"], 12), round(c["alpha_soft"], 12), c["batch_size"]) for c in configs}
     assert len(distinct) >= 4  # the searcher proposed, not one point repeated
     best = results.get_best_result("accuracy", "max", scope="all")
