@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--space", default="fast", help="default adds hidden/attention losses (3-5x slower)")
     ap.add_argument("--no-full-search", action="store_true", help="skip the all-data search (no cost ratio)")
     ap.add_argument("--no-other-algorithms", action="store_true")
+    ap.add_argument("--resume", metavar="DIR", default=None,
+                    help="continue an earlier run in DIR (its NAS_HOME, printed at the start): finished stages, seed "
+                         "runs and searches are kept; a search finished earlier is timed by its trials' timestamps")
     args = ap.parse_args()
     if args.quick:
         args.rows, args.samples, args.top_k, args.seeds = args.rows or 1000, 6, 3, 1
@@ -65,8 +68,15 @@ def main() -> None:
     from nas.store import Store
     from nas.store.store import metric_value
 
-    home = pathlib.Path(tempfile.mkdtemp(prefix="nas-bench-hpo-"))
+    if args.resume:
+        home = pathlib.Path(args.resume)
+        if not (home / "nas.db").is_file():
+            print(f"error: --resume: no nas.db in {home}", file=sys.stderr)
+            raise SystemExit(2)
+    else:
+        home = pathlib.Path(tempfile.mkdtemp(prefix="nas-bench-hpo-"))
     os.environ["NAS_HOME"] = str(home)
+    print(f"NAS_HOME {home} (continue an interrupted run with --resume {home})", flush=True)
     L, H, A, F = (int(x) for x in args.shape.split(","))
     shape = {"layers": L, "hidden": H, "heads": A, "ffn": F}
     dataset = {"name": args.dataset, **({"max_rows": args.rows} if args.rows else {})}
@@ -83,7 +93,28 @@ def main() -> None:
     spec = parse_spec(spec_d)
     prep = prepare(spec)
     store = Store(f"sqlite:///{home / 'nas.db'}")
-    job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
+
+    def job_named(name: str, finished_samples: int | None = None) -> int:
+        """The earlier run's job of this name when resuming (for a search: only one whose trials all finished),
+        else a new one."""
+        for j in sorted(store.list_jobs(), key=lambda j: -j["id"]) if args.resume else []:
+            if j["name"] != name:
+                continue
+            if finished_samples is None:
+                return j["id"]
+            states = [t["state"] for t in store.trials(j["id"], kind="hpo-sample")]
+            if len(states) >= finished_samples and all(s in ("COMPLETE", "PRUNED") for s in states):
+                return j["id"]
+        return store.create_job(name, spec.model_dump(mode="json"), status="RUNNING")
+
+    def search_s(job: int, measured: float) -> float:
+        """Seconds of a search: as measured in this run, or (finished in an earlier run) first start to last finish."""
+        if measured > 0:
+            return measured
+        ts = store.trials(job, kind="hpo-sample")
+        return (max(t["finished_at"] for t in ts) - min(t["started_at"] for t in ts)).total_seconds()
+
+    job_id = job_named(spec.name)
     t0 = time.perf_counter()
     ctx = _teacher_stage(prep, store, job_id, print)
     print(f"teacher ready in {time.perf_counter() - t0:.0f} s; {len(ctx['train_idx'])} train rows", flush=True)
@@ -105,13 +136,20 @@ def main() -> None:
     task = ray.remote(num_cpus=1)(_full_task)
     runs = {"default": [metric_value(default_t, "accuracy", "test", "final")],
             "tuned": [metric_value(tuned_t, "accuracy", "test", "final")]}
+    seed_file = home / "seed_runs.json"  # seed runs are not trials of the job; kept here for --resume
+    seed_done = json.loads(seed_file.read_text()) if seed_file.is_file() else {}
     refs = {}
     for seed in range(1, args.seeds):
         for label, t in (("default", default_t), ("tuned", tuned_t)):
-            refs[task.remote(base, t["config"]["hparams"], seed)] = label
-    for ref, label in refs.items():
-        runs[label].append(ray.get(ref)["test"]["accuracy"])
-        print(f"seed run {label}: test {runs[label][-1]:.4f}", flush=True)
+            if f"{label}-{seed}" not in seed_done:
+                refs[task.remote(base, t["config"]["hparams"], seed)] = (label, seed)
+    for ref, (label, seed) in refs.items():
+        seed_done[f"{label}-{seed}"] = ray.get(ref)["test"]["accuracy"]
+        seed_file.write_text(json.dumps(seed_done))
+        print(f"seed run {label} (seed {seed}): test {seed_done[f'{label}-{seed}']:.4f}", flush=True)
+    for seed in range(1, args.seeds):
+        for label in ("default", "tuned"):
+            runs[label].append(seed_done[f"{label}-{seed}"])
     default_acc, tuned_acc = float(np.mean(runs["default"])), float(np.mean(runs["tuned"]))
 
     # 4: the same search on all of train, for the cost ratio
@@ -122,9 +160,9 @@ def main() -> None:
         hpo_full = HPOSettings(**{**spec_d["hpo"], "sample_fraction": 1.0})
         ctx_full = {**base, "sample_idx": list(ctx["train_idx"]), "epochs": args.epochs, "reports": args.reports,
                     "threads": 1}
-        job_full = store.create_job("bench-hpo-full-search", spec.model_dump(mode="json"), status="RUNNING")
-        full_search_s = run_sample_search(store, job_full, shape, ctx_full, hpo_full, params, print,
-                                          home / "ray_results")
+        job_full = job_named("bench-hpo-full-search", args.samples)
+        full_search_s = search_s(job_full, run_sample_search(store, job_full, shape, ctx_full, hpo_full, params,
+                                                             print, home / "ray_results"))
         print(f"full-data search: {full_search_s:.0f} s", flush=True)
 
     # 5: every other algorithm on the same sample search
@@ -141,10 +179,10 @@ def main() -> None:
             if alg == args.algorithm:
                 continue
             hpo_a = HPOSettings(**{**spec_d["hpo"], "algorithm": alg})
-            job_a = store.create_job(f"bench-hpo-{alg}", spec.model_dump(mode="json"), status="RUNNING")
-            s_a = run_sample_search(store, job_a, shape, {**base, "sample_idx": sample_idx, "epochs": args.epochs,
-                                                          "reports": args.reports, "threads": 1}, hpo_a, params,
-                                    print, home / "ray_results")
+            job_a = job_named(f"bench-hpo-{alg}", args.samples)
+            s_a = search_s(job_a, run_sample_search(store, job_a, shape, {
+                **base, "sample_idx": sample_idx, "epochs": args.epochs, "reports": args.reports, "threads": 1},
+                hpo_a, params, print, home / "ray_results"))
             trials = store.trials(job_a, kind="hpo-sample")
             per_algorithm[alg] = {"best_sample_acc": max((metric_value(t, "accuracy", "dev", "proxy") or 0)
                                                          for t in trials) if trials else None,

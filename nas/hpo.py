@@ -231,6 +231,8 @@ class _RecordTrials(tune.Callback):
         return self._store
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ids:  # BOHB's scheduler pauses trials and starts them again: one row per trial
+            return
         t = self.store.add_trial(self.job_id, "hpo-sample", {**self.base, "hparams": dict(trial.config),
                                                              "tune_trial_id": trial.trial_id}, state="RUNNING")
         self.store.start_trial(t["id"])

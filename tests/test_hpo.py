@@ -130,15 +130,24 @@ def ray_session():
 def test_each_algorithm_runs_a_real_tune_search(algorithm, ray_session, tmp_path):
     from ray import tune
 
+    from nas.hpo import _RecordTrials
+    from nas.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'nas.db'}")
+    job = store.create_job("tune-" + algorithm, {}, status="RUNNING")
     searcher = make_searcher(algorithm, PARAMS, "accuracy", seed=1, max_concurrent=2,
                              points_to_evaluate=[{"lr": 1e-3, "alpha_soft": 0.5, "batch_size": 32}], population=4)
     tuner = tune.Tuner(
         tune.with_resources(_make_objective(), {"cpu": 1}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(algorithm, "asha", "accuracy", 3),
                                     num_samples=8),
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name=algorithm, verbose=0))
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name=algorithm, verbose=0,
+                                  callbacks=[_RecordTrials(store.url, job, {"algorithm": algorithm}, 3)]))
     results = tuner.fit()
     assert len(results) == 8 and not results.errors
+    rows = store.trials(job, kind="hpo-sample")  # one row per Tune trial (BOHB pauses and restarts trials), all ended
+    assert sorted(r["config"]["tune_trial_id"] for r in rows) == sorted(r.metrics["trial_id"] for r in results)
+    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
     configs = [r.config for r in results]
     assert {"lr": 1e-3, "alpha_soft": 0.5, "batch_size": 32} in configs  # the default point is tried
     assert all(1e-4 <= c["lr"] <= 1e-2 and c["batch_size"] in (16, 32) for c in configs)
