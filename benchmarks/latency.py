@@ -151,6 +151,8 @@ def main() -> None:
         "session_speedup_rel_diff_median": float(np.median(rel_speedup)),
         "predictor_mape": p_mape, "predictor_fit_mape": pred.fit_mape, "predictor_mape_raw_p50": p_mape_raw, "predictor_train": n_train, "predictor_test": n_test,
         "predictor_terms": pred.terms(),
+        # the measured rows themselves (shape, drift-corrected p50, raw p50), so other predictors can be compared offline
+        "predictor_rows": [[s.key, lat[i], raw[i]] for i, s in enumerate(pred_shapes)],
         "int8_speedup": float(np.median(int8)) if int8 else None, "onnx_speedup": float(np.median(onnx)) if onnx else None,
         "int8_speedups": int8, "onnx_speedups": onnx,
         "measure_s_per_shape": per_shape_s, "wall_s": time.perf_counter() - t_start,
