@@ -55,7 +55,7 @@ def setup(args):
     return teacher, space, settings
 
 
-def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
+def measure_with_reference(teacher, shapes, settings, chunk: int = 8, rounds: int = 10) -> dict:
     """Shapes measured in interleaved rounds with the teacher re-measured in each (chunks of `chunk` shapes): raw rows
     plus each shape's speedup against the teacher from the same rounds."""
     from nas.latency.measure import measure_interleaved
@@ -65,7 +65,7 @@ def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
     for i in range(0, len(shapes), chunk):
         part = shapes[i:i + chunk]
         rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(teacher, s) for s in part}}, settings,
-                                   rounds=3, reference="teacher")
+                                   rounds=rounds, reference="teacher")
         out.update({s.key: rows[s.key] for s in part})
         out.setdefault("teacher_rows", []).append(rows["teacher"])
     return out
@@ -74,7 +74,7 @@ def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
 def session(args) -> None:
     """One process: the 10 session shapes, p50 and speedup each (compared across two processes by the parent)."""
     teacher, space, settings = setup(args)
-    rows = measure_with_reference(teacher, shapes_for(space.student, 10, 1), settings, chunk=10)
+    rows = measure_with_reference(teacher, shapes_for(space.student, 10, 1), settings, chunk=10, rounds=args.rounds)
     print(json.dumps({k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items() if k != "teacher_rows"}))
 
 
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--passes", type=int, default=None,
                     help="measurement passes over the predictor's 45 shapes, pooled per shape (default 4; --quick 2)")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per measurement (the protocol's default: 10)")
     ap.add_argument("--session", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.session:
@@ -114,7 +115,7 @@ def main() -> None:
 
     # 2. the same 10 shapes in two separate processes
     cmd = [sys.executable, __file__, "--session", "--device", args.device, "--seq", str(args.seq), "--threads",
-           str(args.threads)] + (["--quick"] if args.quick else [])
+           str(args.threads), "--rounds", str(args.rounds)] + (["--quick"] if args.quick else [])
     runs = []
     for _ in range(2):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -132,7 +133,7 @@ def main() -> None:
     pred_shapes = shapes_for(space.student, n_train + n_test, 2)
     passes = []
     for _ in range(args.passes):
-        passes.append(measure_with_reference(teacher, pred_shapes, settings))
+        passes.append(measure_with_reference(teacher, pred_shapes, settings, rounds=args.rounds))
     t_ref = float(np.median([r["p50_ms"] for m in passes for r in m["teacher_rows"]]))
     raw = [float(np.median([m[s.key]["p50_ms"] for m in passes])) for s in pred_shapes]
     lat = [t_ref / float(np.median([m[s.key]["speedup"] for m in passes])) for s in pred_shapes]
@@ -161,7 +162,7 @@ def main() -> None:
             print(f"{s.key}: eager {base:.2f} ms, int8 {q:.2f} ms, onnx {o:.2f} ms", flush=True)
     teacher_p50 = measure_latency(teacher, settings)["p50_ms"]
     out = {
-        "device": settings.device, "seq_len": args.seq, "threads": args.threads, "quick": args.quick,
+        "device": settings.device, "seq_len": args.seq, "rounds": args.rounds, "threads": args.threads, "quick": args.quick,
         "fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "teacher_p50_ms": teacher_p50,
         "cv_median": float(np.median(cvs)), "cv_max": float(np.max(cvs)),
         "session_rel_diff_median": float(np.median(rel)), "session_rel_diff_max": float(np.max(rel)),

@@ -50,7 +50,7 @@ class LatencySettings(Strict):
     min_runs: int = Field(20, ge=5)
     max_runs: int = Field(200, ge=5)
     rel_ci: float = Field(0.02, gt=0, lt=1)
-    rounds: int = Field(3, ge=1, le=20)  # interleaved rounds, the teacher re-measured in each as the reference
+    rounds: int = Field(10, ge=1, le=20)  # interleaved rounds, the teacher re-measured in each as the reference
 
     @model_validator(mode="after")
     def _runs(self):

@@ -32,7 +32,9 @@ class LatencySettings:
     max_runs: int = 200
     rel_ci: float = 0.02
 
-    rounds: int = 3
+    # 10 short rounds rather than 3 long ones (same total runs): the median of 10 same-round ratios to the teacher
+    # repeated across processes within 3-4% on the 2-core VM against 5-8% with 3 rounds (docs/BENCHMARKS.md, issue 4)
+    rounds: int = 10
 
     def cache_settings(self) -> dict:
         return {"runtime": self.runtime, "dtype": self.dtype, "batch": self.batch, "seq_len": self.seq_len, "threads": self.threads}
@@ -198,7 +200,7 @@ def measure_latency(model: torch.nn.Module, settings: LatencySettings, exclusive
     return _row(settings, runner.device, samples)
 
 
-def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int = 3,
+def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int = 10,
                         reference: str | None = None, seed: int = 0, exclusive: bool = True) -> dict[str, dict]:
     """Measure several models in `rounds` interleaved rounds (a fresh random order each round), so that drift of the
     machine hits all of them alike. Each round times every model with a share of the run budget; a model's row pools
