@@ -5,9 +5,8 @@
     python benchmarks/latency.py --device cuda    # on a GPU machine (eager fp32 and fp16)
 
 Figures: cv_median (per-row coefficient of variation over 10 shapes), session_rel_diff_median (the same 10 shapes measured
-in two separate processes), predictor_mape (additive predictor fitted on >= 30 shapes, tested on >= 15 others; targets pooled over --passes
-measurement passes, single-pass figures beside),
-int8_speedup / onnx_speedup (eager fp32 p50 / runtime p50, median over shapes), measure_s_per_shape.
+in two separate processes), predictor_mape (additive predictor fitted on >= 30 shapes, tested on >= 15 others; targets
+pooled over --passes measurement passes, single-pass figures beside), int8_speedup / onnx_speedup (eager fp32 p50 / runtime p50, median over shapes), measure_s_per_shape.
 Shapes are sub-networks of the MiniLM-L6 teacher drawn from search_spaces/bert_small.yaml (weights do not change latency).
 """
 
@@ -51,11 +50,12 @@ def setup(args):
                                                             attn_implementation="eager").eval()
     space = load_search_space("bert_small", teacher_config("minilm-l6"))
     settings = LatencySettings(device=args.device, seq_len=args.seq, threads=args.threads,
+                               **({"rounds": args.rounds} if args.rounds else {}),
                                max_runs=60 if args.quick else 200, min_runs=20, warmup=5 if args.quick else 10)
     return teacher, space, settings
 
 
-def measure_with_reference(teacher, shapes, settings, chunk: int = 8, rounds: int = 10) -> dict:
+def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
     """Shapes measured in interleaved rounds with the teacher re-measured in each (chunks of `chunk` shapes): raw rows
     plus each shape's speedup against the teacher from the same rounds."""
     from nas.latency.measure import measure_interleaved
@@ -65,7 +65,7 @@ def measure_with_reference(teacher, shapes, settings, chunk: int = 8, rounds: in
     for i in range(0, len(shapes), chunk):
         part = shapes[i:i + chunk]
         rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(teacher, s) for s in part}}, settings,
-                                   rounds=rounds, reference="teacher")
+                                   reference="teacher")
         out.update({s.key: rows[s.key] for s in part})
         out.setdefault("teacher_rows", []).append(rows["teacher"])
     return out
@@ -74,7 +74,7 @@ def measure_with_reference(teacher, shapes, settings, chunk: int = 8, rounds: in
 def session(args) -> None:
     """One process: the 10 session shapes, p50 and speedup each (compared across two processes by the parent)."""
     teacher, space, settings = setup(args)
-    rows = measure_with_reference(teacher, shapes_for(space.student, 10, 1), settings, chunk=10, rounds=args.rounds)
+    rows = measure_with_reference(teacher, shapes_for(space.student, 10, 1), settings, chunk=10)
     print(json.dumps({k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items() if k != "teacher_rows"}))
 
 
@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--passes", type=int, default=None,
                     help="measurement passes over the predictor's 45 shapes, pooled per shape (default 4; --quick 2)")
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per measurement (the protocol's default: 10)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds per measurement (default: the protocol's, LatencySettings.rounds)")
     ap.add_argument("--session", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.session:
@@ -115,7 +116,7 @@ def main() -> None:
 
     # 2. the same 10 shapes in two separate processes
     cmd = [sys.executable, __file__, "--session", "--device", args.device, "--seq", str(args.seq), "--threads",
-           str(args.threads), "--rounds", str(args.rounds)] + (["--quick"] if args.quick else [])
+           str(args.threads)] + (["--rounds", str(args.rounds)] if args.rounds else []) + (["--quick"] if args.quick else [])
     runs = []
     for _ in range(2):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -131,22 +132,22 @@ def main() -> None:
     # the pooled median), which is as large as the model's error; the single-pass figures are reported beside.
     n_train, n_test = (30, 15)
     pred_shapes = shapes_for(space.student, n_train + n_test, 2)
-    passes = []
-    for _ in range(args.passes):
-        passes.append(measure_with_reference(teacher, pred_shapes, settings, rounds=args.rounds))
-    t_ref = float(np.median([r["p50_ms"] for m in passes for r in m["teacher_rows"]]))
-    raw = [float(np.median([m[s.key]["p50_ms"] for m in passes])) for s in pred_shapes]
-    lat = [t_ref / float(np.median([m[s.key]["speedup"] for m in passes])) for s in pred_shapes]
-    pred = fit_predictor(pred_shapes[:n_train], lat[:n_train])
-    p_mape = mape(pred.predict_many(pred_shapes[n_train:]), lat[n_train:])
-    pred_raw = fit_predictor(pred_shapes[:n_train], raw[:n_train])
-    p_mape_raw = mape(pred_raw.predict_many(pred_shapes[n_train:]), raw[n_train:])
-    per_pass = []
-    for m in passes:
-        t_pass = float(np.median([r["p50_ms"] for r in m["teacher_rows"]]))
-        y = [t_pass / m[s.key]["speedup"] for s in pred_shapes]
-        per_pass.append(mape(fit_predictor(pred_shapes[:n_train], y[:n_train]).predict_many(pred_shapes[n_train:]),
-                             y[n_train:]))
+    passes = [measure_with_reference(teacher, pred_shapes, settings) for _ in range(args.passes)]
+
+    def targets(ps: list[dict]) -> tuple[list[float], list[float]]:
+        """Per shape over the passes `ps`: (drift-corrected latency, median raw p50)."""
+        t_ref = float(np.median([r["p50_ms"] for m in ps for r in m["teacher_rows"]]))
+        return ([t_ref / float(np.median([m[s.key]["speedup"] for m in ps])) for s in pred_shapes],
+                [float(np.median([m[s.key]["p50_ms"] for m in ps])) for s in pred_shapes])
+
+    def held_out(y: list[float]):
+        p = fit_predictor(pred_shapes[:n_train], y[:n_train])
+        return p, mape(p.predict_many(pred_shapes[n_train:]), y[n_train:])
+
+    lat, raw = targets(passes)
+    pred, p_mape = held_out(lat)
+    p_mape_raw = held_out(raw)[1]
+    per_pass = [held_out(targets([m])[0])[1] for m in passes]
 
     # 4. low precision and ONNX Runtime vs eager fp32 (CPU only)
     int8, onnx = [], []
@@ -162,7 +163,7 @@ def main() -> None:
             print(f"{s.key}: eager {base:.2f} ms, int8 {q:.2f} ms, onnx {o:.2f} ms", flush=True)
     teacher_p50 = measure_latency(teacher, settings)["p50_ms"]
     out = {
-        "device": settings.device, "seq_len": args.seq, "rounds": args.rounds, "threads": args.threads, "quick": args.quick,
+        "device": settings.device, "seq_len": args.seq, "rounds": settings.rounds, "threads": args.threads, "quick": args.quick,
         "fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "teacher_p50_ms": teacher_p50,
         "cv_median": float(np.median(cvs)), "cv_max": float(np.max(cvs)),
         "session_rel_diff_median": float(np.median(rel)), "session_rel_diff_max": float(np.max(rel)),

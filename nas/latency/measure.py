@@ -200,9 +200,9 @@ def measure_latency(model: torch.nn.Module, settings: LatencySettings, exclusive
     return _row(settings, runner.device, samples)
 
 
-def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int = 10,
+def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int | None = None,
                         reference: str | None = None, seed: int = 0, exclusive: bool = True) -> dict[str, dict]:
-    """Measure several models in `rounds` interleaved rounds (a fresh random order each round), so that drift of the
+    """Measure several models in `rounds` (default: `settings.rounds`) interleaved rounds (a fresh random order each round), so that drift of the
     machine hits all of them alike. Each round times every model with a share of the run budget; a model's row pools
     its samples over the rounds. With `reference` (e.g. the teacher, measured in every round), each row also gets
     `speedup` = median over rounds of reference p50 / model p50 from the same round, and `reference_p50_ms`."""
@@ -210,7 +210,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySet
 
     if reference is not None and reference not in models:
         raise ValueError(f"reference {reference!r} is not among the models measured")
-    rounds = max(1, int(rounds))
+    rounds = max(1, int(settings.rounds if rounds is None else rounds))
     per_round = LatencySettings(**{**settings.__dict__, "min_runs": max(5, settings.min_runs // rounds),
                                    "max_runs": max(5, settings.max_runs // rounds),
                                    "warmup": max(1, settings.warmup // rounds)})
@@ -282,7 +282,7 @@ def measure_models(store, models: dict[str, torch.nn.Module], settings: LatencyS
         batch = dict(todo)
         if reference is not None:
             batch[TEACHER_KEY] = reference
-        rows = measure_interleaved(batch, rs, rounds=rounds or rs.rounds, reference=TEACHER_KEY if reference is not None else None)
+        rows = measure_interleaved(batch, rs, rounds=rounds, reference=TEACHER_KEY if reference is not None else None)
         for key in todo:
             out[key].append(rows[key])
     return out
