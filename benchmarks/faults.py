@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import pathlib
+import re
 import signal
 import sqlite3
 import statistics
@@ -135,6 +136,24 @@ def group_members(pgid: int) -> list[int]:
     return pids
 
 
+def tail(path: pathlib.Path, n: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError as exc:
+        return f"<{exc}>"
+
+
+def cluster_cpus(port: int, env: dict) -> float:
+    """Total CPUs the Ray cluster at 127.0.0.1:`port` reports (`ray status`); 0 while it cannot be reached."""
+    try:
+        out = subprocess.run([RAY, "status", "--address", f"127.0.0.1:{port}"], env=env, capture_output=True,
+                             text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return 0.0
+    m = re.search(r"[\d.]+/([\d.]+) CPU", out)
+    return float(m.group(1)) if m else 0.0
+
+
 # -- 1. kill -9 of the driver ---------------------------------------------------------------------------------------------
 def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) -> dict:
     """Kill -9 `nas serve` (its job child dies with it) or a `nas resume` driver mid-trial, once some trials are
@@ -226,13 +245,29 @@ def worker_kill(root: pathlib.Path, steps: int) -> dict:
         procs.start([RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp),
                      "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port())]
                     + common, env, home / "head.log")
-        time.sleep(8)
-        node = procs.start([RAY, "start", "--address", f"127.0.0.1:{port}"] + common, env, home / "node.log")
-        time.sleep(8)
+        wait_for(lambda: cluster_cpus(port, env) >= 1, 120, "the head node to come up", every=2)
+        # the second node gets its own free ports too: a default port taken by another Ray on this machine kills it
+        node = procs.start([RAY, "start", "--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port",
+                            str(_free_port()), "--metrics-export-port", str(_free_port())] + common, env, home / "node.log")
+        try:
+            wait_for(lambda: cluster_cpus(port, env) >= 2, 120, "the second node to join (2 CPUs)", every=2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; node.log ends: {tail(home / 'node.log')}") from None
         job_id = submit(SPEC.format(name="worker-kill", trials=2, steps=steps, concurrent=2), home, url, env)
         driver = procs.start(NAS + ["resume", str(job_id), "--storage", url, "--address", f"127.0.0.1:{port}", "--quiet"],
                              env, home / "driver.log")
-        wait_for(lambda: len(by_state(students(store, job_id), "RUNNING")) == 2, 600, "two trials running at once")
+
+        def both_running():
+            if driver.poll() is not None:  # the job ended before two trials ever ran side by side: say why, now
+                raise RuntimeError(f"the driver exited ({driver.returncode}) before two trials ran at once; "
+                                   f"driver.log ends: {tail(home / 'driver.log')}")
+            return len(by_state(students(store, job_id), "RUNNING")) == 2
+
+        try:
+            wait_for(both_running, 600, "two trials running at once")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc} (cluster CPUs now: {cluster_cpus(port, env)}); "
+                               f"driver.log ends: {tail(home / 'driver.log')}") from None
         time.sleep(2)
         procs.kill_group(node)
         t_kill = time.monotonic()

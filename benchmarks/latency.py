@@ -4,7 +4,8 @@
     python benchmarks/latency.py --quick          # fewer runs and shapes (<= 2 minutes)
     python benchmarks/latency.py --device cuda    # on a GPU machine (eager fp32 and fp16)
 
-Figures: cv_median (per-row coefficient of variation over 10 shapes), session_rel_diff_median (the same 10 shapes measured
+Figures: cv_median (per-row coefficient of variation over 10 shapes; timer_floor_cv beside it is the same machine's CV on a
+fixed ~1 ms pure-Python workload, the floor no protocol can go under), session_rel_diff_median (the same 10 shapes measured
 in two separate processes), predictor_mape (additive predictor fitted on >= 30 shapes, tested on >= 15 others; targets
 pooled over --passes measurement passes, single-pass figures beside), int8_speedup / onnx_speedup (eager fp32 p50 / runtime p50, median over shapes), measure_s_per_shape.
 Shapes are sub-networks of the MiniLM-L6 teacher drawn from search_spaces/bert_small.yaml (weights do not change latency).
@@ -99,13 +100,14 @@ def main() -> None:
 
     import numpy as np
 
-    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency
+    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, timer_noise_floor
     from nas.latency.predictor import fit_predictor, mape
     from nas.supernet import Shape, extract_subnet
 
     t_start = time.perf_counter()
     teacher, space, settings = setup(args)
     fp = device_fingerprint(settings.device, settings.threads)
+    floor = timer_noise_floor()  # the machine's own per-call CV on fixed work: the floor under cv_median
 
     # 1. CV of each row, 10 shapes
     t0 = time.perf_counter()
@@ -166,6 +168,7 @@ def main() -> None:
         "device": settings.device, "seq_len": args.seq, "rounds": settings.rounds, "threads": args.threads, "quick": args.quick,
         "fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "teacher_p50_ms": teacher_p50,
         "cv_median": float(np.median(cvs)), "cv_max": float(np.max(cvs)),
+        "timer_floor_cv": floor["cv"], "timer_floor_p50_ms": floor["p50_ms"],
         "session_rel_diff_median": float(np.median(rel)), "session_rel_diff_max": float(np.max(rel)),
         "session_speedup_rel_diff_median": float(np.median(rel_speedup)),
         "predictor_mape": p_mape, "predictor_fit_mape": pred.fit_mape, "predictor_mape_raw_p50": p_mape_raw, "predictor_train": n_train, "predictor_test": n_test,

@@ -33,6 +33,15 @@ def main() -> None:
     ap.add_argument("--final-epochs", type=float, default=2.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--kendall-shapes", type=int, default=12)
+    ap.add_argument("--kendall-seeds", type=int, default=2,
+                    help="final trainings per ranked shape: kendall_tau is against their mean, and with >= 2 the "
+                         "finals' own seed-to-seed tau is printed as the ceiling any proxy can reach")
+    ap.add_argument("--supernet-file", default=None,
+                    help="save the trained supernet here, or load it from here when the file exists (same arguments)")
+    ap.add_argument("--probe-rows", type=int, default=2000,
+                    help="train rows (outside the rewiring slice) the probe proxy's logistic regression is fitted on")
+    ap.add_argument("--only-ranking", action="store_true",
+                    help="stop after extraction and the proxy-vs-final ranking (no assistant, no two-step comparison)")
     ap.add_argument("--augment", type=int, default=2, help="teacher-labelled copies per train text for the final "
                                                              "students of ours (0: off); the plain recipe gets none")
     ap.add_argument("--soft", default="average", choices=["assistant", "average"],
@@ -41,6 +50,7 @@ def main() -> None:
     if args.quick:
         args.rows = args.rows or 600
         args.teacher_epochs, args.final_epochs, args.seeds, args.kendall_shapes = 2.0, 2.0, 1, 12
+        args.kendall_seeds = 1
         args.supernet_steps = args.supernet_steps or 20
         args.augment = min(args.augment, 1)
 
@@ -59,7 +69,7 @@ def main() -> None:
     from nas.spec import DatasetRef, load_search_space
     from nas.supernet import Shape, count_parameters, extract_subnet, rewire, supernet_forward
     from nas.supernet_stages import union_space
-    from nas.supernet_train import evaluate_shape, train_supernet
+    from nas.supernet_train import evaluate_shape, probe_logits, train_supernet
     from nas.teacher import load_teacher, prepare_teacher, teacher_config, teacher_path
 
     hf_logging.set_verbosity_error()
@@ -88,14 +98,22 @@ def main() -> None:
     settings = DistillSettings(**{**space.distill.model_dump(), "lr": 2e-4})
     sn_steps = args.supernet_steps or steps_for(len(sn_train), settings.batch_size, 2.0, None)
     supernet = load_teacher(info)
-    rewire(supernet, tensors, labels, held)
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(total=sn_steps, desc="supernet", unit="step", mininterval=10)
-    train_supernet(supernet, t_logits, tensors, labels, sn_train, full_space, sn_steps, settings, n_random=2,
-                   hidden_weight=1.0, seed=0, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
-    bar.close()
+    saved = pathlib.Path(args.supernet_file) if args.supernet_file else None
+    if saved is not None and saved.is_file():  # a supernet trained by an earlier run with the same arguments
+        supernet.load_state_dict(torch.load(saved))
+        print(f"supernet loaded from {saved}", flush=True)
+    else:
+        rewire(supernet, tensors, labels, held)
+        bar = tqdm(total=sn_steps, desc="supernet", unit="step", mininterval=10)
+        train_supernet(supernet, t_logits, tensors, labels, sn_train, full_space, sn_steps, settings, n_random=2,
+                       hidden_weight=1.0, seed=0, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
+        bar.close()
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(supernet.state_dict(), saved)
     supernet_train_s = time.perf_counter() - t0
     supernet.eval()
 
@@ -110,7 +128,7 @@ def main() -> None:
         diffs.append(float((a - b).abs().max()))
 
     transfer = None
-    if args.augment:
+    if args.augment and not args.only_ranking:
         t0 = time.perf_counter()
         transfer = teacher_transfer_set(teacher, tok, ds, train, args.seq, AugmentSettings(copies=args.augment),
                                         cache_dir=pathlib.Path(info["logits_path"]).parent)
@@ -133,13 +151,33 @@ def main() -> None:
     pick = [shapes[i] for i in np.unique(np.round(np.linspace(0, len(shapes) - 1, args.kendall_shapes)).astype(int))]
     proxy = [evaluate_shape(supernet, s, tensors, labels, dev) for s in pick]
     search_s = time.perf_counter() - t0
-    finals = []
-    for s in tqdm(pick, desc="final (kendall)", mininterval=10):
-        finals.append(final_student(s, t_logits, 0, "supernet")[0])
+    # the probe proxy: a logistic regression on each shape's own inherited features, fitted on train rows
+    t0 = time.perf_counter()
+    probe_idx = np.sort(np.random.default_rng(1).choice(sn_train, size=min(args.probe_rows, len(sn_train)), replace=False))
+    probe = [float((probe_logits(supernet, s, tensors, labels, probe_idx, dev).argmax(1) == labels[dev]).float().mean())
+             for s in pick]
+    probe_s = time.perf_counter() - t0
+    runs = [[final_student(s, t_logits, seed, "supernet")[0] for s in tqdm(pick, desc=f"final (ranking, seed {seed})",
+                                                                              mininterval=10)]
+            for seed in range(max(1, args.kendall_seeds))]
+    finals = [float(v) for v in np.mean(runs, axis=0)]
     tau_k = float(kendalltau(proxy, finals).statistic)
+    ranking = {"kendall_tau": tau_k, "kendall_tau_seed0": float(kendalltau(proxy, runs[0]).statistic),
+               # how well one seed's finals rank the other's: the ceiling for any proxy scored against these finals
+               "kendall_tau_final_vs_final": (float(kendalltau(runs[0], runs[1]).statistic) if len(runs) > 1 else None),
+               "kendall_tau_probe": float(kendalltau(probe, finals).statistic),
+               "kendall_tau_probe_seed0": float(kendalltau(probe, runs[0]).statistic), "probe_s_per_shape": probe_s / len(pick),
+               "shapes": [s.key for s in pick], "proxy_dev": proxy, "probe_dev": probe, "final_dev": finals,
+               "final_dev_runs": runs}
     # printed as soon as known: a run stopped later still leaves its ranking figure behind
-    print("kendall: " + json.dumps({"kendall_tau": tau_k, "shapes": [s.key for s in pick], "proxy_dev": proxy,
-                                    "final_dev": finals}), flush=True)
+    print("kendall: " + json.dumps(ranking), flush=True)
+    if args.only_ranking:
+        print(json.dumps({"dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq,
+                          "teacher_dev_acc": info["dev"]["accuracy"], "teacher_test_acc": info["test"]["accuracy"],
+                          "extract_max_abs_diff": max(diffs), "n_subnets": len(all_shapes(full_space)), **ranking,
+                          "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
+                          "wall_s": time.perf_counter() - t_start}))
+        return
 
     # 3. AutoDisc assistant
     t_params = count_parameters(teacher)
@@ -189,7 +227,7 @@ def main() -> None:
         "dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "seeds": args.seeds,
         "teacher_dev_acc": info["dev"]["accuracy"], "teacher_test_acc": t_test, "teacher_p50_ms": t_lat,
         "extract_max_abs_diff": max(diffs), "n_subnets": len(all_shapes(full_space)),
-        "kendall_tau": tau_k, "kendall_shapes": [s.key for s in pick], "proxy_dev": proxy, "final_dev": finals,
+        **{k: v for k, v in ranking.items() if k != "shapes"}, "kendall_shapes": [s.key for s in pick],
         "assistant": {"shape": asst_shape.key, "tau": ranked[0].tau, "P": ranked[0].metric, "scale": ranked[0].scale,
                       "test_acc_mean": float(np.mean(asst_acc))},
         "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(small), "mean_delta": float(np.mean(deltas)),

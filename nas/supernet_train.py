@@ -193,6 +193,47 @@ def shape_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, bat
     return out[torch.argsort(order)]
 
 
+def shape_features(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, batch_size: int = 64) -> torch.Tensor:
+    """Sentence features (len(idx), 2 * shape.hidden) of `shape` with inherited weights: the last layer's [CLS] state
+    and the mean of its token states (padding excluded)."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    if len(idx) == 0:
+        raise ValueError("no rows to evaluate")
+    sub = {k: v[idx] for k, v in tensors.items()}
+    order = length_order(sub)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(idx), batch_size):
+            b = trim_padding({k: v[order[i:i + batch_size]] for k, v in sub.items()})
+            h = supernet_forward(model, shape, b, output_hidden_states=True)[1][-1]
+            m = b["attention_mask"][..., None].to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
+            out.append(torch.cat([h[:, 0], (h * m).sum(1) / m.sum(1).clamp_min(1)], 1))
+    return torch.cat(out)[torch.argsort(order)]
+
+
+def probe_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, fit_idx, idx,
+                 c: float = 1.0) -> torch.Tensor:
+    """A `probe` proxy: log-probabilities (len(idx), classes) of a logistic regression fitted on the sub-network's
+    inherited sentence features (`shape_features`) of train rows `fit_idx`, applied to rows `idx`. Unlike the inherited
+    classifier head, which every sub-network shares with the largest, the probe reads what the shape's own
+    representation knows; rows `fit_idx` must not include `idx`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    fit_idx = np.asarray(fit_idx)
+    if len(np.intersect1d(fit_idx, np.asarray(idx))):
+        raise ValueError("probe rows overlap the rows it is evaluated on")
+    y = labels[torch.as_tensor(fit_idx, dtype=torch.long)].numpy()
+    x_fit = shape_features(model, shape, tensors, fit_idx).numpy()
+    scaler = StandardScaler().fit(x_fit)
+    clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x_fit), y)
+    logp = clf.predict_log_proba(scaler.transform(shape_features(model, shape, tensors, idx).numpy()))
+    n_classes = int(labels.max()) + 1
+    out = torch.full((len(logp), n_classes), -1e9, dtype=torch.float32)
+    out[:, torch.as_tensor(clf.classes_, dtype=torch.long)] = torch.as_tensor(logp, dtype=torch.float32)
+    return out
+
+
 def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, idx,
                    batch_size: int = 64) -> float:
     """Accuracy of `shape` with inherited weights (a `proxy` metric) on rows `idx`; tensors (n, seq), labels (n,)."""
@@ -201,4 +242,4 @@ def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels
 
 
 __all__ = ["sandwich_shapes", "largest_shape", "smallest_shape", "hidden_mse", "train_supernet", "shape_logits",
-           "evaluate_shape"]
+           "shape_features", "probe_logits", "evaluate_shape"]

@@ -205,3 +205,14 @@ def test_constraint_prunes_what_the_predictor_is_sure_about_and_keeps_it_off_the
     free = JobSpec.model_validate({"name": "c", "dataset": "bbc-news"})
     assert prune_by_predictor(store, job, [huge, small], free, 0, logs.append) == [huge, small]
     store.dispose()
+
+
+def test_timer_noise_floor_times_fixed_work_and_restores_gc():
+    import gc
+
+    from nas.latency.measure import timer_noise_floor
+
+    assert gc.isenabled()
+    row = timer_noise_floor(n=40, work=2_000)
+    assert gc.isenabled()
+    assert row["n"] == 40 and row["p50_ms"] > 0 and row["cv"] >= 0 and row["p90_ms"] >= row["p50_ms"]

@@ -245,3 +245,28 @@ def test_real_minilm_rewired_slicing_equals_extraction(tokenizer, bbc):
     shapes = [Shape(6, 384, 12, 1536), Shape(1, 128, 2, 256)] + random_shapes(Shape.of_config(model.config), 4, 2,
                                                                               [64, 128, 192, 256, 384])
     assert max_diff(model, shapes, check) <= 1e-4
+
+
+def test_probe_reads_the_shapes_own_features_and_refuses_overlap(bbc, tiny_teacher):
+    from nas.supernet_train import probe_logits, shape_features
+
+    tensors, labels, n_labels = bbc
+    model, _ = tiny_teacher
+    shape = Shape(2, 48, 4, 64)
+    rows = np.arange(30)
+    feats = shape_features(model, shape, tensors, rows, batch_size=7)  # several length-sorted batches, padding trimmed
+    ref = extract_subnet(model, shape)(**{k: v[rows] for k, v in tensors.items()}, output_hidden_states=True)
+    last, mask = ref.hidden_states[-1], tensors["attention_mask"][rows][..., None].float()
+    expected = torch.cat([last[:, 0], (last * mask).sum(1) / mask.sum(1)], 1)
+    assert feats.shape == (30, 96) and torch.allclose(feats, expected, atol=1e-5)
+
+    perm = np.random.default_rng(0).permutation(200)  # the slice is ordered by label
+    held, fit = np.sort(perm[:40]), np.sort(perm[40:])
+    logp = probe_logits(model, shape, tensors, labels, fit, held)
+    assert logp.shape == (40, n_labels) and torch.allclose(logp.exp().sum(1), torch.ones(40), atol=1e-4)
+    # the probe is fitted on the same features a direct sklearn fit sees: its held-out accuracy beats the majority class
+    acc = float((logp.argmax(1) == labels[held]).float().mean())
+    majority = float(torch.bincount(labels[held]).max()) / len(held)
+    assert acc > majority
+    with pytest.raises(ValueError, match="overlap"):
+        probe_logits(model, shape, tensors, labels, np.append(fit, held[:3]), held)

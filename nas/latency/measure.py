@@ -7,6 +7,7 @@ CPU: a fixed thread count, `torch.inference_mode`, `perf_counter_ns`. CUDA: CUDA
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -129,6 +130,33 @@ def timed_runs(run_once, settings: LatencySettings, sync=None) -> list[float]:
             if median_ci_halfwidth(samples) <= settings.rel_ci * med:
                 break
     return samples
+
+
+def timer_noise_floor(n: int = 300, work: int = 20_000) -> dict:
+    """Per-call CV of a fixed pure-Python workload (~1 ms), timed exactly as models are (perf_counter_ns, gc off).
+
+    No model can be timed more steadily than this on the same machine: it is the floor under any row's `cv`, reported
+    beside the measurements so a noisy machine is told apart from a noisy protocol."""
+    def run_once():
+        s = 0
+        for i in range(work):
+            s += i * i
+        return s
+
+    for _ in range(max(10, n // 10)):
+        run_once()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            run_once()
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        if enabled:
+            gc.enable()
+    return summarise(samples)
 
 
 def summarise(samples: list[float]) -> dict:
