@@ -92,6 +92,10 @@ class SupernetSettings(Strict):
     rewire_rows: int = Field(256, ge=8)
     lr: float = Field(2e-4, gt=0, lt=1)
     checkpoint_every: int = Field(50, ge=1)
+    # how a shape's `proxy` dev metric is read from the supernet: its inherited classifier head ("inherited"), or a
+    # logistic regression fitted on `probe_rows` train rows of the shape's own inherited features ("probe")
+    proxy: Literal["inherited", "probe"] = "inherited"
+    probe_rows: int = Field(2000, ge=16)
 
 
 class AutoDiscSettings(Strict):

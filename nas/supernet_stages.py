@@ -95,7 +95,7 @@ def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
     from nas.latency.measure import measure_models, settings_from_spec
     from nas.latency.slot import heavy_work
     from nas.supernet import count_parameters, extract_subnet
-    from nas.supernet_train import shape_logits
+    from nas.supernet_train import probe_logits, shape_logits
     from nas.teacher import load_teacher
 
     tensors, labels = _load_common(ctx)
@@ -109,7 +109,13 @@ def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
                 tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
                 store.start_trial(tid)
                 try:
-                    sc = scores(shape_logits(model, shape, tensors, ctx["dev_idx"]), labels[ctx["dev_idx"]])
+                    dev = labels[ctx["dev_idx"]]
+                    head = scores(shape_logits(model, shape, tensors, ctx["dev_idx"]), dev)
+                    if ctx.get("proxy") == "probe":  # the ranking metric is the probe's; the head's is kept beside it
+                        sc = scores(probe_logits(model, shape, tensors, labels, ctx["probe_idx"], ctx["dev_idx"]), dev)
+                        store.add_metric(tid, "head_accuracy", head["accuracy"], "dev", "proxy")
+                    else:
+                        sc = head
                     for name, value in sc.items():
                         store.add_metric(tid, name, value, "dev", "proxy")
                     sub = extract_subnet(model, shape)
@@ -260,7 +266,10 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         **ctx, "storage": store.url, "job_id": job_id, "seed": spec.seed, "threads": cpus, "distill": distill_cfg,
         "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"), "latency": spec.latency.model_dump(),
         "final": spec.search.final.model_dump(), "max_seq_len": spec.budgets.max_seq_len,
-        "teacher_p50_ms": t_lat["p50_ms"],
+        "teacher_p50_ms": t_lat["p50_ms"], "proxy": sn.proxy,
+        # the probe proxy's rows: train rows outside the rewiring slice, never dev
+        "probe_idx": np.sort(np.random.default_rng(spec.seed + 29).choice(
+            sn_train, size=min(sn.probe_rows, len(sn_train)), replace=False)).tolist() if sn.proxy == "probe" else [],
     }
 
     # 1. supernet ---------------------------------------------------------------------------------------------------------

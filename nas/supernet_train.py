@@ -227,7 +227,8 @@ def probe_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: 
     x_fit = shape_features(model, shape, tensors, fit_idx).numpy()
     scaler = StandardScaler().fit(x_fit)
     clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x_fit), y)
-    logp = clf.predict_log_proba(scaler.transform(shape_features(model, shape, tensors, idx).numpy()))
+    proba = clf.predict_proba(scaler.transform(shape_features(model, shape, tensors, idx).numpy()))
+    logp = np.log(np.clip(proba, 1e-12, 1.0))  # finite: a saturated class must not turn into -inf downstream (AUC)
     n_classes = int(labels.max()) + 1
     out = torch.full((len(logp), n_classes), -1e9, dtype=torch.float32)
     out[:, torch.as_tensor(clf.classes_, dtype=torch.long)] = torch.as_tensor(logp, dtype=torch.float32)

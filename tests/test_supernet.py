@@ -264,6 +264,7 @@ def test_probe_reads_the_shapes_own_features_and_refuses_overlap(bbc, tiny_teach
     held, fit = np.sort(perm[:40]), np.sort(perm[40:])
     logp = probe_logits(model, shape, tensors, labels, fit, held)
     assert logp.shape == (40, n_labels) and torch.allclose(logp.exp().sum(1), torch.ones(40), atol=1e-4)
+    assert torch.isfinite(logp).all()  # log-probabilities stay finite even where the probe is certain
     # the probe is fitted on the same features a direct sklearn fit sees: its held-out accuracy beats the majority class
     acc = float((logp.argmax(1) == labels[held]).float().mean())
     majority = float(torch.bincount(labels[held]).max()) / len(held)

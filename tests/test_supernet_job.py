@@ -147,3 +147,31 @@ def test_a_wall_clock_budget_stops_the_schedule_and_skips_the_assistant_distilla
     assistants = store.trials(job_id, kind="assistant", state="COMPLETE")
     assert assistants and all(metric_value(t, "tau", "dev", "proxy") is not None for t in assistants)
     assert all(metric_value(t, "accuracy", "dev", "final") is None for t in assistants)
+
+
+def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_score(job):
+    """`supernet.proxy: probe`: every shape's proxy accuracy comes from a logistic regression on its own inherited
+    features (fitted on train rows), and the inherited head's accuracy is stored beside it as `head_accuracy`."""
+    import yaml
+
+    from nas.pipeline import run_job
+    from nas.spec import parse_spec
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-probe"
+    raw["budgets"]["trials"] = 2
+    raw["search"] = {"strategy": "random",
+                     "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16, "proxy": "probe", "probe_rows": 48},
+                     "autodisc": {"enabled": False}, "final": {"top_k": 0}}
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    students = store.trials(job_id, kind="student", state="COMPLETE")
+    assert len(students) == 2
+    for t in students:
+        acc, head = metric_value(t, "accuracy", "dev", "proxy"), metric_value(t, "head_accuracy", "dev", "proxy")
+        assert acc is not None and head is not None and 0 <= acc <= 1 and 0 <= head <= 1
+    # the inherited-head job above never wrote a probe's companion metric
+    assert all(metric_value(t, "head_accuracy", "dev", "proxy") is None
+               for t in store.trials(job["job_id"], kind="student", state="COMPLETE"))
