@@ -179,36 +179,33 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
             "losses": losses, "shape_losses": shape_losses, "train_s": train_s, "step_s": train_s / max(1, done)}
 
 
-@torch.inference_mode()
-def shape_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, batch_size: int = 64) -> torch.Tensor:
-    """Logits (len(idx), classes) of `shape` with inherited weights on rows `idx`; tensors (n, seq)."""
+def _by_length(shape_fn, tensors: dict[str, torch.Tensor], idx, batch_size: int) -> torch.Tensor:
+    """`shape_fn(batch)` over rows `idx` in length-sorted batches with padding trimmed, rows back in `idx` order."""
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     if len(idx) == 0:
         raise ValueError("no rows to evaluate")
     sub = {k: v[idx] for k, v in tensors.items()}
     order = length_order(sub)
-    out = torch.cat([supernet_forward(model, shape, trim_padding({k: v[order[i:i + batch_size]]
-                                                                   for k, v in sub.items()}))[0]
-                     for i in range(0, len(idx), batch_size)])
+    with torch.inference_mode():
+        out = torch.cat([shape_fn(trim_padding({k: v[order[i:i + batch_size]] for k, v in sub.items()}))
+                         for i in range(0, len(idx), batch_size)])
     return out[torch.argsort(order)]
+
+
+def shape_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, batch_size: int = 64) -> torch.Tensor:
+    """Logits (len(idx), classes) of `shape` with inherited weights on rows `idx`; tensors (n, seq)."""
+    return _by_length(lambda b: supernet_forward(model, shape, b)[0], tensors, idx, batch_size)
 
 
 def shape_features(model, shape: Shape, tensors: dict[str, torch.Tensor], idx, batch_size: int = 64) -> torch.Tensor:
     """Sentence features (len(idx), 2 * shape.hidden) of `shape` with inherited weights: the last layer's [CLS] state
     and the mean of its token states (padding excluded)."""
-    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-    if len(idx) == 0:
-        raise ValueError("no rows to evaluate")
-    sub = {k: v[idx] for k, v in tensors.items()}
-    order = length_order(sub)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(idx), batch_size):
-            b = trim_padding({k: v[order[i:i + batch_size]] for k, v in sub.items()})
-            h = supernet_forward(model, shape, b, output_hidden_states=True)[1][-1]
-            m = b["attention_mask"][..., None].to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
-            out.append(torch.cat([h[:, 0], (h * m).sum(1) / m.sum(1).clamp_min(1)], 1))
-    return torch.cat(out)[torch.argsort(order)]
+    def features(b):
+        h = supernet_forward(model, shape, b, output_hidden_states=True)[1][-1]
+        m = b["attention_mask"][..., None].to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
+        return torch.cat([h[:, 0], (h * m).sum(1) / m.sum(1).clamp_min(1)], 1)
+
+    return _by_length(features, tensors, idx, batch_size)
 
 
 def probe_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: torch.Tensor, fit_idx, idx,

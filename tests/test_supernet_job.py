@@ -149,7 +149,7 @@ def test_a_wall_clock_budget_stops_the_schedule_and_skips_the_assistant_distilla
     assert all(metric_value(t, "accuracy", "dev", "final") is None for t in assistants)
 
 
-def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_score(job):
+def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_score(job, tmp_path):
     """`supernet.proxy: probe`: every shape's proxy accuracy comes from a logistic regression on its own inherited
     features (fitted on train rows), and the inherited head's accuracy is stored beside it as `head_accuracy`."""
     import yaml
@@ -172,6 +172,12 @@ def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_sc
     for t in students:
         acc, head = metric_value(t, "accuracy", "dev", "proxy"), metric_value(t, "head_accuracy", "dev", "proxy")
         assert acc is not None and head is not None and 0 <= acc <= 1 and 0 <= head <= 1
+    # `head_accuracy` is what the shape's own weights score: an export of the point reproduces it
+    from nas.export import evaluate_export, export_trial
+
+    res = evaluate_export(export_trial(store, job_id, students[0]["number"], tmp_path / "exp"))
+    assert res["stored_dev_accuracy"] == metric_value(students[0], "head_accuracy", "dev", "proxy")
+    assert res["abs_diff"] <= 1e-6, res
     # the inherited-head job above never wrote a probe's companion metric
     assert all(metric_value(t, "head_accuracy", "dev", "proxy") is None
                for t in store.trials(job["job_id"], kind="student", state="COMPLETE"))

@@ -7,7 +7,6 @@ CPU: a fixed thread count, `torch.inference_mode`, `perf_counter_ns`. CUDA: CUDA
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import os
@@ -133,7 +132,7 @@ def timed_runs(run_once, settings: LatencySettings, sync=None) -> list[float]:
 
 
 def timer_noise_floor(n: int = 300, work: int = 20_000) -> dict:
-    """Per-call CV of a fixed pure-Python workload (~1 ms), timed exactly as models are (perf_counter_ns, gc off).
+    """Per-call CV of a fixed pure-Python workload (~1 ms) timed by the same `timed_runs` as models, n runs.
 
     No model can be timed more steadily than this on the same machine: it is the floor under any row's `cv`, reported
     beside the measurements so a noisy machine is told apart from a noisy protocol."""
@@ -143,20 +142,7 @@ def timer_noise_floor(n: int = 300, work: int = 20_000) -> dict:
             s += i * i
         return s
 
-    for _ in range(max(10, n // 10)):
-        run_once()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        samples = []
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            run_once()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-    finally:
-        if enabled:
-            gc.enable()
-    return summarise(samples)
+    return summarise(timed_runs(run_once, LatencySettings(warmup=max(10, n // 10), min_runs=n, max_runs=n)))
 
 
 def summarise(samples: list[float]) -> dict:
