@@ -3,7 +3,8 @@ distillation at equal student steps, retention at >= 10x measured speed. Last li
 
     python benchmarks/supernet.py                 # all of Rotten Tomatoes fresh/rotten, seq 64
     python benchmarks/supernet.py --rows 3000     # a stratified slice (what fits a short session)
-    python benchmarks/supernet.py --quick         # a tiny smoke run (~3 min)
+    python benchmarks/supernet.py --quick         # a tiny smoke run (< 3 min with a cached teacher)
+    python benchmarks/supernet.py --only-ranking  # extraction and proxy-vs-final ranking only (--skip-ranking: the rest)
 
 Everything is measured in this one run on this machine: the plain recipe (students sliced from the fine-tuned teacher,
 0.5 KL(T=2) + 0.5 CE) is run beside ours on the same shapes, seeds, data and step counts.
@@ -42,14 +43,22 @@ def main() -> None:
                     help="train rows (outside the rewiring slice) the probe proxy's logistic regression is fitted on")
     ap.add_argument("--only-ranking", action="store_true",
                     help="stop after extraction and the proxy-vs-final ranking (no assistant, no two-step comparison)")
+    ap.add_argument("--skip-ranking", action="store_true",
+                    help="leave out the proxy-vs-final ranking (its finals are the costliest part: 2 x 12 distillations "
+                         "on all of RT) and measure only the assistant, two-step and retention figures")
     ap.add_argument("--augment", type=int, default=2, help="teacher-labelled copies per train text for the final "
                                                              "students of ours (0: off); the plain recipe gets none")
+    ap.add_argument("--lr-teacher-size", type=float, default=5e-5,
+                    help="final students of ours get lr_by_size(distill lr, this, share of the teacher's encoder "
+                         "weights), as search.final.lr_teacher_size does in a job; 0: the distill lr for every shape "
+                         "(what runs before 2026-11-23 12:40 did). The plain recipe keeps the distill lr")
     ap.add_argument("--soft", default="average", choices=["assistant", "average"],
                     help="two-step soft targets: the assistant's, or the mean of teacher and assistant logits")
     args = ap.parse_args()
     if args.quick:
         args.rows = args.rows or 600
-        args.teacher_epochs, args.final_epochs, args.seeds, args.kendall_shapes = 2.0, 2.0, 1, 12
+        args.teacher_epochs, args.final_epochs, args.seeds = 2.0, 1.0, 1
+        args.kendall_shapes = min(args.kendall_shapes, 8)  # a smoke run: the >= 12-shape figure is the full run's
         args.kendall_seeds = 1
         args.supernet_steps = args.supernet_steps or 20
         args.augment = min(args.augment, 1)
@@ -57,36 +66,37 @@ def main() -> None:
     import numpy as np
     import torch
     from scipy.stats import kendalltau
-    from transformers import AutoTokenizer
+    from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     from nas.autodisc import Candidate, assistant_candidates, rank_candidates
-    from nas.data import load_dataset, split_indices, tokenize
-    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
+    from nas.distill import DistillSettings, distill, lr_by_size, predict_logits, scores, steps_for
     from nas.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
     from nas.latency.measure import LatencySettings, measure_interleaved, measure_latency
     from nas.search.space import all_shapes, sample_shape
-    from nas.spec import DatasetRef, load_search_space
-    from nas.supernet import Shape, count_parameters, extract_subnet, rewire, supernet_forward
+    from nas.supernet import Shape, count_parameters, extract_subnet, rewire, shape_config, supernet_forward
     from nas.supernet_stages import union_space
     from nas.supernet_train import evaluate_shape, probe_logits, train_supernet
-    from nas.teacher import load_teacher, prepare_teacher, teacher_config, teacher_path
+    from nas.teacher import load_teacher
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(os.cpu_count() or 1)
     t_start = time.perf_counter()
-    space = load_search_space("bert_small", teacher_config("minilm-l6"))
-    ds = load_dataset(DatasetRef(name=args.dataset, max_rows=args.rows), "classification", 0)
-    tok = AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
-    tensors = tokenize(tok, ds, args.seq)
-    splits = split_indices(ds.labels, 0)
-    labels = torch.as_tensor(ds.labels)
-    info = prepare_teacher("minilm-l6", ds, tensors, splits, 0, args.teacher_epochs, args.seq, log=print)
-    teacher = load_teacher(info)
-    t_logits = torch.load(info["logits_path"])
-    dev, test = torch.as_tensor(splits["dev"]), torch.as_tensor(splits["test"])
+    stages: dict[str, float] = {}  # wall seconds per stage, to see where a run's time goes
+    t_lap = [t_start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(stages.get(name, 0.0) + now - t_lap[0], 1)
+        t_lap[0] = now
+    from task_setup import classification_task
+
+    task = classification_task(args.dataset, args.rows, args.seq, args.teacher_epochs)
+    space, ds, tok, tensors, splits, labels = task.space, task.ds, task.tok, task.tensors, task.splits, task.labels
+    info, teacher, t_logits, dev, test = task.info, task.teacher, task.t_logits, task.dev, task.test
     lat_settings = LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1)
     t_lat = measure_latency(teacher, lat_settings)["p50_ms"]
+    lap("teacher")
     print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f} p50 {t_lat:.2f} ms", flush=True)
 
     # supernet: rewire on held-out train rows, sandwich training over student + assistant shapes
@@ -116,6 +126,7 @@ def main() -> None:
             torch.save(supernet.state_dict(), saved)
     supernet_train_s = time.perf_counter() - t0
     supernet.eval()
+    lap("supernet")
 
     # 1. extraction equals slicing
     diffs = []
@@ -133,11 +144,14 @@ def main() -> None:
         transfer = teacher_transfer_set(teacher, tok, ds, train, args.seq, AugmentSettings(copies=args.augment),
                                         cache_dir=pathlib.Path(info["logits_path"]).parent)
         print(f"transfer set: {len(transfer['source'])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+    lap("extract_and_transfer_set")
 
     def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str, transfer_soft=None,
                       augment: bool = False) -> tuple[float, float, torch.nn.Module]:
         model = extract_subnet(supernet if init == "supernet" else teacher, shape)
         st = DistillSettings(**space.distill.model_dump())
+        if init == "supernet":  # ours; the plain recipe keeps one lr for every shape
+            st.lr = lr_by_size(st.lr, args.lr_teacher_size or None, shape.share_of(Shape.of_config(teacher.config)))
         x, y, sf, hard = with_transfer_set(tensors, labels, soft, train, transfer if augment else None, transfer_soft)
         steps = steps_for(len(y), st.batch_size, args.final_epochs, None)
         distill(model, x, y, sf, st, steps, seed=seed, hard_mask=hard)
@@ -146,37 +160,50 @@ def main() -> None:
         return d, t, model
 
     # 2. proxy vs final ranking over shapes spread across sizes
+    if args.only_ranking and args.skip_ranking:
+        ap.error("--only-ranking and --skip-ranking exclude each other")
     t0 = time.perf_counter()
-    shapes = sorted(all_shapes(space.student), key=lambda s: count_parameters(extract_subnet(supernet, s)))
+    def n_params(s: Shape) -> int:  # exact, without allocating or copying weights (the space holds 400 shapes)
+        with torch.device("meta"):
+            return count_parameters(BertForSequenceClassification(shape_config(supernet.config, s)))
+
+    shapes = sorted(all_shapes(space.student), key=n_params)
     pick = [shapes[i] for i in np.unique(np.round(np.linspace(0, len(shapes) - 1, args.kendall_shapes)).astype(int))]
-    proxy = [evaluate_shape(supernet, s, tensors, labels, dev) for s in pick]
-    search_s = time.perf_counter() - t0
-    # the probe proxy: a logistic regression on each shape's own inherited features, fitted on train rows
-    t0 = time.perf_counter()
-    probe_idx = np.sort(np.random.default_rng(1).choice(sn_train, size=min(args.probe_rows, len(sn_train)), replace=False))
-    probe = [float((probe_logits(supernet, s, tensors, labels, probe_idx, dev).argmax(1) == labels[dev]).float().mean())
-             for s in pick]
-    probe_s = time.perf_counter() - t0
-    runs = [[final_student(s, t_logits, seed, "supernet")[0] for s in tqdm(pick, desc=f"final (ranking, seed {seed})",
-                                                                              mininterval=10)]
-            for seed in range(max(1, args.kendall_seeds))]
-    finals = [float(v) for v in np.mean(runs, axis=0)]
-    tau_k = float(kendalltau(proxy, finals).statistic)
-    ranking = {"kendall_tau": tau_k, "kendall_tau_seed0": float(kendalltau(proxy, runs[0]).statistic),
-               # how well one seed's finals rank the other's: the ceiling for any proxy scored against these finals
-               "kendall_tau_final_vs_final": (float(kendalltau(runs[0], runs[1]).statistic) if len(runs) > 1 else None),
-               "kendall_tau_probe": float(kendalltau(probe, finals).statistic),
-               "kendall_tau_probe_seed0": float(kendalltau(probe, runs[0]).statistic), "probe_s_per_shape": probe_s / len(pick),
-               "shapes": [s.key for s in pick], "proxy_dev": proxy, "probe_dev": probe, "final_dev": finals,
-               "final_dev_runs": runs}
-    # printed as soon as known: a run stopped later still leaves its ranking figure behind
-    print("kendall: " + json.dumps(ranking), flush=True)
+    def rank(t_begin: float) -> dict:
+        proxy = [evaluate_shape(supernet, s, tensors, labels, dev) for s in pick]
+        search_s = time.perf_counter() - t_begin
+        # the probe proxy: a logistic regression on each shape's own inherited features, fitted on train rows
+        t0 = time.perf_counter()
+        probe_idx = np.sort(np.random.default_rng(1).choice(sn_train, size=min(args.probe_rows, len(sn_train)), replace=False))
+        probe = [float((probe_logits(supernet, s, tensors, labels, probe_idx, dev).argmax(1) == labels[dev]).float().mean())
+                 for s in pick]
+        probe_s = time.perf_counter() - t0
+        lap("proxies")
+        runs = [[final_student(s, t_logits, seed, "supernet")[0] for s in tqdm(pick, desc=f"final (ranking, seed {seed})",
+                                                                                  mininterval=10)]
+                for seed in range(max(1, args.kendall_seeds))]
+        finals = [float(v) for v in np.mean(runs, axis=0)]
+        lap("ranking_finals")
+        tau_k = float(kendalltau(proxy, finals).statistic)
+        ranking = {"kendall_tau": tau_k, "kendall_tau_seed0": float(kendalltau(proxy, runs[0]).statistic),
+                   # how well one seed's finals rank the other's: the ceiling for any proxy scored against these finals
+                   "kendall_tau_final_vs_final": (float(kendalltau(runs[0], runs[1]).statistic) if len(runs) > 1 else None),
+                   "kendall_tau_probe": float(kendalltau(probe, finals).statistic),
+                   "kendall_tau_probe_seed0": float(kendalltau(probe, runs[0]).statistic), "probe_s_per_shape": probe_s / len(pick),
+                   "shapes": [s.key for s in pick], "proxy_dev": proxy, "probe_dev": probe, "final_dev": finals,
+                   "final_dev_runs": runs, "search_s": search_s}
+        # printed as soon as known: a run stopped later still leaves its ranking figure behind
+        print("kendall: " + json.dumps(ranking), flush=True)
+        return ranking
+
+    ranking = {} if args.skip_ranking else rank(t0)
+    search_s = ranking.pop("search_s", None)
     if args.only_ranking:
         print(json.dumps({"dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq,
                           "teacher_dev_acc": info["dev"]["accuracy"], "teacher_test_acc": info["test"]["accuracy"],
                           "extract_max_abs_diff": max(diffs), "n_subnets": len(all_shapes(full_space)), **ranking,
                           "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
-                          "wall_s": time.perf_counter() - t_start}))
+                          "stage_s": stages, "wall_s": time.perf_counter() - t_start}))
         return
 
     # 3. AutoDisc assistant
@@ -184,20 +211,22 @@ def main() -> None:
     cands = []
     for s in assistant_candidates(space.assistant, Shape.of_config(teacher.config), space.student):
         p = evaluate_shape(supernet, s, tensors, labels, dev)
-        cands.append(Candidate(s, p, count_parameters(extract_subnet(supernet, s)) / t_params))
+        cands.append(Candidate(s, p, n_params(s) / t_params))
     ranked = rank_candidates(cands, 0.2)
     asst_shape = ranked[0].shape
+    lap("assistant_search")
 
     # 4. two-step vs one-step (equal student steps) and the plain recipe, on small shapes, several seeds
     small = [Shape(1, 128, 2, 256), Shape(1, 128, 4, 512), Shape(2, 128, 4, 512)]
     speed = {}
     for runtime in ("eager", "onnx"):
-        rs = LatencySettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 300})
+        rs = LatencySettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 90 if args.quick else 300})
         rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(supernet, s) for s in small}}, rs,
-                                   rounds=5, reference="teacher")
+                                   rounds=3 if args.quick else 5, reference="teacher")
         speed[runtime] = {k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items()}
         print(f"speed ({runtime}): " + json.dumps(speed[runtime]), flush=True)
     lat = {s.key: speed["eager"][s.key]["p50_ms"] for s in small}
+    lap("latency")
     res = {k: {s.key: [] for s in small} for k in ("two_step", "one_step", "plain")}
     # the assistant is distilled once (teacher -> assistant, with the transfer set) and teaches every seed's students
     a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, "supernet", augment=True)
@@ -208,6 +237,7 @@ def main() -> None:
         a_logits = (a_logits + t_logits) / 2
         a_transfer = (a_transfer + transfer["logits"]) / 2 if transfer is not None else None
     print(f"assistant {asst_shape.key}: dev {a_dev:.4f} test {a_test:.4f}", flush=True)
+    lap("assistant_final")
     for seed in range(args.seeds):
         for s in small:
             res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet", a_transfer, augment=True)[1])
@@ -215,6 +245,7 @@ def main() -> None:
             res["plain"][s.key].append(final_student(s, t_logits, seed, "teacher")[1])
         print(f"seed {seed}: " + json.dumps({k: {kk: vv[-1] for kk, vv in v.items()} for k, v in res.items()}), flush=True)
     mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in res.items()}
+    lap("two_step_finals")
     deltas = [mean["two_step"][s.key] - mean["one_step"][s.key] for s in small]
     t_test = info["test"]["accuracy"]
     def retention(kind: str, runtime: str = "eager") -> float | None:
@@ -239,7 +270,7 @@ def main() -> None:
         "retention_at_10x_onnx": retention("two_step", "onnx"), "retention_at_10x_onnx_plain": retention("plain", "onnx"),
         "best_retention": {k: max(mean[k].values()) / t_test for k in mean},
         "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
-        "wall_s": time.perf_counter() - t_start,
+        "stage_s": stages, "wall_s": time.perf_counter() - t_start,
     }
     print(json.dumps(out))
 

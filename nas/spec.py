@@ -113,6 +113,9 @@ class FinalSettings(Strict):
     top_k: int = Field(4, ge=0, le=100)
     epochs: float = Field(4.0, gt=0, le=100)
     lr: float | None = Field(None, gt=0, lt=1)  # default: the search space's distill.lr
+    # the lr a student of the teacher's own size would get: each final's lr runs geometrically from `lr` (tiny students)
+    # to this by the shape's share of the teacher's encoder weights (nas/distill.py: lr_by_size); null: `lr` for all
+    lr_teacher_size: float | None = Field(5e-5, gt=0, lt=1)
     two_step: bool = True  # teacher -> assistant -> student when an assistant was chosen
     one_step_baseline: bool = False  # also distil teacher -> student directly, for comparison
     augment: int = Field(0, ge=0, le=50)  # teacher-labelled perturbed copies per train text (0: off); nas/augment.py

@@ -49,6 +49,14 @@ class Shape:
     def is_valid(self) -> bool:
         return self.hidden % self.heads == 0
 
+    def encoder_weights(self) -> int:
+        """Weights of the transformer layers (attention 4·H², FFN 2·H·F per layer; biases and embeddings left out)."""
+        return self.layers * (4 * self.hidden * self.hidden + 2 * self.hidden * self.ffn)
+
+    def share_of(self, teacher: "Shape") -> float:
+        """This shape's share of `teacher`'s encoder weights, in (0, 1]."""
+        return min(1.0, self.encoder_weights() / teacher.encoder_weights())
+
 
 def layer_indices(n_student: int, n_teacher: int) -> list[int]:
     """Evenly spaced teacher layers, first and last included; a 1-layer student keeps the first layer, which was trained

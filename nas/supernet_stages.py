@@ -192,7 +192,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from nas.augment import with_transfer_set
-    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
+    from nas.distill import DistillSettings, distill, lr_by_size, predict_logits, scores, steps_for
     from nas.supernet import extract_subnet
 
     tensors, labels = _load_common(ctx)
@@ -202,17 +202,21 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     try:
         store.heartbeat(tid)
         supernet = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
-        model = extract_subnet(supernet, Shape.from_dict(item["shape"]))
+        shape = Shape.from_dict(item["shape"])
+        model = extract_subnet(supernet, shape)
+        share = shape.share_of(Shape.of_config(supernet.config))
         del supernet
         soft = _soft_targets(item["soft_logits_paths"])
         transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
         t_soft = _soft_targets(item["transfer_soft_paths"]) if transfer is not None and item.get("transfer_soft_paths") else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft, ctx["train_idx"], transfer, t_soft)
         settings = DistillSettings(**{**ctx["distill"], **({"lr": ctx["final"]["lr"]} if ctx["final"].get("lr") else {})})
+        settings.lr = lr_by_size(settings.lr, ctx["final"].get("lr_teacher_size"), share)
         steps = steps_for(len(y), settings.batch_size, ctx["final"]["epochs"], None)
         info = distill(model, x, y, s, settings, steps, seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
                        on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
-        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
+        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y), "lr": settings.lr}
+        store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])
             sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])

@@ -271,3 +271,21 @@ def test_probe_reads_the_shapes_own_features_and_refuses_overlap(bbc, tiny_teach
     assert acc > majority
     with pytest.raises(ValueError, match="overlap"):
         probe_logits(model, shape, tensors, labels, np.append(fit, held[:3]), held)
+
+
+def test_lr_by_size_runs_from_the_small_lr_to_the_teacher_size_lr_by_encoder_share():
+    from nas.distill import lr_by_size
+
+    teacher = Shape(6, 384, 12, 1536)
+    assert teacher.share_of(teacher) == 1.0
+    assert Shape(3, 384, 12, 1536).share_of(teacher) == pytest.approx(0.5)
+    # attention 4·H² + FFN 2·H·F per layer: a 1-layer 128-wide student holds ~2% of MiniLM's encoder
+    assert Shape(1, 128, 4, 512).share_of(teacher) == pytest.approx((4 * 128 * 128 + 2 * 128 * 512) / (6 * 1769472))
+    assert lr_by_size(1e-3, 5e-5, 0.0) == pytest.approx(1e-3)
+    assert lr_by_size(1e-3, 5e-5, 1.0) == pytest.approx(5e-5)
+    assert lr_by_size(1e-3, 1e-5, 0.5) == pytest.approx(1e-4)  # geometric midpoint
+    assert lr_by_size(1e-3, None, 0.7) == 1e-3  # off: one lr for every size
+    shapes = sorted((Shape(1, 128, 2, 256), Shape(2, 192, 6, 512), Shape(4, 256, 4, 512), Shape(4, 384, 12, 1536)),
+                    key=Shape.encoder_weights)
+    lrs = [lr_by_size(1e-3, 5e-5, s.share_of(teacher)) for s in shapes]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 4

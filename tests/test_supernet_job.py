@@ -86,6 +86,28 @@ def test_students_have_proxy_everywhere_and_final_on_the_chosen_points(job):
     assert {t["config"]["generation"] for t in students} == {0, 1}
 
 
+def test_each_final_is_distilled_at_the_lr_its_size_calls_for(job):
+    """search.final.lr_teacher_size (default 5e-5): a final's lr runs geometrically from distill.lr (1e-3 in the tiny
+    space) towards 5e-5 by the shape's share of the teacher's encoder weights, and the lr used is stored with it."""
+    from nas.distill import lr_by_size
+    from nas.supernet import Shape
+
+    store, job_id = job["store"], job["job_id"]
+    teacher = Shape(6, 384, 12, 1536)  # MiniLM-L6
+    finals = [t for t in store.trials(job_id, kind=("student", "assistant"))
+              if metric_value(t, "accuracy", "dev", "final") is not None]
+    assert len(finals) >= 3  # two students and the assistant
+    for t in finals:
+        shape = Shape.from_dict(t["config"]["shape"])
+        used = next(m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final")
+        assert used == pytest.approx(lr_by_size(1e-3, 5e-5, shape.share_of(teacher)), rel=1e-9)
+        assert 5e-5 < used < 1e-3
+    # the larger a shape, the gentler its lr
+    by_weights = sorted(finals, key=lambda t: Shape.from_dict(t["config"]["shape"]).encoder_weights())
+    lrs = [next(m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final") for t in by_weights]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1]
+
+
 def test_final_stage_used_the_teacher_labelled_transfer_set(job):
     import torch
 

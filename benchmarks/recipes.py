@@ -1,0 +1,132 @@
+"""Distillation recipes for one student shape, side by side on one teacher and one split: what moves a small student's
+final accuracy (learning rate, epochs, a teacher-labelled transfer set, the soft loss, the initialisation).
+Last line of output: one JSON object.
+
+    python benchmarks/recipes.py                                   # L1-H128-A4-F512 (the >= 10x student), all of RT
+    python benchmarks/recipes.py --shape L4-H384-A12-F1536 --variants lr=1e-4,epochs=2 lr=1e-3,epochs=2
+    python benchmarks/recipes.py --augment 8 --variants augment,epochs=2
+
+A variant is a comma-separated list of key=value (or a bare flag):
+    lr=<float>  epochs=<float>  soft=soft_kl|soft_mse  alpha=<soft weight>  beta=<hard weight>
+    augment          train rows + the --augment copies of teacher-labelled perturbed train texts (nas/augment.py)
+    init=teacher|rewired|rewired-hidden    teacher slice (default), or slice of the rewired teacher (heads and FFN
+                                           reordered by importance; with hidden dims too)
+    freeze-embeddings                      the word embeddings are not trained
+Every variant starts from the same seed; the plain recipe is `lr=1e-3,epochs=4` (0.5 KL(T=2) + 0.5 CE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_VARIANTS = ["lr=1e-3,epochs=4", "lr=1e-3,epochs=4,freeze-embeddings", "lr=3e-3,epochs=4", "lr=3e-4,epochs=8",
+                    "lr=1e-3,epochs=4,init=rewired-hidden", "lr=1e-3,epochs=4,soft=soft_mse,alpha=1,beta=0"]
+
+
+def parse_variant(text: str) -> dict:
+    out = {"lr": 1e-3, "epochs": 4.0, "soft": "soft_kl", "alpha": 0.5, "beta": 0.5, "augment": False, "init": "teacher",
+           "freeze_embeddings": False}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in out:
+            raise SystemExit(f"variant {text!r}: unknown key {key!r} (known: {', '.join(out)})")
+        if isinstance(out[key], bool):
+            out[key] = value.lower() not in ("0", "false", "no") if value else True
+        elif isinstance(out[key], float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    if out["init"] not in ("teacher", "rewired", "rewired-hidden"):
+        raise SystemExit(f"variant {text!r}: init must be teacher, rewired or rewired-hidden")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="rotten-tomatoes")
+    ap.add_argument("--rows", type=int, default=None, help="stratified slice of the dataset (default: all)")
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--teacher-epochs", type=float, default=2.0)
+    ap.add_argument("--shape", default="L1-H128-A4-F512", help="student shape, L<layers>-H<hidden>-A<heads>-F<ffn>")
+    ap.add_argument("--augment", type=int, default=8, help="copies per train text in the transfer set of `augment` variants")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    args = ap.parse_args()
+    variants = [parse_variant(v) for v in args.variants]
+
+    import re
+
+    import numpy as np
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from nas.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
+    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
+    from nas.supernet import Shape, extract_subnet, rewire
+
+    m = re.fullmatch(r"L(\d+)-H(\d+)-A(\d+)-F(\d+)", args.shape)
+    if not m:
+        raise SystemExit(f"--shape {args.shape!r}: expected L<layers>-H<hidden>-A<heads>-F<ffn>, e.g. L1-H128-A4-F512")
+    shape = Shape(*map(int, m.groups()))
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(os.cpu_count() or 1)
+    t_start = time.perf_counter()
+    from task_setup import classification_task
+
+    task = classification_task(args.dataset, args.rows, args.seq, args.teacher_epochs)
+    space, ds, tok, tensors, splits, labels = task.space, task.ds, task.tok, task.tensors, task.splits, task.labels
+    info, teacher, t_logits, dev, test = task.info, task.teacher, task.t_logits, task.dev, task.test
+    train = task.train
+    print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f}", flush=True)
+    transfer = None
+    if any(v["augment"] for v in variants):
+        transfer = teacher_transfer_set(teacher, tok, ds, train, args.seq, AugmentSettings(copies=args.augment),
+                                        cache_dir=pathlib.Path(info["logits_path"]).parent)
+    rewired: dict[str, torch.nn.Module] = {}
+    held = np.sort(np.random.default_rng(0).choice(train, size=min(256, len(train) // 5), replace=False))
+
+    def accuracy(model, idx) -> float:
+        return scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])["accuracy"]
+
+    results = []
+    for text, v in zip(args.variants, variants):
+        source = teacher
+        if v["init"] != "teacher":
+            if v["init"] not in rewired:
+                rewired[v["init"]] = rewire(copy.deepcopy(teacher), tensors, labels, held,
+                                            reorder_hidden=v["init"] == "rewired-hidden")
+            source = rewired[v["init"]]
+        model = extract_subnet(source, shape)
+        if v["freeze_embeddings"]:
+            model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        st = DistillSettings(**{**space.distill.model_dump(), "lr": v["lr"], "soft_loss": v["soft"],
+                                "alpha_soft": v["alpha"], "beta_hard": v["beta"]})
+        x, y, sf, hard = with_transfer_set(tensors, labels, t_logits, train, transfer if v["augment"] else None)
+        steps = steps_for(len(y), st.batch_size, v["epochs"], None)
+        t0 = time.perf_counter()
+        distill(model, x, y, sf, st, steps, seed=args.seed, hard_mask=hard)
+        row = {"variant": text, "train_rows": len(y), "steps": steps, "dev": accuracy(model, dev),
+               "test": accuracy(model, test), "train_s": round(time.perf_counter() - t0, 1)}
+        row["retention"] = row["test"] / info["test"]["accuracy"]
+        results.append(row)
+        print("variant: " + json.dumps(row), flush=True)
+    best = max(results, key=lambda r: r["dev"])
+    print(json.dumps({"dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "shape": shape.key,
+                      "seed": args.seed, "teacher_dev_acc": info["dev"]["accuracy"],
+                      "teacher_test_acc": info["test"]["accuracy"], "augment_copies": args.augment,
+                      "variants": results, "best_by_dev": best["variant"], "best_retention": best["retention"],
+                      "wall_s": time.perf_counter() - t_start}))
+
+
+if __name__ == "__main__":
+    main()

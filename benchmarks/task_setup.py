@@ -1,0 +1,28 @@
+"""Shared by the issue-3 benchmarks: one classification task on the MiniLM teacher, set up the same way every time
+(search space `bert_small`, the dataset or a stratified slice, tokens, seed-0 splits, the fine-tuned teacher from the
+cache or trained now)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+
+def classification_task(dataset: str, rows: int | None, seq: int, teacher_epochs: float) -> SimpleNamespace:
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from nas.data import load_dataset, split_indices, tokenize
+    from nas.spec import DatasetRef, load_search_space
+    from nas.teacher import load_teacher, prepare_teacher, teacher_config, teacher_path
+
+    space = load_search_space("bert_small", teacher_config("minilm-l6"))
+    ds = load_dataset(DatasetRef(name=dataset, max_rows=rows), "classification", 0)
+    tok = AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
+    tensors = tokenize(tok, ds, seq)
+    splits = split_indices(ds.labels, 0)
+    info = prepare_teacher("minilm-l6", ds, tensors, splits, 0, teacher_epochs, seq, log=print)
+    return SimpleNamespace(space=space, ds=ds, tok=tok, tensors=tensors, splits=splits,
+                           labels=torch.as_tensor(ds.labels), info=info, teacher=load_teacher(info),
+                           t_logits=torch.load(info["logits_path"]), dev=torch.as_tensor(splits["dev"]),
+                           test=torch.as_tensor(splits["test"]), train=np.asarray(splits["train"]))
