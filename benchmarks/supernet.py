@@ -89,6 +89,7 @@ def main() -> None:
         now = time.perf_counter()
         stages[name] = round(stages.get(name, 0.0) + now - t_lap[0], 1)
         t_lap[0] = now
+
     from task_setup import classification_task
 
     task = classification_task(args.dataset, args.rows, args.seq, args.teacher_epochs)
@@ -163,12 +164,14 @@ def main() -> None:
     if args.only_ranking and args.skip_ranking:
         ap.error("--only-ranking and --skip-ranking exclude each other")
     t0 = time.perf_counter()
+
     def n_params(s: Shape) -> int:  # exact, without allocating or copying weights (the space holds 400 shapes)
         with torch.device("meta"):
             return count_parameters(BertForSequenceClassification(shape_config(supernet.config, s)))
 
     shapes = sorted(all_shapes(space.student), key=n_params)
     pick = [shapes[i] for i in np.unique(np.round(np.linspace(0, len(shapes) - 1, args.kendall_shapes)).astype(int))]
+
     def rank(t_begin: float) -> dict:
         proxy = [evaluate_shape(supernet, s, tensors, labels, dev) for s in pick]
         search_s = time.perf_counter() - t_begin

@@ -215,7 +215,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         steps = steps_for(len(y), settings.batch_size, ctx["final"]["epochs"], None)
         info = distill(model, x, y, s, settings, steps, seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
                        on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
-        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y), "lr": settings.lr}
+        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])

@@ -90,18 +90,23 @@ def test_each_final_is_distilled_at_the_lr_its_size_calls_for(job):
     """search.final.lr_teacher_size (default 5e-5): a final's lr runs geometrically from distill.lr (1e-3 in the tiny
     space) towards 5e-5 by the shape's share of the teacher's encoder weights, and the lr used is stored with it."""
     from nas.distill import lr_by_size
+    from nas.spec import FinalSettings, load_search_space
     from nas.supernet import Shape
+    from nas.teacher import teacher_config
 
     store, job_id = job["store"], job["job_id"]
-    teacher = Shape(6, 384, 12, 1536)  # MiniLM-L6
+    cfg = teacher_config("minilm-l6")
+    teacher = Shape(cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["intermediate_size"])
+    lr_small = load_search_space("tiny", cfg).distill.lr  # the spec sets neither final.lr nor lr_teacher_size
+    lr_teacher = FinalSettings().lr_teacher_size
     finals = [t for t in store.trials(job_id, kind=("student", "assistant"))
               if metric_value(t, "accuracy", "dev", "final") is not None]
     assert len(finals) >= 3  # two students and the assistant
     for t in finals:
         shape = Shape.from_dict(t["config"]["shape"])
         used = next(m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final")
-        assert used == pytest.approx(lr_by_size(1e-3, 5e-5, shape.share_of(teacher)), rel=1e-9)
-        assert 5e-5 < used < 1e-3
+        assert used == pytest.approx(lr_by_size(lr_small, lr_teacher, shape.share_of(teacher)), rel=1e-9)
+        assert lr_teacher < used < lr_small
     # the larger a shape, the gentler its lr
     by_weights = sorted(finals, key=lambda t: Shape.from_dict(t["config"]["shape"]).encoder_weights())
     lrs = [next(m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final") for t in by_weights]
