@@ -7,7 +7,9 @@ distillation at equal student steps, retention at >= 10x measured speed. Last li
     python benchmarks/supernet.py --only-ranking  # extraction and proxy-vs-final ranking only (--skip-ranking: the rest)
 
 Everything is measured in this one run on this machine: the plain recipe (students sliced from the fine-tuned teacher,
-0.5 KL(T=2) + 0.5 CE) is run beside ours on the same shapes, seeds, data and step counts.
+0.5 KL(T=2) + 0.5 CE) is run beside ours on the same shapes, seeds, data and step counts. Two-step students are run
+twice: sliced from the supernet (two_step) and, where the shape fits inside the assistant, sliced from the distilled
+assistant itself (two_step_ainit; a job's search.final.student_init: assistant).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def main() -> None:
                     help="final students of ours get lr_by_size(distill lr, this, share of the teacher's encoder "
                          "weights), as search.final.lr_teacher_size does in a job; 0: the distill lr for every shape "
                          "(what runs before 2026-11-23 12:40 did). The plain recipe keeps the distill lr")
+    ap.add_argument("--small",
+                    default="L1-H128-A2-F256,L1-H128-A4-F512,L2-H128-A4-F512,L3-H128-A4-F512,L1-H256-A8-F1024",
+                    help="student shapes (comma-separated keys) of the two-step comparison and the retention figure; "
+                         "retention counts those measured at >= 10x the teacher's speed")
     ap.add_argument("--soft", default="average", choices=["assistant", "average"],
                     help="two-step soft targets: the assistant's, or the mean of teacher and assistant logits")
     args = ap.parse_args()
@@ -120,7 +126,8 @@ def main() -> None:
         rewire(supernet, tensors, labels, held)
         bar = tqdm(total=sn_steps, desc="supernet", unit="step", mininterval=10)
         train_supernet(supernet, t_logits, tensors, labels, sn_train, full_space, sn_steps, settings, n_random=2,
-                       hidden_weight=1.0, seed=0, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
+                       hidden_weight=1.0, seed=0,
+                       on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}", refresh=False)))
         bar.close()
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +154,13 @@ def main() -> None:
         print(f"transfer set: {len(transfer['source'])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
     lap("extract_and_transfer_set")
 
+    a_model_box = [None]  # the distilled assistant, once there is one: two-step students may be sliced from it
+
     def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str, transfer_soft=None,
                       augment: bool = False) -> tuple[float, float, torch.nn.Module]:
-        model = extract_subnet(supernet if init == "supernet" else teacher, shape)
+        model = extract_subnet({"supernet": supernet, "teacher": teacher, "assistant": a_model_box[0]}[init], shape)
         st = DistillSettings(**space.distill.model_dump())
-        if init == "supernet":  # ours; the plain recipe keeps one lr for every shape
+        if init != "teacher":  # ours; the plain recipe keeps one lr for every shape
             st.lr = lr_by_size(st.lr, args.lr_teacher_size or None, shape.share_of(Shape.of_config(teacher.config)))
         x, y, sf, hard = with_transfer_set(tensors, labels, soft, train, transfer if augment else None, transfer_soft)
         steps = steps_for(len(y), st.batch_size, args.final_epochs, None)
@@ -220,7 +229,7 @@ def main() -> None:
     lap("assistant_search")
 
     # 4. two-step vs one-step (equal student steps) and the plain recipe, on small shapes, several seeds
-    small = [Shape(1, 128, 2, 256), Shape(1, 128, 4, 512), Shape(2, 128, 4, 512)]
+    small = [Shape.from_key(k) for k in args.small.split(",")]
     speed = {}
     for runtime in ("eager", "onnx"):
         rs = LatencySettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 90 if args.quick else 300})
@@ -230,10 +239,13 @@ def main() -> None:
         print(f"speed ({runtime}): " + json.dumps(speed[runtime]), flush=True)
     lat = {s.key: speed["eager"][s.key]["p50_ms"] for s in small}
     lap("latency")
-    res = {k: {s.key: [] for s in small} for k in ("two_step", "one_step", "plain")}
+    # two_step: students sliced from the supernet, taught by the assistant; two_step_ainit: the same, but sliced from the
+    # distilled assistant itself (search.final.student_init: assistant) where the shape fits inside it
+    res = {k: {s.key: [] for s in small} for k in ("two_step", "two_step_ainit", "one_step", "plain")}
     # the assistant is distilled once (teacher -> assistant, with the transfer set) and teaches every seed's students
     a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, "supernet", augment=True)
     asst_acc = [a_test]
+    a_model_box[0] = a_model
     a_logits = predict_logits(a_model, tensors)
     a_transfer = predict_logits(a_model, transfer["tensors"]) if transfer is not None else None
     if args.soft == "average":
@@ -244,18 +256,25 @@ def main() -> None:
     for seed in range(args.seeds):
         for s in small:
             res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet", a_transfer, augment=True)[1])
+            if s.fits_in(asst_shape):
+                res["two_step_ainit"][s.key].append(
+                    final_student(s, a_logits, seed, "assistant", a_transfer, augment=True)[1])
             res["one_step"][s.key].append(final_student(s, t_logits, seed, "supernet", augment=True)[1])
             res["plain"][s.key].append(final_student(s, t_logits, seed, "teacher")[1])
-        print(f"seed {seed}: " + json.dumps({k: {kk: vv[-1] for kk, vv in v.items()} for k, v in res.items()}), flush=True)
-    mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in res.items()}
+        last = {k: {kk: vv[-1] for kk, vv in v.items() if vv} for k, v in res.items()}
+        print(f"seed {seed}: " + json.dumps(last), flush=True)
+    mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items() if vv} for k, v in res.items()}
     lap("two_step_finals")
     deltas = [mean["two_step"][s.key] - mean["one_step"][s.key] for s in small]
+    inside = [s for s in small if s.key in mean["two_step_ainit"]]
+    deltas_ainit = [mean["two_step_ainit"][s.key] - mean["one_step"][s.key] for s in inside]
     t_test = info["test"]["accuracy"]
     def retention(kind: str, runtime: str = "eager") -> float | None:
         fast = [s for s in small if speed[runtime][s.key]["speedup"] >= 10]
         if not fast:
             return None
-        return max(mean[kind][s.key] for s in fast) / t_test
+        vals = [mean[kind][s.key] for s in fast if s.key in mean[kind]]
+        return max(vals) / t_test if vals else None
 
     out = {
         "dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "seeds": args.seeds,
@@ -265,13 +284,16 @@ def main() -> None:
         "assistant": {"shape": asst_shape.key, "tau": ranked[0].tau, "P": ranked[0].metric, "scale": ranked[0].scale,
                       "test_acc_mean": float(np.mean(asst_acc))},
         "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(small), "mean_delta": float(np.mean(deltas)),
+        "two_step_ainit_wins": sum(d > 0 for d in deltas_ainit), "two_step_ainit_of": len(inside),
+        "mean_delta_ainit": float(np.mean(deltas_ainit)) if deltas_ainit else None,
         "per_shape": {s.key: {"speedup": speed["eager"][s.key]["speedup"], "speedup_onnx": speed["onnx"][s.key]["speedup"],
-                              **{k: mean[k][s.key] for k in mean}} for s in small},
+                              **{k: mean[k][s.key] for k in mean if s.key in mean[k]}} for s in small},
         "speed": speed, "augment_copies": args.augment, "soft_targets": args.soft,
         "retention_at_10x": retention("two_step"), "retention_at_10x_one_step": retention("one_step"),
+        "retention_at_10x_ainit": retention("two_step_ainit"),
         "retention_at_10x_plain": retention("plain"),
         "retention_at_10x_onnx": retention("two_step", "onnx"), "retention_at_10x_onnx_plain": retention("plain", "onnx"),
-        "best_retention": {k: max(mean[k].values()) / t_test for k in mean},
+        "best_retention": {k: max(mean[k].values()) / t_test for k in mean if mean[k]},
         "supernet_steps": sn_steps, "supernet_train_s": supernet_train_s, "search_s": search_s,
         "stage_s": stages, "wall_s": time.perf_counter() - t_start,
     }

@@ -120,6 +120,10 @@ class FinalSettings(Strict):
     one_step_baseline: bool = False  # also distil teacher -> student directly, for comparison
     augment: int = Field(0, ge=0, le=50)  # teacher-labelled perturbed copies per train text (0: off); nas/augment.py
     soft_targets: Literal["assistant", "average"] = "assistant"  # two-step targets: the assistant's, or teacher+assistant
+    # where a two-step student's weights come from: its slice of the supernet, or its slice of the distilled assistant
+    # (progressive shrinking: teacher -> assistant -> student in weights as well as in targets; shapes that do not fit
+    # inside the assistant fall back to the supernet)
+    student_init: Literal["supernet", "assistant"] = "supernet"
 
 
 class Search(Strict):

@@ -43,11 +43,24 @@ class Shape:
         return cls(int(d["layers"]), int(d["hidden"]), int(d["heads"]), int(d["ffn"]))
 
     @classmethod
+    def from_key(cls, key: str) -> "Shape":
+        """The inverse of `key`: "L2-H128-A4-F512" -> Shape(2, 128, 4, 512)."""
+        m = re.fullmatch(r"L(\d+)-H(\d+)-A(\d+)-F(\d+)", key.strip())
+        if m is None:
+            raise ValueError(f"{key!r} is not a shape key like L2-H128-A4-F512")
+        return cls(*(int(g) for g in m.groups()))
+
+    @classmethod
     def of_config(cls, cfg) -> "Shape":
         return cls(cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size)
 
     def is_valid(self) -> bool:
         return self.hidden % self.heads == 0
+
+    def fits_in(self, other: "Shape") -> bool:
+        """Whether this shape is a prefix slice of `other` on every axis (so it can be extracted from it)."""
+        return (self.layers <= other.layers and self.hidden <= other.hidden and self.heads <= other.heads
+                and self.ffn <= other.ffn)
 
     def encoder_weights(self) -> int:
         """Weights of the transformer layers (attention 4·H², FFN 2·H·F per layer; biases and embeddings left out)."""
@@ -84,7 +97,7 @@ def check_shape(base: BertConfig, shape: Shape) -> None:
     if not shape.is_valid():
         raise ValueError(f"hidden {shape.hidden} is not divisible by heads {shape.heads}")
     big = Shape.of_config(base)
-    if shape.layers > big.layers or shape.hidden > big.hidden or shape.heads > big.heads or shape.ffn > big.ffn:
+    if not shape.fits_in(big):
         raise ValueError(f"shape {shape.key} exceeds the source model {big.key}")
 
 

@@ -189,7 +189,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     `item["transfer_soft_paths"]` (default: the teacher's labels stored in the set). Writes `final` dev and test metrics
     under `item["metric_prefix"]`."""
     import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from nas.augment import with_transfer_set
     from nas.distill import DistillSettings, distill, lr_by_size, predict_logits, scores, steps_for
@@ -201,11 +201,13 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     prefix = item.get("metric_prefix", "")
     try:
         store.heartbeat(tid)
-        supernet = BertForSequenceClassification.from_pretrained(ctx["supernet_dir"], attn_implementation="eager").eval()
+        # the source of the student's weights: the supernet, or (student_init: assistant) the distilled assistant
+        source = BertForSequenceClassification.from_pretrained(item.get("init_dir") or ctx["supernet_dir"],
+                                                               attn_implementation="eager").eval()
         shape = Shape.from_dict(item["shape"])
-        model = extract_subnet(supernet, shape)
-        share = shape.share_of(Shape.of_config(supernet.config))
-        del supernet
+        model = extract_subnet(source, shape)
+        share = shape.share_of(Shape.of_config(BertConfig.from_pretrained(ctx["supernet_dir"])))
+        del source
         soft = _soft_targets(item["soft_logits_paths"])
         transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
         t_soft = _soft_targets(item["transfer_soft_paths"]) if transfer is not None and item.get("transfer_soft_paths") else None
@@ -217,6 +219,8 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
                        on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
+        # the model the student was sliced from (the supernet, or the distilled assistant with student_init: assistant)
+        store.add_artefact(ctx["job_id"], tid, prefix + "init", item.get("init_dir") or ctx["supernet_dir"])
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])
             sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
@@ -229,6 +233,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
             model.save_pretrained(path / "model")
             AutoTokenizer.from_pretrained(ctx["teacher"]["dir"]).save_pretrained(path / "model")
             store.add_artefact(ctx["job_id"], tid, "model", str(path / "model"))
+            out["model_path"] = str(path / "model")
             if item.get("save_logits"):
                 torch.save(predict_logits(model, tensors), path / "logits.pt")
                 store.add_artefact(ctx["job_id"], tid, "logits", str(path / "logits.pt"))
@@ -407,7 +412,7 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         log(f"final: labelling {fin.augment} augmented copies of {len(train_idx)} train texts with the teacher (cached)")
         texts = list(prep.dataset.texts)
         common["transfer_path"] = ray.get(ray.remote(num_cpus=cpus)(transfer_set_task).remote(base, texts))
-    soft, transfer_soft = teacher_soft, None
+    soft, transfer_soft, init_dir, assistant_shape = teacher_soft, None, None, None
     if assistant is not None and fin.two_step:
         assistant = store.get_trial(assistant["id"])
         arts = {a["kind"]: a["path"] for a in assistant["artefacts"]}
@@ -416,8 +421,13 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
             r = ray.get(final_task.remote(base, {"trial_id": assistant["id"], "number": assistant["number"],
                                                  "shape": assistant["config"]["shape"], "soft_logits_paths": teacher_soft,
                                                  "save_model": True, "save_logits": True, **common}))
-            arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path")}
+            arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path"),
+                    "model": r["model_path"]}
         soft = [arts["logits"]] + (teacher_soft if fin.soft_targets == "average" else [])
+        assistant_shape = Shape.from_dict(assistant["config"]["shape"])
+        if fin.student_init == "assistant":
+            init_dir = arts["model"]
+            log(f"final: students are sliced from the distilled assistant {assistant_shape.key}")
         if fin.augment:
             transfer_soft = [arts["transfer_logits"]]
             if fin.soft_targets == "average":
@@ -438,7 +448,13 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         item = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"], **common}
         if fin.one_step_baseline and assistant is not None and fin.two_step:
             ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_"}))
-        ray.get(final_task.remote(base, {**item, "soft_logits_paths": soft, "save_model": True,
+        init = {}
+        if init_dir is not None and Shape.from_dict(item["shape"]).fits_in(assistant_shape):
+            init = {"init_dir": init_dir}
+        elif init_dir is not None:
+            log(f"final: {Shape.from_dict(item['shape']).key} does not fit inside the assistant {assistant_shape.key}; "
+                "sliced from the supernet instead")
+        ray.get(final_task.remote(base, {**item, "soft_logits_paths": soft, "save_model": True, **init,
                                          **({"transfer_soft_paths": transfer_soft} if transfer_soft else {})}))
         bar.update(1)
     bar.close()

@@ -289,3 +289,15 @@ def test_lr_by_size_runs_from_the_small_lr_to_the_teacher_size_lr_by_encoder_sha
                     key=Shape.encoder_weights)
     lrs = [lr_by_size(1e-3, 5e-5, s.share_of(teacher)) for s in shapes]
     assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 4
+
+
+def test_shape_keys_round_trip_and_fits_in_checks_every_axis():
+    from nas.supernet import Shape
+
+    s = Shape(2, 128, 4, 512)
+    assert Shape.from_key(s.key) == s
+    assert s.fits_in(Shape(3, 256, 8, 768)) and s.fits_in(s)
+    for bigger in (Shape(3, 128, 4, 512), Shape(2, 192, 4, 512), Shape(2, 128, 6, 512), Shape(2, 128, 4, 768)):
+        assert not bigger.fits_in(s)  # one axis too large is enough
+    with pytest.raises(ValueError, match="not a shape key"):
+        Shape.from_key("2x128")

@@ -25,7 +25,7 @@ search:
   population: 3
   supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
   autodisc: {lambda: 0.2}
-  final: {top_k: 2, epochs: 1, one_step_baseline: true, augment: 1, soft_targets: average}
+  final: {top_k: 2, epochs: 1, one_step_baseline: true, augment: 1, soft_targets: average, student_init: assistant}
 seed: 3
 """
 
@@ -111,6 +111,27 @@ def test_each_final_is_distilled_at_the_lr_its_size_calls_for(job):
     by_weights = sorted(finals, key=lambda t: Shape.from_dict(t["config"]["shape"]).encoder_weights())
     lrs = [next(m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final") for t in by_weights]
     assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1]
+
+
+def test_two_step_students_are_sliced_from_the_distilled_assistant_and_one_step_from_the_supernet(job):
+    """`final.student_init: assistant`: each two-step final starts from its slice of the distilled assistant's saved
+    model (teacher -> assistant -> student in weights too); the one-step baseline beside it from the supernet."""
+    from nas.supernet import Shape
+
+    store, job_id = job["store"], job["job_id"]
+    assistant = next(t for t in store.trials(job_id, kind="assistant")
+                     if metric_value(t, "accuracy", "dev", "final") is not None)
+    a_model = next(a["path"] for a in assistant["artefacts"] if a["kind"] == "model")
+    supernet = next(a["path"] for a in store.job_artefacts(job_id, "supernet"))
+    finals = [t for t in store.trials(job_id, kind="student") if metric_value(t, "accuracy", "dev", "final") is not None]
+    assert len(finals) == 2
+    for t in finals:
+        arts = {a["kind"]: a["path"] for a in t["artefacts"]}
+        assert Shape.from_dict(t["config"]["shape"]).fits_in(Shape.from_dict(assistant["config"]["shape"]))
+        assert arts["init"] == a_model and arts["one_step_init"] == supernet
+        assert metric_value(t, "one_step_accuracy", "dev", "final") is not None
+    # the assistant itself was sliced from the supernet
+    assert {a["kind"]: a["path"] for a in assistant["artefacts"]}["init"] == supernet
 
 
 def test_final_stage_used_the_teacher_labelled_transfer_set(job):
