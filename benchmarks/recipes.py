@@ -9,8 +9,10 @@ Last line of output: one JSON object.
 A variant is a comma-separated list of key=value (or a bare flag):
     lr=<float>  epochs=<float>  soft=soft_kl|soft_mse  alpha=<soft weight>  beta=<hard weight>
     augment          train rows + the --augment copies of teacher-labelled perturbed train texts (nas/augment.py)
-    init=teacher|rewired|rewired-hidden    teacher slice (default), or slice of the rewired teacher (heads and FFN
-                                           reordered by importance; with hidden dims too)
+    init=teacher|rewired|rewired-hidden|supernet
+                                           teacher slice (default), or slice of the rewired teacher (heads and FFN
+                                           reordered by importance; with hidden dims too), or of a supernet saved by
+                                           `benchmarks/supernet.py --supernet-file` (pass the same file here)
     freeze-embeddings                      the word embeddings are not trained
 Every variant starts from the same seed; the plain recipe is `lr=1e-3,epochs=4` (0.5 KL(T=2) + 0.5 CE).
 """
@@ -46,8 +48,8 @@ def parse_variant(text: str) -> dict:
             out[key] = float(value)
         else:
             out[key] = value
-    if out["init"] not in ("teacher", "rewired", "rewired-hidden"):
-        raise SystemExit(f"variant {text!r}: init must be teacher, rewired or rewired-hidden")
+    if out["init"] not in ("teacher", "rewired", "rewired-hidden", "supernet"):
+        raise SystemExit(f"variant {text!r}: init must be teacher, rewired, rewired-hidden or supernet")
     return out
 
 
@@ -61,10 +63,12 @@ def main() -> None:
     ap.add_argument("--augment", type=int, default=8, help="copies per train text in the transfer set of `augment` variants")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    ap.add_argument("--supernet-file", default=None,
+                    help="state dict of a trained supernet (benchmarks/supernet.py --supernet-file) for init=supernet")
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variants]
-
-    import re
+    if any(v["init"] == "supernet" for v in variants) and not (args.supernet_file and pathlib.Path(args.supernet_file).is_file()):
+        raise SystemExit("init=supernet needs --supernet-file pointing to a saved supernet state dict")
 
     import numpy as np
     import torch
@@ -74,10 +78,10 @@ def main() -> None:
     from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
     from nas.supernet import Shape, extract_subnet, rewire
 
-    m = re.fullmatch(r"L(\d+)-H(\d+)-A(\d+)-F(\d+)", args.shape)
-    if not m:
-        raise SystemExit(f"--shape {args.shape!r}: expected L<layers>-H<hidden>-A<heads>-F<ffn>, e.g. L1-H128-A4-F512")
-    shape = Shape(*map(int, m.groups()))
+    try:
+        shape = Shape.from_key(args.shape)
+    except ValueError as e:
+        raise SystemExit(f"--shape: {e}") from None
     hf_logging.set_verbosity_error()
     torch.set_num_threads(os.cpu_count() or 1)
     t_start = time.perf_counter()
@@ -101,7 +105,12 @@ def main() -> None:
     results = []
     for text, v in zip(args.variants, variants):
         source = teacher
-        if v["init"] != "teacher":
+        if v["init"] == "supernet":
+            if "supernet" not in rewired:
+                rewired["supernet"] = copy.deepcopy(teacher)
+                rewired["supernet"].load_state_dict(torch.load(args.supernet_file))
+            source = rewired["supernet"]
+        elif v["init"] != "teacher":
             if v["init"] not in rewired:
                 rewired[v["init"]] = rewire(copy.deepcopy(teacher), tensors, labels, held,
                                             reorder_hidden=v["init"] == "rewired-hidden")
