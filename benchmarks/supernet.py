@@ -154,13 +154,13 @@ def main() -> None:
         print(f"transfer set: {len(transfer['source'])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
     lap("extract_and_transfer_set")
 
-    a_model_box = [None]  # the distilled assistant, once there is one: two-step students may be sliced from it
-
-    def final_student(shape: Shape, soft: torch.Tensor, seed: int, init: str, transfer_soft=None,
+    def final_student(shape: Shape, soft: torch.Tensor, seed: int, source: torch.nn.Module, transfer_soft=None,
                       augment: bool = False) -> tuple[float, float, torch.nn.Module]:
-        model = extract_subnet({"supernet": supernet, "teacher": teacher, "assistant": a_model_box[0]}[init], shape)
+        """Distil `shape` sliced from `source` (the supernet or the distilled assistant for ours, the teacher for the
+        plain recipe); returns dev and test accuracy and the model."""
+        model = extract_subnet(source, shape)
         st = DistillSettings(**space.distill.model_dump())
-        if init != "teacher":  # ours; the plain recipe keeps one lr for every shape
+        if source is not teacher:  # ours; the plain recipe keeps one lr for every shape
             st.lr = lr_by_size(st.lr, args.lr_teacher_size or None, shape.share_of(Shape.of_config(teacher.config)))
         x, y, sf, hard = with_transfer_set(tensors, labels, soft, train, transfer if augment else None, transfer_soft)
         steps = steps_for(len(y), st.batch_size, args.final_epochs, None)
@@ -191,7 +191,7 @@ def main() -> None:
                  for s in pick]
         probe_s = time.perf_counter() - t0
         lap("proxies")
-        runs = [[final_student(s, t_logits, seed, "supernet")[0] for s in tqdm(pick, desc=f"final (ranking, seed {seed})",
+        runs = [[final_student(s, t_logits, seed, supernet)[0] for s in tqdm(pick, desc=f"final (ranking, seed {seed})",
                                                                                   mininterval=10)]
                 for seed in range(max(1, args.kendall_seeds))]
         finals = [float(v) for v in np.mean(runs, axis=0)]
@@ -243,9 +243,8 @@ def main() -> None:
     # distilled assistant itself (search.final.student_init: assistant) where the shape fits inside it
     res = {k: {s.key: [] for s in small} for k in ("two_step", "two_step_ainit", "one_step", "plain")}
     # the assistant is distilled once (teacher -> assistant, with the transfer set) and teaches every seed's students
-    a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, "supernet", augment=True)
+    a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, supernet, augment=True)
     asst_acc = [a_test]
-    a_model_box[0] = a_model
     a_logits = predict_logits(a_model, tensors)
     a_transfer = predict_logits(a_model, transfer["tensors"]) if transfer is not None else None
     if args.soft == "average":
@@ -255,12 +254,12 @@ def main() -> None:
     lap("assistant_final")
     for seed in range(args.seeds):
         for s in small:
-            res["two_step"][s.key].append(final_student(s, a_logits, seed, "supernet", a_transfer, augment=True)[1])
+            res["two_step"][s.key].append(final_student(s, a_logits, seed, supernet, a_transfer, augment=True)[1])
             if s.fits_in(asst_shape):
                 res["two_step_ainit"][s.key].append(
-                    final_student(s, a_logits, seed, "assistant", a_transfer, augment=True)[1])
-            res["one_step"][s.key].append(final_student(s, t_logits, seed, "supernet", augment=True)[1])
-            res["plain"][s.key].append(final_student(s, t_logits, seed, "teacher")[1])
+                    final_student(s, a_logits, seed, a_model, a_transfer, augment=True)[1])
+            res["one_step"][s.key].append(final_student(s, t_logits, seed, supernet, augment=True)[1])
+            res["plain"][s.key].append(final_student(s, t_logits, seed, teacher)[1])
         last = {k: {kk: vv[-1] for kk, vv in v.items() if vv} for k, v in res.items()}
         print(f"seed {seed}: " + json.dumps(last), flush=True)
     mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items() if vv} for k, v in res.items()}

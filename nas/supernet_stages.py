@@ -202,8 +202,8 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     try:
         store.heartbeat(tid)
         # the source of the student's weights: the supernet, or (student_init: assistant) the distilled assistant
-        source = BertForSequenceClassification.from_pretrained(item.get("init_dir") or ctx["supernet_dir"],
-                                                               attn_implementation="eager").eval()
+        init_path = item.get("init_dir") or ctx["supernet_dir"]
+        source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
         shape = Shape.from_dict(item["shape"])
         model = extract_subnet(source, shape)
         share = shape.share_of(Shape.of_config(BertConfig.from_pretrained(ctx["supernet_dir"])))
@@ -219,8 +219,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
                        on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
-        # the model the student was sliced from (the supernet, or the distilled assistant with student_init: assistant)
-        store.add_artefact(ctx["job_id"], tid, prefix + "init", item.get("init_dir") or ctx["supernet_dir"])
+        store.add_artefact(ctx["job_id"], tid, prefix + "init", init_path)  # the model the student was sliced from
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])
             sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
@@ -412,7 +411,7 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         log(f"final: labelling {fin.augment} augmented copies of {len(train_idx)} train texts with the teacher (cached)")
         texts = list(prep.dataset.texts)
         common["transfer_path"] = ray.get(ray.remote(num_cpus=cpus)(transfer_set_task).remote(base, texts))
-    soft, transfer_soft, init_dir, assistant_shape = teacher_soft, None, None, None
+    soft, transfer_soft, init_dir = teacher_soft, None, None
     if assistant is not None and fin.two_step:
         assistant = store.get_trial(assistant["id"])
         arts = {a["kind"]: a["path"] for a in assistant["artefacts"]}
@@ -424,9 +423,8 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
             arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path"),
                     "model": r["model_path"]}
         soft = [arts["logits"]] + (teacher_soft if fin.soft_targets == "average" else [])
-        assistant_shape = Shape.from_dict(assistant["config"]["shape"])
         if fin.student_init == "assistant":
-            init_dir = arts["model"]
+            init_dir, assistant_shape = arts["model"], Shape.from_dict(assistant["config"]["shape"])
             log(f"final: students are sliced from the distilled assistant {assistant_shape.key}")
         if fin.augment:
             transfer_soft = [arts["transfer_logits"]]
@@ -449,11 +447,13 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         if fin.one_step_baseline and assistant is not None and fin.two_step:
             ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_"}))
         init = {}
-        if init_dir is not None and Shape.from_dict(item["shape"]).fits_in(assistant_shape):
-            init = {"init_dir": init_dir}
-        elif init_dir is not None:
-            log(f"final: {Shape.from_dict(item['shape']).key} does not fit inside the assistant {assistant_shape.key}; "
-                "sliced from the supernet instead")
+        if init_dir is not None:
+            shape = Shape.from_dict(item["shape"])
+            if shape.fits_in(assistant_shape):
+                init = {"init_dir": init_dir}
+            else:
+                log(f"final: {shape.key} does not fit inside the assistant {assistant_shape.key}; sliced from the "
+                    "supernet instead")
         ray.get(final_task.remote(base, {**item, "soft_logits_paths": soft, "save_model": True, **init,
                                          **({"transfer_soft_paths": transfer_soft} if transfer_soft else {})}))
         bar.update(1)
