@@ -9,12 +9,15 @@ distillation at equal student steps, retention at >= 10x measured speed. Last li
 Everything is measured in this one run on this machine: the plain recipe (students sliced from the fine-tuned teacher,
 0.5 KL(T=2) + 0.5 CE) is run beside ours on the same shapes, seeds, data and step counts. Two-step students are run
 twice: sliced from the supernet (two_step) and, where the shape fits inside the assistant, sliced from the distilled
-assistant itself (two_step_ainit; a job's search.final.student_init: assistant).
+assistant itself (two_step_ainit; a job's search.final.student_init: assistant), and from a second-round supernet
+trained from the distilled assistant over the student shapes inside it (two_step_round2; a job's
+search.autodisc.second_round). `--variants` picks which run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pathlib
@@ -22,6 +25,9 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# student finals on the small shapes: two-step sliced from the supernet / from the distilled assistant / from a
+# second-round supernet trained from the assistant; one-step (teacher targets, supernet slice); the plain recipe
+VARIANTS = ("two_step", "two_step_ainit", "two_step_round2", "one_step", "plain")
 sys.path.insert(0, str(ROOT))
 
 
@@ -60,7 +66,12 @@ def main() -> None:
                          "retention counts those measured at >= 10x the teacher's speed")
     ap.add_argument("--soft", default="average", choices=["assistant", "average"],
                     help="two-step soft targets: the assistant's, or the mean of teacher and assistant logits")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="student finals to run on the small shapes (comma-separated): " + ", ".join(VARIANTS))
     args = ap.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants):
+        ap.error(f"--variants: choose from {', '.join(VARIANTS)}; found {args.variants!r}")
     if args.quick:
         args.rows = args.rows or 600
         args.teacher_epochs, args.final_epochs, args.seeds = 2.0, 1.0, 1
@@ -81,7 +92,7 @@ def main() -> None:
     from nas.latency.measure import LatencySettings, measure_interleaved, measure_latency
     from nas.search.space import all_shapes, sample_shape
     from nas.supernet import Shape, count_parameters, extract_subnet, rewire, shape_config, supernet_forward
-    from nas.supernet_stages import union_space
+    from nas.supernet_stages import clip_space, union_space
     from nas.supernet_train import evaluate_shape, probe_logits, train_supernet
     from nas.teacher import load_teacher
 
@@ -114,26 +125,30 @@ def main() -> None:
     full_space = union_space(space.student, space.assistant)
     settings = DistillSettings(**{**space.distill.model_dump(), "lr": 2e-4})
     sn_steps = args.supernet_steps or steps_for(len(sn_train), settings.batch_size, 2.0, None)
-    supernet = load_teacher(info)
-    t0 = time.perf_counter()
     from tqdm import tqdm
 
+    def trained_supernet(model, targets, space_, path: pathlib.Path | None, seed: int, desc: str):
+        """Rewire `model` and sandwich-train it over `space_` on `targets` in place, or load the state an earlier run with
+        the same arguments saved at `path`."""
+        if path is not None and path.is_file():
+            model.load_state_dict(torch.load(path))
+            print(f"{desc} loaded from {path}", flush=True)
+        else:
+            rewire(model, tensors, labels, held)
+            bar = tqdm(total=sn_steps, desc=desc, unit="step", mininterval=10)
+            train_supernet(model, targets, tensors, labels, sn_train, space_, sn_steps, settings, n_random=2,
+                           hidden_weight=1.0, seed=seed,
+                           on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}", refresh=False)))
+            bar.close()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), path)
+        return model.eval()
+
     saved = pathlib.Path(args.supernet_file) if args.supernet_file else None
-    if saved is not None and saved.is_file():  # a supernet trained by an earlier run with the same arguments
-        supernet.load_state_dict(torch.load(saved))
-        print(f"supernet loaded from {saved}", flush=True)
-    else:
-        rewire(supernet, tensors, labels, held)
-        bar = tqdm(total=sn_steps, desc="supernet", unit="step", mininterval=10)
-        train_supernet(supernet, t_logits, tensors, labels, sn_train, full_space, sn_steps, settings, n_random=2,
-                       hidden_weight=1.0, seed=0,
-                       on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}", refresh=False)))
-        bar.close()
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(supernet.state_dict(), saved)
+    t0 = time.perf_counter()
+    supernet = trained_supernet(load_teacher(info), t_logits, full_space, saved, 0, "supernet")
     supernet_train_s = time.perf_counter() - t0
-    supernet.eval()
     lap("supernet")
 
     # 1. extraction equals slicing
@@ -241,7 +256,7 @@ def main() -> None:
     lap("latency")
     # two_step: students sliced from the supernet, taught by the assistant; two_step_ainit: the same, but sliced from the
     # distilled assistant itself (search.final.student_init: assistant) where the shape fits inside it
-    res = {k: {s.key: [] for s in small} for k in ("two_step", "two_step_ainit", "one_step", "plain")}
+    res = {k: {s.key: [] for s in small} for k in variants}
     # the assistant is distilled once (teacher -> assistant, with the transfer set) and teaches every seed's students
     a_dev, a_test, a_model = final_student(asst_shape, t_logits, 100, supernet, augment=True)
     asst_acc = [a_test]
@@ -252,27 +267,46 @@ def main() -> None:
         a_transfer = (a_transfer + transfer["logits"]) / 2 if transfer is not None else None
     print(f"assistant {asst_shape.key}: dev {a_dev:.4f} test {a_test:.4f}", flush=True)
     lap("assistant_final")
+    round2 = None
+    if "two_step_round2" in variants:
+        # AutoDisc's second round (search.autodisc.second_round): a supernet over the student shapes inside the
+        # assistant, initialised from the distilled assistant (rewired again) and trained on the students' soft targets
+        r2_space, _ = clip_space(space.student, asst_shape)
+        r2_saved = saved.with_name(saved.stem + f"-round2-{asst_shape.key}.pt") if saved is not None else None
+        t0 = time.perf_counter()
+        round2 = trained_supernet(copy.deepcopy(a_model), a_logits, r2_space, r2_saved, 1, "supernet (round 2)")
+        supernet_round2_s = time.perf_counter() - t0
+        lap("supernet_round2")
     for seed in range(args.seeds):
         for s in small:
-            res["two_step"][s.key].append(final_student(s, a_logits, seed, supernet, a_transfer, augment=True)[1])
-            if s.fits_in(asst_shape):
+            if "two_step" in res:
+                res["two_step"][s.key].append(final_student(s, a_logits, seed, supernet, a_transfer, augment=True)[1])
+            if "two_step_ainit" in res and s.fits_in(asst_shape):
                 res["two_step_ainit"][s.key].append(
                     final_student(s, a_logits, seed, a_model, a_transfer, augment=True)[1])
-            res["one_step"][s.key].append(final_student(s, t_logits, seed, supernet, augment=True)[1])
-            res["plain"][s.key].append(final_student(s, t_logits, seed, teacher)[1])
+            if "two_step_round2" in res and s.fits_in(asst_shape):
+                res["two_step_round2"][s.key].append(
+                    final_student(s, a_logits, seed, round2, a_transfer, augment=True)[1])
+            if "one_step" in res:
+                res["one_step"][s.key].append(final_student(s, t_logits, seed, supernet, augment=True)[1])
+            if "plain" in res:
+                res["plain"][s.key].append(final_student(s, t_logits, seed, teacher)[1])
         last = {k: {kk: vv[-1] for kk, vv in v.items() if vv} for k, v in res.items()}
         print(f"seed {seed}: " + json.dumps(last), flush=True)
     mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items() if vv} for k, v in res.items()}
     lap("two_step_finals")
-    deltas = [mean["two_step"][s.key] - mean["one_step"][s.key] for s in small]
-    inside = [s for s in small if s.key in mean["two_step_ainit"]]
-    deltas_ainit = [mean["two_step_ainit"][s.key] - mean["one_step"][s.key] for s in inside]
+    def versus_one_step(kind: str) -> list[float]:  # paired by shape, where both ran
+        if kind not in mean or "one_step" not in mean:
+            return []
+        return [mean[kind][s.key] - mean["one_step"][s.key] for s in small if s.key in mean[kind]]
+
+    deltas, deltas_ainit, deltas_round2 = (versus_one_step(k) for k in ("two_step", "two_step_ainit", "two_step_round2"))
     t_test = info["test"]["accuracy"]
     def retention(kind: str, runtime: str = "eager") -> float | None:
         fast = [s for s in small if speed[runtime][s.key]["speedup"] >= 10]
         if not fast:
             return None
-        vals = [mean[kind][s.key] for s in fast if s.key in mean[kind]]
+        vals = [mean[kind][s.key] for s in fast if s.key in mean.get(kind, {})]
         return max(vals) / t_test if vals else None
 
     out = {
@@ -282,14 +316,20 @@ def main() -> None:
         **{k: v for k, v in ranking.items() if k != "shapes"}, "kendall_shapes": [s.key for s in pick],
         "assistant": {"shape": asst_shape.key, "tau": ranked[0].tau, "P": ranked[0].metric, "scale": ranked[0].scale,
                       "test_acc_mean": float(np.mean(asst_acc))},
-        "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(small), "mean_delta": float(np.mean(deltas)),
-        "two_step_ainit_wins": sum(d > 0 for d in deltas_ainit), "two_step_ainit_of": len(inside),
+        "variants": variants,
+        "two_step_wins": sum(d > 0 for d in deltas), "two_step_of": len(deltas),
+        "mean_delta": float(np.mean(deltas)) if deltas else None,
+        "two_step_ainit_wins": sum(d > 0 for d in deltas_ainit), "two_step_ainit_of": len(deltas_ainit),
         "mean_delta_ainit": float(np.mean(deltas_ainit)) if deltas_ainit else None,
+        "two_step_round2_wins": sum(d > 0 for d in deltas_round2), "two_step_round2_of": len(deltas_round2),
+        "mean_delta_round2": float(np.mean(deltas_round2)) if deltas_round2 else None,
+        "supernet_round2_s": supernet_round2_s if round2 is not None else None,
         "per_shape": {s.key: {"speedup": speed["eager"][s.key]["speedup"], "speedup_onnx": speed["onnx"][s.key]["speedup"],
                               **{k: mean[k][s.key] for k in mean if s.key in mean[k]}} for s in small},
         "speed": speed, "augment_copies": args.augment, "soft_targets": args.soft,
         "retention_at_10x": retention("two_step"), "retention_at_10x_one_step": retention("one_step"),
         "retention_at_10x_ainit": retention("two_step_ainit"),
+        "retention_at_10x_round2": retention("two_step_round2"),
         "retention_at_10x_plain": retention("plain"),
         "retention_at_10x_onnx": retention("two_step", "onnx"), "retention_at_10x_onnx_plain": retention("plain", "onnx"),
         "best_retention": {k: max(mean[k].values()) / t_test for k in mean if mean[k]},

@@ -28,7 +28,9 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     if sk:
         return _export_sklearn(store, job, trial, sk[-1], out_dir)
     models = [a["path"] for a in trial["artefacts"] if a["kind"] in ("model", "teacher")]
-    supernets = [a["path"] for a in store.job_artefacts(job_id, "supernet")]
+    # a proxy-only point is sliced from the supernet its proxy was read from (a second round has its own)
+    supernets = ([a["path"] for a in trial["artefacts"] if a["kind"] == "proxy_source"]
+                 or [a["path"] for a in store.job_artefacts(job_id, "supernet")])
     if (not models or not pathlib.Path(models[-1]).is_dir()) and not (supernets and pathlib.Path(supernets[-1]).is_dir()):
         raise SpecError("--trial", f"trial {trial_number} has no saved model on this machine")
     out = _output_dir(out_dir)

@@ -49,6 +49,10 @@ def prepare(spec: JobSpec) -> Prepared:
     names = [reference_name(r) for r in spec.references]
     if len(set(names)) != len(names) or "teacher" in names:
         raise SpecError("references", f"reference names must be unique and not 'teacher': {names}")
+    ad = spec.search.autodisc
+    if ad.second_round and (spec.search.supernet is None or not ad.enabled or space.assistant is None):
+        raise SpecError("search.autodisc.second_round", "a second-round supernet starts from the AutoDisc assistant: it "
+                        "needs search.supernet, autodisc.enabled and an assistant grid in the search space")
     if spec.search.final.augment and spec.task != "classification":
         raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
     if spec.hpo is not None:

@@ -105,6 +105,11 @@ class AutoDiscSettings(Strict):
     enabled: bool = True
     lam: float = Field(0.2, ge=0, le=10, alias="lambda")
     scale_by: Literal["params", "latency"] = "params"
+    # AutoDisc's optional second round: a new supernet over the student shapes, initialised from the distilled assistant
+    # (rewired again when search.supernet.rewire) and trained on its soft targets; the student search and the finals
+    # then slice from it. Student choices larger than the assistant on an axis are dropped from the search.
+    second_round: bool = False
+    second_round_epochs: float | None = Field(None, gt=0, le=100)  # default: what search.supernet trains for
 
 
 class FinalSettings(Strict):
@@ -122,8 +127,9 @@ class FinalSettings(Strict):
     soft_targets: Literal["assistant", "average"] = "assistant"  # two-step targets: the assistant's, or teacher+assistant
     # where a two-step student's weights come from: its slice of the supernet, or its slice of the distilled assistant
     # (progressive shrinking: teacher -> assistant -> student in weights as well as in targets; shapes that do not fit
-    # inside the assistant fall back to the supernet)
-    student_init: Literal["supernet", "assistant"] = "supernet"
+    # inside the assistant fall back to the supernet), or (teacher) its slice of the task-fine-tuned teacher itself, as
+    # the plain recipe starts, for every final student including the one-step baseline
+    student_init: Literal["supernet", "assistant", "teacher"] = "supernet"
 
 
 class Search(Strict):

@@ -26,6 +26,18 @@ def union_space(a: StudentSpace, b: StudentSpace | None) -> StudentSpace:
 
 
 # -- Ray task bodies (run in workers) ------------------------------------------------------------------------------------
+def clip_space(space: StudentSpace, outer: Shape) -> tuple[StudentSpace | None, dict]:
+    """The part of `space` inside `outer` on every axis, and the dropped choices by axis; (None, {axis: []}) naming the
+    axes left without any choice when nothing fits."""
+    axes = ("layers", "hidden", "heads", "ffn")
+    kept = {ax: [v for v in getattr(space, ax) if v <= getattr(outer, ax)] for ax in axes}
+    empty = {ax: [] for ax in axes if not kept[ax]}
+    if empty:
+        return None, empty
+    dropped = {ax: sorted(set(getattr(space, ax)) - set(kept[ax])) for ax in axes}
+    return StudentSpace(**kept), {ax: v for ax, v in dropped.items() if v}
+
+
 def _load_common(ctx: dict):
     import torch
     from transformers.utils import logging as hf_logging
@@ -38,8 +50,10 @@ def _load_common(ctx: dict):
 
 
 def train_supernet_task(ctx: dict, trial_id: int) -> str:
+    """Rewire and sandwich-train a supernet; returns its saved model directory. Round 1 starts from the teacher and its
+    logits; a second round (ctx `init_dir`, `target_logits_paths`, `out_name`) from the distilled assistant and its."""
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     from nas.distill import DistillSettings
     from nas.supernet import rewire
@@ -51,12 +65,15 @@ def train_supernet_task(ctx: dict, trial_id: int) -> str:
     store.start_trial(trial_id)
     try:
         sn = ctx["supernet"]
-        teacher_logits = torch.load(ctx["teacher"]["logits_path"])
-        model = load_teacher(ctx["teacher"])
+        if ctx.get("init_dir"):
+            model = BertForSequenceClassification.from_pretrained(ctx["init_dir"], attn_implementation="eager").eval()
+        else:
+            model = load_teacher(ctx["teacher"])
+        teacher_logits = _soft_targets(ctx.get("target_logits_paths") or [ctx["teacher"]["logits_path"]])
         if sn["rewire"]:
             # importance from cross-entropy on held-out train rows: KL to the teacher's own logits is flat at the teacher
             rewire(model, tensors, labels, ctx["rewire_idx"])
-        out = pathlib.Path(ctx["artefact_dir"]) / "supernet"
+        out = pathlib.Path(ctx["artefact_dir"]) / ctx.get("out_name", "supernet")
         out.mkdir(parents=True, exist_ok=True)
         settings = DistillSettings(**{**ctx["distill"], "lr": sn["lr"]})
         last = [time.monotonic()]
@@ -121,6 +138,8 @@ def evaluate_shapes_task(ctx: dict, items: list[dict]) -> list[dict]:
                     sub = extract_subnet(model, shape)
                     params = count_parameters(sub)
                     store.add_metric(tid, "params", params, "dev", "proxy")
+                    # the supernet this proxy was read from (a second round has its own): an export slices the same
+                    store.add_artefact(ctx["job_id"], tid, "proxy_source", ctx["supernet_dir"])
                     subs[tid] = (shape, sub)
                     results.append({"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params})
                 except Exception as exc:
@@ -206,7 +225,9 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
         shape = Shape.from_dict(item["shape"])
         model = extract_subnet(source, shape)
-        share = shape.share_of(Shape.of_config(BertConfig.from_pretrained(ctx["supernet_dir"])))
+        # the lr by size is relative to the teacher (a second-round supernet is only the assistant's size)
+        share = shape.share_of(Shape.from_dict(ctx["teacher_shape"]) if ctx.get("teacher_shape")
+                               else Shape.of_config(BertConfig.from_pretrained(ctx["supernet_dir"])))
         del source
         soft = _soft_targets(item["soft_logits_paths"])
         transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
@@ -274,7 +295,7 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         **ctx, "storage": store.url, "job_id": job_id, "seed": spec.seed, "threads": cpus, "distill": distill_cfg,
         "artefact_dir": str(nas_home() / "artefacts" / f"job-{job_id}"), "latency": spec.latency.model_dump(),
         "final": spec.search.final.model_dump(), "max_seq_len": spec.budgets.max_seq_len,
-        "teacher_p50_ms": t_lat["p50_ms"], "proxy": sn.proxy,
+        "teacher_p50_ms": t_lat["p50_ms"], "proxy": sn.proxy, "teacher_shape": teacher_trial["config"]["shape"],
         # the probe proxy's rows: train rows outside the rewiring slice, never dev
         "probe_idx": np.sort(np.random.default_rng(spec.seed + 29).choice(
             sn_train, size=min(sn.probe_rows, len(sn_train)), replace=False)).tolist() if sn.proxy == "probe" else [],
@@ -282,20 +303,20 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
 
     # 1. supernet ---------------------------------------------------------------------------------------------------------
     store.set_job_stage(job_id, "supernet")
-    sup = store.trials(job_id, kind="supernet")
-    if sup and sup[-1]["state"] == "COMPLETE":
-        supernet_dir = next(a["path"] for a in sup[-1]["artefacts"] if a["kind"] == "supernet")
-    else:
-        full_space = union_space(space.student, space.assistant)
-        config = {"space": full_space.model_dump(), "steps": steps, "supernet": sn.model_dump(), "rewire_rows": int(n_rewire)}
+
+    def supernet_round(round_no: int, space_: StudentSpace, steps_: int, extra_cfg: dict, extra_ctx: dict) -> str:
+        """Train (or resume, or reuse when complete) the supernet trial of one round; returns its model directory."""
+        sup = [t for t in store.trials(job_id, kind="supernet") if t["config"].get("round", 1) == round_no]
+        if sup and sup[-1]["state"] == "COMPLETE":
+            return next(a["path"] for a in sup[-1]["artefacts"] if a["kind"] == "supernet")
+        config = {"space": space_.model_dump(), "steps": steps_, "supernet": sn.model_dump(), "rewire_rows": int(n_rewire),
+                  **({"round": round_no} if round_no > 1 else {}), **extra_cfg}
         tid = sup[-1]["id"] if sup else store.add_trial(job_id, "supernet", config)["id"]
-        task_ctx = {**base, "supernet": sn.model_dump(), "space": full_space.model_dump(), "supernet_steps": steps,
-                    "train_idx": sn_train.tolist(), "rewire_idx": held.tolist()}
-        log(f"supernet: {'rewired ' if sn.rewire else ''}teacher -> {steps} sandwich steps over "
-            f"{len(full_space.layers)}x{len(full_space.hidden)}x{len(full_space.heads)}x{len(full_space.ffn)} choices "
-            f"(checkpoint every {sn.checkpoint_every})")
+        task_ctx = {**base, "supernet": sn.model_dump(), "space": space_.model_dump(), "supernet_steps": steps_,
+                    "train_idx": sn_train.tolist(), "rewire_idx": held.tolist(), **extra_ctx}
         ref = ray.remote(num_cpus=cpus)(train_supernet_task).remote(task_ctx, tid)
-        bar = tqdm(total=steps, desc="supernet", unit="step", disable=not progress)
+        bar = tqdm(total=steps_, desc="supernet" if round_no == 1 else f"supernet (round {round_no})", unit="step",
+                   disable=not progress)
         while True:
             done, _ = ray.wait([ref], timeout=2.0)
             t = store.get_trial(tid)
@@ -307,7 +328,14 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
             if done:
                 break
         bar.close()
-        supernet_dir = ray.get(ref)
+        return ray.get(ref)
+
+    full_space = union_space(space.student, space.assistant)
+    if not any(t["state"] == "COMPLETE" and t["config"].get("round", 1) == 1 for t in store.trials(job_id, kind="supernet")):
+        log(f"supernet: {'rewired ' if sn.rewire else ''}teacher -> {steps} sandwich steps over "
+            f"{len(full_space.layers)}x{len(full_space.hidden)}x{len(full_space.heads)}x{len(full_space.ffn)} choices "
+            f"(checkpoint every {sn.checkpoint_every})")
+    supernet_dir = supernet_round(1, full_space, steps, {}, {})
     base["supernet_dir"] = supernet_dir
     evaluate = ray.remote(num_cpus=cpus)(evaluate_shapes_task)
 
@@ -353,11 +381,65 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
             log(f"assistant: {ranked[0].shape.key} (P {ranked[0].metric:.4f}, scale {ranked[0].scale:.3f}, "
                 f"τ {ranked[0].tau:.4f}, λ {ad.lam})")
 
+    fin = spec.search.final
+    final_task = ray.remote(num_cpus=cpus)(final_distill_task)
+    teacher_soft = [ctx["teacher"]["logits_path"]]
+    common: dict = {}
+
+    def transfer_set() -> None:
+        """The teacher-labelled transfer set (cached beside the teacher), once per run, when final.augment asks."""
+        if fin.augment and "transfer_path" not in common:
+            log(f"final: labelling {fin.augment} augmented copies of {len(train_idx)} train texts with the teacher (cached)")
+            texts = list(prep.dataset.texts)
+            common["transfer_path"] = ray.get(ray.remote(num_cpus=cpus)(transfer_set_task).remote(base, texts))
+
+    def distilled_assistant() -> dict:
+        """teacher -> assistant, once per job (its artefacts are reused on resume): model, logits, transfer logits."""
+        nonlocal assistant
+        transfer_set()
+        assistant = store.get_trial(assistant["id"])
+        arts = {a["kind"]: a["path"] for a in assistant["artefacts"]}
+        if "logits" not in arts or "model" not in arts or (fin.augment and "transfer_logits" not in arts):
+            log(f"final: distilling the assistant {Shape.from_dict(assistant['config']['shape']).key} from the teacher")
+            r = ray.get(final_task.remote(base, {"trial_id": assistant["id"], "number": assistant["number"],
+                                                 "shape": assistant["config"]["shape"], "soft_logits_paths": teacher_soft,
+                                                 "save_model": True, "save_logits": True, **common}))
+            arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path"), "model": r["model_path"]}
+        return arts
+
+    def assistant_soft(arts: dict) -> list[str]:
+        return [arts["logits"]] + (teacher_soft if fin.soft_targets == "average" else [])
+
+    # 2b. AutoDisc's second round: a supernet over the student shapes, from the distilled assistant ------------------------
+    student_space = space.student
+    if ad.enabled and ad.second_round and assistant is not None:
+        a_shape = Shape.from_dict(assistant["config"]["shape"])
+        if deadline is not None:
+            log("supernet (round 2): a wall-clock budget is set: the search stays on the first supernet")
+        else:
+            clipped, dropped = clip_space(space.student, a_shape)
+            if clipped is None:
+                log(f"supernet (round 2): no student choice of {', '.join(dropped)} fits inside the assistant "
+                    f"{a_shape.key}; the search stays on the first supernet")
+            else:
+                student_space = clipped
+                arts = distilled_assistant()
+                steps2 = (steps_for(len(sn_train), distill_cfg["batch_size"], ad.second_round_epochs, None)
+                          if ad.second_round_epochs else steps)
+                store.set_job_stage(job_id, "supernet")
+                log(f"supernet (round 2): {'rewired ' if sn.rewire else ''}distilled assistant {a_shape.key} -> "
+                    f"{steps2} sandwich steps over the student shapes"
+                    + (f" (choices larger than the assistant dropped: {dropped})" if dropped else ""))
+                base["supernet_dir"] = supernet_round(
+                    2, student_space, steps2, {"from_assistant": a_shape.key, "from_trial": assistant["number"]},
+                    {"init_dir": arts["model"], "target_logits_paths": assistant_soft(arts),
+                     "out_name": "supernet-round2"})
+
     # 3. student search on inherited weights -------------------------------------------------------------------------------
     from nas.search.strategies import make_strategy
 
     store.set_job_stage(job_id, "search")
-    strategy = make_strategy(spec.search.strategy, space.student, spec.seed,
+    strategy = make_strategy(spec.search.strategy, student_space, spec.seed,
                              **({"population": spec.search.population, "use_size": spec.objectives.size}
                                 if spec.search.strategy == "evolution" else {}))
     students = store.trials(job_id, kind="student")
@@ -394,7 +476,6 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     bar.close()
 
     # 4. final: standalone distillation of chosen front points --------------------------------------------------------------
-    fin = spec.search.final
     if fin.top_k == 0:
         return
     store.set_job_stage(job_id, "final")
@@ -404,25 +485,11 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     if deadline is not None and time.time() >= deadline:
         log("final: the wall-clock budget is spent; no final starts")
         return
-    final_task = ray.remote(num_cpus=cpus)(final_distill_task)
-    teacher_soft = [ctx["teacher"]["logits_path"]]
-    common: dict = {}
-    if fin.augment:
-        log(f"final: labelling {fin.augment} augmented copies of {len(train_idx)} train texts with the teacher (cached)")
-        texts = list(prep.dataset.texts)
-        common["transfer_path"] = ray.get(ray.remote(num_cpus=cpus)(transfer_set_task).remote(base, texts))
+    transfer_set()
     soft, transfer_soft, init_dir = teacher_soft, None, None
     if assistant is not None and fin.two_step:
-        assistant = store.get_trial(assistant["id"])
-        arts = {a["kind"]: a["path"] for a in assistant["artefacts"]}
-        if "logits" not in arts or (fin.augment and "transfer_logits" not in arts):
-            log(f"final: distilling the assistant {Shape.from_dict(assistant['config']['shape']).key} from the teacher")
-            r = ray.get(final_task.remote(base, {"trial_id": assistant["id"], "number": assistant["number"],
-                                                 "shape": assistant["config"]["shape"], "soft_logits_paths": teacher_soft,
-                                                 "save_model": True, "save_logits": True, **common}))
-            arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path"),
-                    "model": r["model_path"]}
-        soft = [arts["logits"]] + (teacher_soft if fin.soft_targets == "average" else [])
+        arts = distilled_assistant()
+        soft = assistant_soft(arts)
         if fin.student_init == "assistant":
             init_dir, assistant_shape = arts["model"], Shape.from_dict(assistant["config"]["shape"])
             log(f"final: students are sliced from the distilled assistant {assistant_shape.key}")
@@ -435,6 +502,9 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
                 t_path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(torch.load(common["transfer_path"])["logits"], t_path)
                 transfer_soft.append(str(t_path))
+    if fin.student_init == "teacher":
+        init_dir, assistant_shape = ctx["teacher"]["dir"], None
+        log("final: students are sliced from the fine-tuned teacher")
     chosen = choose_final(store.trials(job_id, kind="student", state="COMPLETE"), fin.top_k, spec.objectives.metric,
                           spec.objectives.latency)
     todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
@@ -445,11 +515,14 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
             break
         item = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"], **common}
         if fin.one_step_baseline and assistant is not None and fin.two_step:
-            ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_"}))
+            # teacher -> student with no assistant anywhere: sliced from the first (teacher-initialised) supernet, or
+            # from the teacher when the students are
+            ray.get(final_task.remote(base, {**item, "soft_logits_paths": teacher_soft, "metric_prefix": "one_step_",
+                                             "init_dir": init_dir if fin.student_init == "teacher" else supernet_dir}))
         init = {}
         if init_dir is not None:
             shape = Shape.from_dict(item["shape"])
-            if shape.fits_in(assistant_shape):
+            if assistant_shape is None or shape.fits_in(assistant_shape):
                 init = {"init_dir": init_dir}
             else:
                 log(f"final: {shape.key} does not fit inside the assistant {assistant_shape.key}; sliced from the "

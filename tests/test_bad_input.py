@@ -156,6 +156,7 @@ CASES = [
     ("latency-bad-extra-runtime", set_("latency.extra_runtimes", ["onnx", "tvm"]), "latency.extra_runtimes[1]", None),
     ("constraint-negative", set_("constraints.latency_p90_ms", -1), "constraints.latency_p90_ms", None),
     ("augment-too-many", set_("search.final.augment", 500), "search.final.augment", None),
+    ("second-round-without-supernet", set_("search.autodisc.second_round", True), "search.autodisc.second_round", None),
     ("latency-runs", set_("latency", {"min_runs": 50, "max_runs": 10}), "latency", None),
     ("unreachable-storage", None, "storage", UNREACHABLE),
     ("malformed-storage-url", None, "storage", "notaurl"),

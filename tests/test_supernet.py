@@ -301,3 +301,17 @@ def test_shape_keys_round_trip_and_fits_in_checks_every_axis():
         assert not bigger.fits_in(s)  # one axis too large is enough
     with pytest.raises(ValueError, match="not a shape key"):
         Shape.from_key("2x128")
+
+
+def test_second_round_space_keeps_only_choices_inside_the_assistant():
+    from nas.spec import StudentSpace
+    from nas.supernet import Shape
+    from nas.supernet_stages import clip_space
+
+    space = StudentSpace(layers=[1, 2, 4], hidden=[128, 256, 384], heads=[2, 4, 8, 12], ffn=[256, 512, 1536])
+    clipped, dropped = clip_space(space, Shape(3, 256, 8, 1024))
+    assert clipped.model_dump() == {"layers": [1, 2], "hidden": [128, 256], "heads": [2, 4, 8], "ffn": [256, 512]}
+    assert dropped == {"layers": [4], "hidden": [384], "heads": [12], "ffn": [1536]}
+    assert clip_space(space, Shape(4, 384, 12, 1536)) == (space, {})
+    none, empty = clip_space(space, Shape(3, 64, 8, 1024))  # no hidden choice fits: no second round
+    assert none is None and empty == {"hidden": []}

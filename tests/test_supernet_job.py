@@ -229,3 +229,79 @@ def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_sc
     # the inherited-head job above never wrote a probe's companion metric
     assert all(metric_value(t, "head_accuracy", "dev", "proxy") is None
                for t in store.trials(job["job_id"], kind="student", state="COMPLETE"))
+
+
+def test_second_round_supernet_starts_from_the_distilled_assistant_and_the_students_are_searched_on_it(job, tmp_path):
+    """`autodisc.second_round`: after the assistant is picked on the first supernet, it is distilled from the teacher,
+    a second supernet of the assistant's shape is trained from it over the student shapes, and the student search,
+    the finals and an export of a proxy-only point all slice that one; the assistants and the one-step baseline keep
+    the first (teacher-initialised) supernet."""
+    import yaml
+    from transformers import BertConfig
+
+    from nas.export import evaluate_export, export_trial
+    from nas.pipeline import run_job
+    from nas.spec import parse_spec
+    from nas.supernet import Shape
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-round2"
+    raw["budgets"]["trials"] = 3
+    raw["search"]["autodisc"]["second_round"] = True
+    raw["search"]["final"] = {"top_k": 1, "epochs": 1, "one_step_baseline": True, "augment": 0}
+    lines: list[str] = []
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, log=lines.append, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    sups = store.trials(job_id, kind="supernet", state="COMPLETE")
+    assert [t["config"].get("round", 1) for t in sups] == [1, 2]
+    first, second = (next(a["path"] for a in t["artefacts"] if a["kind"] == "supernet") for t in sups)
+    assistant = next(t for t in store.trials(job_id, kind="assistant")
+                     if metric_value(t, "accuracy", "dev", "final") is not None)
+    a_shape = Shape.from_dict(assistant["config"]["shape"])
+    assert sups[1]["config"]["from_assistant"] == a_shape.key and sups[1]["config"]["from_trial"] == assistant["number"]
+    assert Shape.of_config(BertConfig.from_pretrained(second)) == a_shape  # the assistant is the round-2 supernet
+    assert any(m.startswith(f"supernet (round 2): rewired distilled assistant {a_shape.key}") for m in lines), lines
+    # assistants were scored on the first supernet, students on the second
+    src = lambda t: [a["path"] for a in t["artefacts"] if a["kind"] == "proxy_source"]  # noqa: E731
+    assert all(src(t) == [first] for t in store.trials(job_id, kind="assistant", state="COMPLETE"))
+    students = store.trials(job_id, kind="student", state="COMPLETE")
+    assert len(students) == 3 and all(src(t) == [second] for t in students)
+    assert all(Shape.from_dict(t["config"]["shape"]).fits_in(a_shape) for t in students)
+    final = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is not None)
+    arts = {a["kind"]: a["path"] for a in final["artefacts"]}
+    assert arts["init"] == second and arts["one_step_init"] == first
+    proxy_only = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is None)
+    res = evaluate_export(export_trial(store, job_id, proxy_only["number"], tmp_path / "exp"))
+    assert res["abs_diff"] <= 1e-6, res
+
+
+def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job):
+    """`final.student_init: teacher`: every final student, two-step and the one-step baseline, starts from its slice of
+    the task-fine-tuned teacher (the plain recipe's start), not from a supernet; the assistant is still sliced from the
+    supernet."""
+    import yaml
+
+    from nas.pipeline import run_job
+    from nas.spec import parse_spec
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-teacher-init"
+    raw["budgets"]["trials"] = 2
+    raw["search"].update(strategy="random", supernet={"steps": 2, "n_random": 1, "rewire_rows": 16},
+                         final={"top_k": 1, "epochs": 1, "one_step_baseline": True, "student_init": "teacher"})
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    teacher_dir = next(a["path"] for a in store.job_artefacts(job_id, "teacher"))
+    supernet = next(a["path"] for a in store.job_artefacts(job_id, "supernet"))
+    finals = [t for t in store.trials(job_id, kind="student") if metric_value(t, "accuracy", "dev", "final") is not None]
+    assert len(finals) == 1
+    arts = {a["kind"]: a["path"] for a in finals[0]["artefacts"]}
+    assert arts["init"] == teacher_dir and arts["one_step_init"] == teacher_dir
+    assert metric_value(finals[0], "one_step_accuracy", "test", "final") is not None
+    assistant = next(t for t in store.trials(job_id, kind="assistant")
+                     if metric_value(t, "accuracy", "dev", "final") is not None)
+    assert {a["kind"]: a["path"] for a in assistant["artefacts"]}["init"] == supernet
