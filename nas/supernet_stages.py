@@ -208,7 +208,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
     `item["transfer_soft_paths"]` (default: the teacher's labels stored in the set). Writes `final` dev and test metrics
     under `item["metric_prefix"]`."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     from nas.augment import with_transfer_set
     from nas.distill import DistillSettings, distill, lr_by_size, predict_logits, scores, steps_for
@@ -226,8 +226,7 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         shape = Shape.from_dict(item["shape"])
         model = extract_subnet(source, shape)
         # the lr by size is relative to the teacher (a second-round supernet is only the assistant's size)
-        share = shape.share_of(Shape.from_dict(ctx["teacher_shape"]) if ctx.get("teacher_shape")
-                               else Shape.of_config(BertConfig.from_pretrained(ctx["supernet_dir"])))
+        share = shape.share_of(Shape.from_dict(ctx["teacher_shape"]))
         del source
         soft = _soft_targets(item["soft_logits_paths"])
         transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
@@ -304,11 +303,14 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
     # 1. supernet ---------------------------------------------------------------------------------------------------------
     store.set_job_stage(job_id, "supernet")
 
-    def supernet_round(round_no: int, space_: StudentSpace, steps_: int, extra_cfg: dict, extra_ctx: dict) -> str:
-        """Train (or resume, or reuse when complete) the supernet trial of one round; returns its model directory."""
+    def supernet_round(round_no: int, space_: StudentSpace, steps_: int, extra_cfg: dict, extra_ctx: dict,
+                       what: str) -> str:
+        """Train (or resume, or reuse when complete) the supernet trial of one round; returns its model directory.
+        `what` is logged when it trains."""
         sup = [t for t in store.trials(job_id, kind="supernet") if t["config"].get("round", 1) == round_no]
         if sup and sup[-1]["state"] == "COMPLETE":
             return next(a["path"] for a in sup[-1]["artefacts"] if a["kind"] == "supernet")
+        log(what)
         config = {"space": space_.model_dump(), "steps": steps_, "supernet": sn.model_dump(), "rewire_rows": int(n_rewire),
                   **({"round": round_no} if round_no > 1 else {}), **extra_cfg}
         tid = sup[-1]["id"] if sup else store.add_trial(job_id, "supernet", config)["id"]
@@ -331,11 +333,11 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
         return ray.get(ref)
 
     full_space = union_space(space.student, space.assistant)
-    if not any(t["state"] == "COMPLETE" and t["config"].get("round", 1) == 1 for t in store.trials(job_id, kind="supernet")):
-        log(f"supernet: {'rewired ' if sn.rewire else ''}teacher -> {steps} sandwich steps over "
-            f"{len(full_space.layers)}x{len(full_space.hidden)}x{len(full_space.heads)}x{len(full_space.ffn)} choices "
-            f"(checkpoint every {sn.checkpoint_every})")
-    supernet_dir = supernet_round(1, full_space, steps, {}, {})
+    supernet_dir = supernet_round(
+        1, full_space, steps, {}, {},
+        f"supernet: {'rewired ' if sn.rewire else ''}teacher -> {steps} sandwich steps over "
+        f"{len(full_space.layers)}x{len(full_space.hidden)}x{len(full_space.heads)}x{len(full_space.ffn)} choices "
+        f"(checkpoint every {sn.checkpoint_every})")
     base["supernet_dir"] = supernet_dir
     evaluate = ray.remote(num_cpus=cpus)(evaluate_shapes_task)
 
@@ -427,13 +429,13 @@ def run_supernet_schedule(prep, store: Store, job_id: int, ctx: dict, log: Calla
                 steps2 = (steps_for(len(sn_train), distill_cfg["batch_size"], ad.second_round_epochs, None)
                           if ad.second_round_epochs else steps)
                 store.set_job_stage(job_id, "supernet")
-                log(f"supernet (round 2): {'rewired ' if sn.rewire else ''}distilled assistant {a_shape.key} -> "
-                    f"{steps2} sandwich steps over the student shapes"
-                    + (f" (choices larger than the assistant dropped: {dropped})" if dropped else ""))
                 base["supernet_dir"] = supernet_round(
                     2, student_space, steps2, {"from_assistant": a_shape.key, "from_trial": assistant["number"]},
                     {"init_dir": arts["model"], "target_logits_paths": assistant_soft(arts),
-                     "out_name": "supernet-round2"})
+                     "out_name": "supernet-round2"},
+                    f"supernet (round 2): {'rewired ' if sn.rewire else ''}distilled assistant {a_shape.key} -> "
+                    f"{steps2} sandwich steps over the student shapes"
+                    + (f" (choices larger than the assistant dropped: {dropped})" if dropped else ""))
 
     # 3. student search on inherited weights -------------------------------------------------------------------------------
     from nas.search.strategies import make_strategy
