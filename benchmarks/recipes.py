@@ -14,6 +14,9 @@ A variant is a comma-separated list of key=value (or a bare flag):
                                            reordered by importance; with hidden dims too), or of a supernet saved by
                                            `benchmarks/supernet.py --supernet-file` (pass the same file here)
     freeze-embeddings                      the word embeddings are not trained
+    hidden=<w>  attention=<w>              hidden-state MSE / attention-map KL against the teacher's forward (weights)
+    map=sliced|uniform                     the teacher layer each student layer learns: the one it was sliced from, or
+                                           TinyBERT's uniform map (a 1-layer student learns the teacher's top layer)
 Every variant starts from the same seed; the plain recipe is `lr=1e-3,epochs=4` (0.5 KL(T=2) + 0.5 CE).
 """
 
@@ -36,7 +39,7 @@ DEFAULT_VARIANTS = ["lr=1e-3,epochs=4", "lr=1e-3,epochs=4,freeze-embeddings", "l
 
 def parse_variant(text: str) -> dict:
     out = {"lr": 1e-3, "epochs": 4.0, "soft": "soft_kl", "alpha": 0.5, "beta": 0.5, "augment": False, "init": "teacher",
-           "freeze_embeddings": False}
+           "freeze_embeddings": False, "hidden": 0.0, "attention": 0.0, "map": "sliced"}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         key = key.strip().replace("-", "_")
@@ -50,6 +53,8 @@ def parse_variant(text: str) -> dict:
             out[key] = value
     if out["init"] not in ("teacher", "rewired", "rewired-hidden", "supernet"):
         raise SystemExit(f"variant {text!r}: init must be teacher, rewired, rewired-hidden or supernet")
+    if out["map"] not in ("sliced", "uniform"):
+        raise SystemExit(f"variant {text!r}: map must be sliced or uniform")
     return out
 
 
@@ -119,11 +124,13 @@ def main() -> None:
         if v["freeze_embeddings"]:
             model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         st = DistillSettings(**{**space.distill.model_dump(), "lr": v["lr"], "soft_loss": v["soft"],
-                                "alpha_soft": v["alpha"], "beta_hard": v["beta"]})
+                                "alpha_soft": v["alpha"], "beta_hard": v["beta"], "hidden_weight": v["hidden"],
+                                "attention_weight": v["attention"], "layer_map": v["map"]})
         x, y, sf, hard = with_transfer_set(tensors, labels, t_logits, train, transfer if v["augment"] else None)
         steps = steps_for(len(y), st.batch_size, v["epochs"], None)
         t0 = time.perf_counter()
-        distill(model, x, y, sf, st, steps, seed=args.seed, hard_mask=hard)
+        distill(model, x, y, sf, st, steps, seed=args.seed, hard_mask=hard,
+                teacher=teacher if st.hidden_weight > 0 or st.attention_weight > 0 else None)
         row = {"variant": text, "train_rows": len(y), "steps": steps, "dev": accuracy(model, dev),
                "test": accuracy(model, test), "train_s": round(time.perf_counter() - t0, 1)}
         row["retention"] = row["test"] / info["test"]["accuracy"]

@@ -11,7 +11,9 @@ Everything is measured in this one run on this machine: the plain recipe (studen
 twice: sliced from the supernet (two_step) and, where the shape fits inside the assistant, sliced from the distilled
 assistant itself (two_step_ainit; a job's search.final.student_init: assistant), and from a second-round supernet
 trained from the distilled assistant over the student shapes inside it (two_step_round2; a job's
-search.autodisc.second_round). `--variants` picks which run.
+search.autodisc.second_round). two_step_tinit and one_step_tinit are ours with every student sliced from the fine-tuned
+teacher instead (a job's search.final.student_init: teacher): the plain recipe's start, ours otherwise (lr by size,
+transfer set, assistant targets for two-step). `--variants` picks which run.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # student finals on the small shapes: two-step sliced from the supernet / from the distilled assistant / from a
-# second-round supernet trained from the assistant; one-step (teacher targets, supernet slice); the plain recipe
-VARIANTS = ("two_step", "two_step_ainit", "two_step_round2", "one_step", "plain")
+# second-round supernet trained from the assistant; one-step (teacher targets, supernet slice); two-step and one-step
+# sliced from the fine-tuned teacher; the plain recipe
+VARIANTS = ("two_step", "two_step_ainit", "two_step_round2", "one_step", "two_step_tinit", "one_step_tinit", "plain")
 sys.path.insert(0, str(ROOT))
 
 
@@ -170,12 +173,12 @@ def main() -> None:
     lap("extract_and_transfer_set")
 
     def final_student(shape: Shape, soft: torch.Tensor, seed: int, source: torch.nn.Module, transfer_soft=None,
-                      augment: bool = False) -> tuple[float, float, torch.nn.Module]:
-        """Distil `shape` sliced from `source` (the supernet or the distilled assistant for ours, the teacher for the
-        plain recipe); returns dev and test accuracy and the model."""
+                      augment: bool = False, plain: bool = False) -> tuple[float, float, torch.nn.Module]:
+        """Distil `shape` sliced from `source` (the supernet, the distilled assistant or the teacher for ours, the teacher
+        for the plain recipe); returns dev and test accuracy and the model."""
         model = extract_subnet(source, shape)
         st = DistillSettings(**space.distill.model_dump())
-        if source is not teacher:  # ours; the plain recipe keeps one lr for every shape
+        if not plain:  # ours; the plain recipe keeps one lr for every shape
             st.lr = lr_by_size(st.lr, args.lr_teacher_size or None, shape.share_of(Shape.of_config(teacher.config)))
         x, y, sf, hard = with_transfer_set(tensors, labels, soft, train, transfer if augment else None, transfer_soft)
         steps = steps_for(len(y), st.batch_size, args.final_epochs, None)
@@ -289,18 +292,24 @@ def main() -> None:
                     final_student(s, a_logits, seed, round2, a_transfer, augment=True)[1])
             if "one_step" in res:
                 res["one_step"][s.key].append(final_student(s, t_logits, seed, supernet, augment=True)[1])
+            if "two_step_tinit" in res:
+                res["two_step_tinit"][s.key].append(
+                    final_student(s, a_logits, seed, teacher, a_transfer, augment=True)[1])
+            if "one_step_tinit" in res:
+                res["one_step_tinit"][s.key].append(final_student(s, t_logits, seed, teacher, augment=True)[1])
             if "plain" in res:
-                res["plain"][s.key].append(final_student(s, t_logits, seed, teacher)[1])
+                res["plain"][s.key].append(final_student(s, t_logits, seed, teacher, plain=True)[1])
         last = {k: {kk: vv[-1] for kk, vv in v.items() if vv} for k, v in res.items()}
         print(f"seed {seed}: " + json.dumps(last), flush=True)
     mean = {k: {kk: float(np.mean(vv)) for kk, vv in v.items() if vv} for k, v in res.items()}
     lap("two_step_finals")
-    def versus_one_step(kind: str) -> list[float]:  # paired by shape, where both ran
-        if kind not in mean or "one_step" not in mean:
+    def versus(kind: str, base: str = "one_step") -> list[float]:  # paired by shape, where both ran
+        if kind not in mean or base not in mean:
             return []
-        return [mean[kind][s.key] - mean["one_step"][s.key] for s in small if s.key in mean[kind]]
+        return [mean[kind][s.key] - mean[base][s.key] for s in small if s.key in mean[kind] and s.key in mean[base]]
 
-    deltas, deltas_ainit, deltas_round2 = (versus_one_step(k) for k in ("two_step", "two_step_ainit", "two_step_round2"))
+    deltas, deltas_ainit, deltas_round2 = (versus(k) for k in ("two_step", "two_step_ainit", "two_step_round2"))
+    deltas_tinit = versus("two_step_tinit", "one_step_tinit")  # two-step vs one-step, both sliced from the teacher
     t_test = info["test"]["accuracy"]
     def retention(kind: str, runtime: str = "eager") -> float | None:
         fast = [s for s in small if speed[runtime][s.key]["speedup"] >= 10]
@@ -324,12 +333,18 @@ def main() -> None:
         "two_step_round2_wins": sum(d > 0 for d in deltas_round2), "two_step_round2_of": len(deltas_round2),
         "mean_delta_round2": float(np.mean(deltas_round2)) if deltas_round2 else None,
         "supernet_round2_s": supernet_round2_s if round2 is not None else None,
+        "two_step_tinit_wins": sum(d > 0 for d in deltas_tinit), "two_step_tinit_of": len(deltas_tinit),
+        "mean_delta_tinit": float(np.mean(deltas_tinit)) if deltas_tinit else None,
+        # ours against the plain recipe, paired by shape: the product's best variant that ran vs what it must beat
+        "versus_plain": {k: float(np.mean(versus(k, "plain"))) for k in mean if k != "plain" and versus(k, "plain")},
         "per_shape": {s.key: {"speedup": speed["eager"][s.key]["speedup"], "speedup_onnx": speed["onnx"][s.key]["speedup"],
                               **{k: mean[k][s.key] for k in mean if s.key in mean[k]}} for s in small},
         "speed": speed, "augment_copies": args.augment, "soft_targets": args.soft,
         "retention_at_10x": retention("two_step"), "retention_at_10x_one_step": retention("one_step"),
         "retention_at_10x_ainit": retention("two_step_ainit"),
         "retention_at_10x_round2": retention("two_step_round2"),
+        "retention_at_10x_tinit": retention("two_step_tinit"),
+        "retention_at_10x_one_step_tinit": retention("one_step_tinit"),
         "retention_at_10x_plain": retention("plain"),
         "retention_at_10x_onnx": retention("two_step", "onnx"), "retention_at_10x_onnx_plain": retention("plain", "onnx"),
         "best_retention": {k: max(mean[k].values()) / t_test for k in mean if mean[k]},

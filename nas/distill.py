@@ -45,18 +45,19 @@ def relevance_kl(student_logits: torch.Tensor, aux_probs: torch.Tensor) -> torch
     return (p * (p.log() - F.log_softmax(student_logits, -1))).sum(-1).mean()
 
 
-def attention_kl(student_attn, teacher_attn, n_teacher_layers: int, attention_mask: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def attention_kl(student_attn, teacher_attn, n_teacher_layers: int, attention_mask: torch.Tensor | None = None,
+                 layer_map: str = "sliced") -> torch.Tensor:
     """Attention-map loss: for each student layer j and the teacher layer it was sliced from (`layer_indices`), the
     head-averaged attention distributions of each real query token, KL(teacher || student), averaged over tokens and
     layers. Averaging over heads makes it defined whatever the two head counts are.
 
     student_attn: shape.layers tensors (batch, heads_s, seq, seq); teacher_attn: n_teacher_layers tensors
     (batch, heads_t, seq, seq), rows already softmax-normalised (eager attention); attention_mask (batch, seq).
+    layer_map "uniform": TinyBERT's layer mapping instead (`nas.supernet.matched_layers`).
     """
-    from nas.supernet import layer_indices
+    from nas.supernet import matched_layers
 
-    idx = layer_indices(len(student_attn), n_teacher_layers)
+    idx = matched_layers(len(student_attn), n_teacher_layers, layer_map)
     total = student_attn[0].new_zeros(())
     for j, i in enumerate(idx):
         s = student_attn[j].mean(1).clamp_min(1e-8)  # (batch, seq, seq)
@@ -87,6 +88,7 @@ class DistillSettings:
     soft_loss: str = "soft_kl"
     hidden_weight: float = 0.0  # hidden-state MSE against the teacher layer each student layer was sliced from
     attention_weight: float = 0.0  # attention-map KL (needs eager attention in both models)
+    layer_map: str = "sliced"  # teacher layer each student layer's hidden/attention loss targets: sliced | uniform
     relevance_weight: float = 0.0  # KL to an auxiliary non-network teacher's probabilities (`aux_probs`)
     hinge_weight: float = 0.0  # pair task: hinge on (query, positive, negative) triples
     hinge_margin: float = 0.7
@@ -215,10 +217,10 @@ def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings
     loss = student_out.logits.new_zeros(())
     if settings.hidden_weight > 0:
         loss = loss + settings.hidden_weight * hidden_mse(list(student_out.hidden_states), list(t_out.hidden_states),
-                                                          n_teacher, mask)
+                                                          n_teacher, mask, settings.layer_map)
     if settings.attention_weight > 0:
         loss = loss + settings.attention_weight * attention_kl(list(student_out.attentions), list(t_out.attentions),
-                                                               n_teacher, mask)
+                                                               n_teacher, mask, settings.layer_map)
     return loss
 
 

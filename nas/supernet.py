@@ -81,6 +81,17 @@ def layer_indices(n_student: int, n_teacher: int) -> list[int]:
     return [int(round(x)) for x in np.linspace(0, n_teacher - 1, n_student)]
 
 
+def matched_layers(n_student: int, n_teacher: int, layer_map: str = "sliced") -> list[int]:
+    """The teacher layer whose output each student layer is matched to by the hidden-state and attention losses.
+    "sliced": the layer it was sliced from (`layer_indices`); "uniform": TinyBERT's g(m) = m * N / M, so the last student
+    layer always learns the teacher's last layer (a 1-layer student matches the teacher's top, not its first layer)."""
+    if layer_map == "sliced":
+        return layer_indices(n_student, n_teacher)
+    if layer_map == "uniform":
+        return [max(0, int(round((j + 1) * n_teacher / n_student)) - 1) for j in range(n_student)]
+    raise ValueError(f"layer_map must be sliced or uniform, got {layer_map!r}")
+
+
 def shape_config(base: BertConfig, shape: Shape) -> BertConfig:
     cfg = BertConfig.from_dict(base.to_dict())
     cfg.num_hidden_layers = shape.layers

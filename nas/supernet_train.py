@@ -22,7 +22,7 @@ import torch
 from nas.distill import LOSSES, DistillSettings, batches, hard_ce, length_order, linear_schedule, trim_padding
 from nas.search.space import all_shapes, sample_shape
 from nas.spec import StudentSpace
-from nas.supernet import Shape, check_shape, layer_indices, supernet_forward
+from nas.supernet import Shape, check_shape, matched_layers, supernet_forward
 
 
 def _size_key(s: Shape) -> tuple:
@@ -51,15 +51,16 @@ def sandwich_shapes(space: StudentSpace, rng: np.random.Generator, n_random: int
 
 
 def hidden_mse(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], n_teacher_layers: int,
-               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+               attention_mask: torch.Tensor | None = None, layer_map: str = "sliced") -> torch.Tensor:
     """Mean over matched layers of the MSE between student and teacher hidden states, padded tokens left out.
 
     student_hidden: shape.layers + 1 tensors (batch, seq, h), embedding output first; teacher_hidden: n_teacher_layers + 1
     tensors (batch, seq, H >= h). Student embedding output <-> teacher embedding output; student layer j <-> the teacher
     layer it was sliced from (`layer_indices`), so output j + 1 <-> teacher output idx[j] + 1. Teacher states are sliced
-    to their leading h dims, the dims the student keeps. attention_mask: (batch, seq), 1 = token.
+    to their leading h dims, the dims the student keeps. attention_mask: (batch, seq), 1 = token. layer_map "uniform"
+    matches student layer j to TinyBERT's teacher layer instead (`matched_layers`).
     """
-    idx = layer_indices(len(student_hidden) - 1, n_teacher_layers)
+    idx = matched_layers(len(student_hidden) - 1, n_teacher_layers, layer_map)
     pairs = [(student_hidden[0], teacher_hidden[0])] + [(student_hidden[j + 1], teacher_hidden[i + 1])
                                                          for j, i in enumerate(idx)]
     w = None if attention_mask is None else attention_mask.to(student_hidden[0].dtype)[..., None]  # (batch, seq, 1)

@@ -58,6 +58,19 @@ def test_attention_kl_by_hand():
     assert attention_kl([s], [t_layer1, t_layer0], 2, mask).item() == pytest.approx(0.0, abs=1e-6)
     expected = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)  # KL(uniform || [.7, .3]) on the real token only
     assert attention_kl([s], [t_layer0, t_layer1], 2, mask).item() == pytest.approx(expected, rel=1e-5)
+    # TinyBERT's uniform map sends a 1-layer student to the teacher's last layer: the pairs swap
+    assert attention_kl([s], [t_layer0, t_layer1], 2, mask, "uniform").item() == pytest.approx(0.0, abs=1e-6)
+    assert attention_kl([s], [t_layer1, t_layer0], 2, mask, "uniform").item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_layer_maps():
+    from nas.supernet import matched_layers
+
+    assert matched_layers(1, 6) == [0] and matched_layers(1, 6, "uniform") == [5]
+    assert matched_layers(2, 6, "uniform") == [2, 5] and matched_layers(3, 6, "uniform") == [1, 3, 5]
+    assert matched_layers(6, 6, "uniform") == matched_layers(6, 6) == list(range(6))
+    with pytest.raises(ValueError, match="layer_map"):
+        matched_layers(2, 6, "top")
 
 
 def test_hidden_and_attention_losses_train_a_real_student():
