@@ -130,6 +130,12 @@ class FinalSettings(Strict):
     # inside the assistant fall back to the supernet), or (teacher) its slice of the task-fine-tuned teacher itself, as
     # the plain recipe starts, for every final student including the one-step baseline
     student_init: Literal["supernet", "assistant", "teacher"] = "supernet"
+    # TinyBERT-style intermediate losses in every final, against the fine-tuned teacher's forward on each batch:
+    # hidden-state MSE and attention-map KL (weights; 0 = off), each student layer matched to the teacher layer it was
+    # sliced from (sliced) or by TinyBERT's uniform map (a 1-layer student learns the teacher's top layer)
+    hidden_weight: float = Field(0.0, ge=0, le=100)
+    attention_weight: float = Field(0.0, ge=0, le=100)
+    layer_map: Literal["sliced", "uniform"] = "sliced"
 
 
 class Search(Strict):

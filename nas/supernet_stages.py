@@ -234,9 +234,18 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         x, y, s, hard = with_transfer_set(tensors, labels, soft, ctx["train_idx"], transfer, t_soft)
         settings = DistillSettings(**{**ctx["distill"], **({"lr": ctx["final"]["lr"]} if ctx["final"].get("lr") else {})})
         settings.lr = lr_by_size(settings.lr, ctx["final"].get("lr_teacher_size"), share)
+        settings.hidden_weight = float(ctx["final"].get("hidden_weight") or 0.0)
+        settings.attention_weight = float(ctx["final"].get("attention_weight") or 0.0)
+        settings.layer_map = ctx["final"].get("layer_map") or "sliced"
+        # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
+        # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps)
+        inner_teacher = (BertForSequenceClassification.from_pretrained(ctx["teacher"]["dir"], attn_implementation="eager")
+                         .eval() if settings.hidden_weight > 0 or settings.attention_weight > 0 else None)
         steps = steps_for(len(y), settings.batch_size, ctx["final"]["epochs"], None)
         info = distill(model, x, y, s, settings, steps, seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
-                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard)
+                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
+                       teacher=inner_teacher)
+        del inner_teacher
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
         store.add_artefact(ctx["job_id"], tid, prefix + "init", init_path)  # the model the student was sliced from

@@ -280,7 +280,7 @@ def test_second_round_supernet_starts_from_the_distilled_assistant_and_the_stude
 def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job):
     """`final.student_init: teacher`: every final student, two-step and the one-step baseline, starts from its slice of
     the task-fine-tuned teacher (the plain recipe's start), not from a supernet; the assistant is still sliced from the
-    supernet."""
+    supernet. The finals also take the hidden-state and attention losses (they need the teacher's forward)."""
     import yaml
 
     from nas.pipeline import run_job
@@ -291,7 +291,9 @@ def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job)
     raw["name"] = "tiny-supernet-teacher-init"
     raw["budgets"]["trials"] = 2
     raw["search"].update(strategy="random", supernet={"steps": 2, "n_random": 1, "rewire_rows": 16},
-                         final={"top_k": 1, "epochs": 1, "one_step_baseline": True, "student_init": "teacher"})
+                         final={"top_k": 1, "epochs": 1, "one_step_baseline": True, "student_init": "teacher",
+                                # TinyBERT-style intermediate losses against the teacher's forward, in every final
+                                "hidden_weight": 1.0, "attention_weight": 1.0, "layer_map": "uniform"})
     with job_environment(job["home"]):
         job_id = run_job(parse_spec({**raw, "storage": store.url}), store, progress=False)
     assert store.get_job(job_id)["status"] == "COMPLETE"
