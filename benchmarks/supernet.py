@@ -69,9 +69,12 @@ def main() -> None:
                          "retention counts those measured at >= 10x the teacher's speed")
     ap.add_argument("--soft", default="average", choices=["assistant", "average"],
                     help="two-step soft targets: the assistant's, or the mean of teacher and assistant logits")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="student finals to run on the small shapes (comma-separated): " + ", ".join(VARIANTS))
+    ap.add_argument("--variants", default=None,
+                    help="student finals to run on the small shapes (comma-separated): " + ", ".join(VARIANTS)
+                         + "; default all (--quick: all but the teacher-slice ones, to stay under 3 minutes)")
     args = ap.parse_args()
+    if args.variants is None:
+        args.variants = ",".join(v for v in VARIANTS if not (args.quick and v.endswith("_tinit")))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or any(v not in VARIANTS for v in variants):
         ap.error(f"--variants: choose from {', '.join(VARIANTS)}; found {args.variants!r}")
