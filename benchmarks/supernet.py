@@ -339,7 +339,7 @@ def main() -> None:
         "two_step_tinit_wins": sum(d > 0 for d in deltas_tinit), "two_step_tinit_of": len(deltas_tinit),
         "mean_delta_tinit": float(np.mean(deltas_tinit)) if deltas_tinit else None,
         # ours against the plain recipe, paired by shape: the product's best variant that ran vs what it must beat
-        "versus_plain": {k: float(np.mean(versus(k, "plain"))) for k in mean if k != "plain" and versus(k, "plain")},
+        "versus_plain": {k: float(np.mean(d)) for k in mean if k != "plain" and (d := versus(k, "plain"))},
         "per_shape": {s.key: {"speedup": speed["eager"][s.key]["speedup"], "speedup_onnx": speed["onnx"][s.key]["speedup"],
                               **{k: mean[k][s.key] for k in mean if s.key in mean[k]}} for s in small},
         "speed": speed, "augment_copies": args.augment, "soft_targets": args.soft,

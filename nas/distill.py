@@ -86,7 +86,7 @@ class DistillSettings:
     batch_size: int = 32
     weight_decay: float = 0.01
     soft_loss: str = "soft_kl"
-    hidden_weight: float = 0.0  # hidden-state MSE against the teacher layer each student layer was sliced from
+    hidden_weight: float = 0.0  # hidden-state MSE against the teacher layer `layer_map` matches each student layer to
     attention_weight: float = 0.0  # attention-map KL (needs eager attention in both models)
     layer_map: str = "sliced"  # teacher layer each student layer's hidden/attention loss targets: sliced | uniform
     relevance_weight: float = 0.0  # KL to an auxiliary non-network teacher's probabilities (`aux_probs`)

@@ -227,27 +227,33 @@ def final_distill_task(ctx: dict, item: dict) -> dict:
         model = extract_subnet(source, shape)
         # the lr by size is relative to the teacher (a second-round supernet is only the assistant's size)
         share = shape.share_of(Shape.from_dict(ctx["teacher_shape"]))
+        final = ctx["final"]
+        settings = DistillSettings(**{**ctx["distill"], **({"lr": final["lr"]} if final.get("lr") else {}),
+                                      "hidden_weight": final["hidden_weight"],
+                                      "attention_weight": final["attention_weight"], "layer_map": final["layer_map"]})
+        settings.lr = lr_by_size(settings.lr, final.get("lr_teacher_size"), share)
+        # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
+        # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps); when the
+        # student was sliced from the teacher itself, the model already loaded is that teacher
+        inner_teacher = None
+        if settings.hidden_weight > 0 or settings.attention_weight > 0:
+            inner_teacher = (source if init_path == ctx["teacher"]["dir"] else BertForSequenceClassification
+                             .from_pretrained(ctx["teacher"]["dir"], attn_implementation="eager").eval())
         del source
         soft = _soft_targets(item["soft_logits_paths"])
         transfer = torch.load(item["transfer_path"]) if item.get("transfer_path") else None
         t_soft = _soft_targets(item["transfer_soft_paths"]) if transfer is not None and item.get("transfer_soft_paths") else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft, ctx["train_idx"], transfer, t_soft)
-        settings = DistillSettings(**{**ctx["distill"], **({"lr": ctx["final"]["lr"]} if ctx["final"].get("lr") else {})})
-        settings.lr = lr_by_size(settings.lr, ctx["final"].get("lr_teacher_size"), share)
-        settings.hidden_weight = float(ctx["final"].get("hidden_weight") or 0.0)
-        settings.attention_weight = float(ctx["final"].get("attention_weight") or 0.0)
-        settings.layer_map = ctx["final"].get("layer_map") or "sliced"
-        # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
-        # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps)
-        inner_teacher = (BertForSequenceClassification.from_pretrained(ctx["teacher"]["dir"], attn_implementation="eager")
-                         .eval() if settings.hidden_weight > 0 or settings.attention_weight > 0 else None)
-        steps = steps_for(len(y), settings.batch_size, ctx["final"]["epochs"], None)
+        steps = steps_for(len(y), settings.batch_size, final["epochs"], None)
         info = distill(model, x, y, s, settings, steps, seed=int(ctx["seed"]) + int(item.get("seed_offset", 0)),
                        on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
                        teacher=inner_teacher)
         del inner_teacher
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
+        for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on
+            if getattr(settings, name) > 0:
+                store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
         store.add_artefact(ctx["job_id"], tid, prefix + "init", init_path)  # the model the student was sliced from
         for split in ("dev", "test"):
             idx = torch.as_tensor(ctx[f"{split}_idx"])

@@ -304,6 +304,8 @@ def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job)
     arts = {a["kind"]: a["path"] for a in finals[0]["artefacts"]}
     assert arts["init"] == teacher_dir and arts["one_step_init"] == teacher_dir
     assert metric_value(finals[0], "one_step_accuracy", "test", "final") is not None
+    for name in ("hidden_weight", "attention_weight", "one_step_hidden_weight", "one_step_attention_weight"):
+        assert metric_value(finals[0], name, "train", "final") == 1.0  # both finals trained with the losses
     assistant = next(t for t in store.trials(job_id, kind="assistant")
                      if metric_value(t, "accuracy", "dev", "final") is not None)
     assert {a["kind"]: a["path"] for a in assistant["artefacts"]}["init"] == supernet
