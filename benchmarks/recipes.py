@@ -5,6 +5,7 @@ Last line of output: one JSON object.
     python benchmarks/recipes.py                                   # L1-H128-A4-F512 (the >= 10x student), all of RT
     python benchmarks/recipes.py --shape L4-H384-A12-F1536 --variants lr=1e-4,epochs=2 lr=1e-3,epochs=2
     python benchmarks/recipes.py --augment 8 --variants augment,epochs=2
+    python benchmarks/recipes.py --shape L3-H256-A8-F1024 --speed --variants   # its measured speedup only
 
 A variant is a comma-separated list of key=value (or a bare flag):
     lr=<float>  epochs=<float>  soft=soft_kl|soft_mse  alpha=<soft weight>  beta=<hard weight>
@@ -67,11 +68,18 @@ def main() -> None:
     ap.add_argument("--shape", default="L1-H128-A4-F512", help="student shape, L<layers>-H<hidden>-A<heads>-F<ffn>")
     ap.add_argument("--augment", type=int, default=8, help="copies per train text in the transfer set of `augment` variants")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS,
+                    help="recipes to train (see above); none with --speed: only the speed measurement")
+    ap.add_argument("--speed", action="store_true",
+                    help="first measure the shape's speedup over the teacher (eager, batch 1, --seq, all cores; "
+                         "interleaved rounds with the teacher re-measured in each, as benchmarks/supernet.py does); "
+                         "run it on an otherwise idle machine")
     ap.add_argument("--supernet-file", default=None,
                     help="state dict of a trained supernet (benchmarks/supernet.py --supernet-file) for init=supernet")
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variants]
+    if not variants and not args.speed:
+        raise SystemExit("--variants: give at least one recipe (or --speed to measure the shape's speed only)")
     if any(v["init"] == "supernet" for v in variants) and not (args.supernet_file and pathlib.Path(args.supernet_file).is_file()):
         raise SystemExit("init=supernet needs --supernet-file pointing to a saved supernet state dict")
 
@@ -97,6 +105,16 @@ def main() -> None:
     info, teacher, t_logits, dev, test = task.info, task.teacher, task.t_logits, task.dev, task.test
     train = task.train
     print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f}", flush=True)
+    speed = None
+    if args.speed:
+        from nas.latency.measure import LatencySettings, measure_interleaved
+
+        rows = measure_interleaved({"teacher": teacher, shape.key: extract_subnet(teacher, shape)},
+                                   LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1, max_runs=300),
+                                   reference="teacher")
+        speed = {"speedup": rows[shape.key]["speedup"], "p50_ms": rows[shape.key]["p50_ms"],
+                 "teacher_p50_ms": rows["teacher"]["p50_ms"]}
+        print(f"speed: {json.dumps(speed)}", flush=True)
     transfer = None
     if any(v["augment"] for v in variants):
         transfer = teacher_transfer_set(teacher, tok, ds, train, args.seq, AugmentSettings(copies=args.augment),
@@ -136,12 +154,12 @@ def main() -> None:
         row["retention"] = row["test"] / info["test"]["accuracy"]
         results.append(row)
         print("variant: " + json.dumps(row), flush=True)
-    best = max(results, key=lambda r: r["dev"])
+    best = max(results, key=lambda r: r["dev"], default=None)
     print(json.dumps({"dataset": args.dataset, "rows": len(ds.labels), "seq_len": args.seq, "shape": shape.key,
                       "seed": args.seed, "teacher_dev_acc": info["dev"]["accuracy"],
                       "teacher_test_acc": info["test"]["accuracy"], "augment_copies": args.augment,
-                      "variants": results, "best_by_dev": best["variant"], "best_retention": best["retention"],
-                      "wall_s": time.perf_counter() - t_start}))
+                      "speed": speed, "variants": results, "best_by_dev": best and best["variant"],
+                      "best_retention": best and best["retention"], "wall_s": time.perf_counter() - t_start}))
 
 
 if __name__ == "__main__":
