@@ -72,7 +72,7 @@ def main() -> None:
                     help="recipes to train (see above); none with --speed: only the speed measurement")
     ap.add_argument("--speed", action="store_true",
                     help="first measure the shape's speedup over the teacher (eager, batch 1, --seq, all cores; "
-                         "interleaved rounds with the teacher re-measured in each, as benchmarks/supernet.py does); "
+                         "interleaved rounds with the teacher re-measured in each: benchmarks/latency.py's protocol); "
                          "run it on an otherwise idle machine")
     ap.add_argument("--supernet-file", default=None,
                     help="state dict of a trained supernet (benchmarks/supernet.py --supernet-file) for init=supernet")
@@ -107,13 +107,14 @@ def main() -> None:
     print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f}", flush=True)
     speed = None
     if args.speed:
-        from nas.latency.measure import LatencySettings, measure_interleaved
+        from latency import measure_with_reference  # benchmarks/latency.py: the issue-4 protocol's interleaved rounds
 
-        rows = measure_interleaved({"teacher": teacher, shape.key: extract_subnet(teacher, shape)},
-                                   LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1, max_runs=300),
-                                   reference="teacher")
+        from nas.latency.measure import LatencySettings
+
+        rows = measure_with_reference(teacher, [shape], LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1,
+                                                                        max_runs=300))
         speed = {"speedup": rows[shape.key]["speedup"], "p50_ms": rows[shape.key]["p50_ms"],
-                 "teacher_p50_ms": rows["teacher"]["p50_ms"]}
+                 "teacher_p50_ms": rows["teacher_rows"][0]["p50_ms"]}
         print(f"speed: {json.dumps(speed)}", flush=True)
     transfer = None
     if any(v["augment"] for v in variants):
