@@ -31,9 +31,10 @@ def main() -> None:
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="nas-e2e-"))
     os.environ["NAS_HOME"] = str(work)
 
-    from nas.export import export_trial
-    from nas.pipeline import front_rows, run_job
-    from nas.spec import load_spec
+    from nas.results.export import export_trial
+    from nas.pipeline import run_job
+    from nas.results.front import front_rows
+    from nas.spec.job import load_spec
     from nas.store import Store
 
     t0 = time.perf_counter()
@@ -47,7 +48,7 @@ def main() -> None:
     teacher = f["teacher"]
     best = max(f["front"], key=lambda r: r["metric"])
     out = export_trial(store, job_id, best["trial"], work / "export")
-    check = subprocess.run([sys.executable, "-m", "nas.cli", "check-export", str(out)], capture_output=True, text=True,
+    check = subprocess.run([sys.executable, "-m", "nas", "check-export", str(out)], capture_output=True, text=True,
                            cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
     reload = json.loads(check.stdout.strip().splitlines()[-1]) if check.returncode == 0 else {"error": check.stderr[-500:]}
     fast = [r for r in f["rows"] if (r["speedup"] or 0) >= 5]

@@ -74,7 +74,7 @@ def search_space_file(workdir: pathlib.Path, s: dict) -> str:
     assistant candidates of bert_small would take a minute or more of a few-minute budget."""
     import yaml
 
-    from nas.spec import search_space_path
+    from nas.spec.space import search_space_path
 
     data = yaml.safe_load(search_space_path(s["space"]).read_text())
     data["assistant"] = s["assistant"]
@@ -146,7 +146,7 @@ def where_time_goes(trials: list[dict], run: dict) -> dict:
 def summarise(store, run: dict, budget_s: float, reference: tuple[float, float], speedups: dict[str, float]) -> dict:
     import datetime as dt
 
-    from nas.baselines import hv_at, hv_curve, trial_events
+    from nas.results.curves import hv_at, hv_curve, trial_events
     from nas.search.pareto import pareto_front
 
     trials = store.trials(run["job_id"])
@@ -202,7 +202,7 @@ def summarise(store, run: dict, budget_s: float, reference: tuple[float, float],
 
 def compare(results: dict, budget_s: float) -> dict:
     """Best HV any method reached, time to 95% of it per method, and speedups (baseline time / ours)."""
-    from nas.baselines import time_to_reach
+    from nas.results.curves import time_to_reach
 
     best = max(r["hv_final"] for r in results.values())
     out: dict = {"best_hv": best}
@@ -278,9 +278,9 @@ def main() -> None:
     os.environ.setdefault("NAS_LOCK_DIR", tempfile.mkdtemp(prefix="nas-h2h-locks-"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-    from nas.baselines import run_timed_job
-    from nas.runtime import init_ray
-    from nas.spec import parse_spec
+    from nas.pipeline import run_timed_job
+    from nas.service.cluster import init_ray
+    from nas.spec.job import parse_spec
     from nas.store import Store
 
     methods = args.methods.split(",")

@@ -60,13 +60,17 @@ def main() -> None:
     import numpy as np
     import ray
 
-    from nas.hpo import _full_task, load_hpo_space, run_hpo_stage, run_sample_search
-    from nas.hpo_search import ALGORITHMS
-    from nas.pipeline import _teacher_stage, prepare
-    from nas.runtime import init_ray
-    from nas.spec import parse_spec
+    from nas.hpo import ALGORITHMS
+    from nas.hpo.space import load_hpo_space
+    from nas.pipeline import job_context, prepare
+    from nas.stages import hpo as hpo_stage
+    from nas.stages import teacher as teacher_stage
+    from nas.stages.hpo import run_sample_search
+    from nas.workers.hpo import HPOTask, full_retrain_task
+    from nas.service.cluster import init_ray
+    from nas.spec.job import parse_spec
     from nas.store import Store
-    from nas.store.store import metric_value
+    from nas.store.records import metric_value
 
     if args.resume:
         home = pathlib.Path(args.resume)
@@ -116,13 +120,14 @@ def main() -> None:
 
     job_id = job_named(spec.name)
     t0 = time.perf_counter()
-    ctx = _teacher_stage(prep, store, job_id, print)
-    print(f"teacher ready in {time.perf_counter() - t0:.0f} s; {len(ctx['train_idx'])} train rows", flush=True)
+    ctx = job_context(prep, store, job_id, progress=False)
+    teacher_stage.run(ctx, store)
+    print(f"teacher ready in {time.perf_counter() - t0:.0f} s; {len(ctx.train_idx)} train rows", flush=True)
     init_ray(num_cpus=2)
     params = load_hpo_space(args.space)
 
     # 1-2: the stage as a job runs it
-    summary = run_hpo_stage(prep, store, job_id, ctx, print, False)[0]
+    summary = hpo_stage.run(ctx, store)[0]
     print("stage summary:", json.dumps(summary), flush=True)
 
     # 3: seeds for the defaults and the best tuned configuration (seed 0 is the stage's own re-training)
@@ -130,10 +135,12 @@ def main() -> None:
     default_t = next(t for t in full if t["config"]["label"] == "default")
     tuned_t = max((t for t in full if t["config"]["label"] != "default"),
                   key=lambda t: metric_value(t, "accuracy", "dev", "final"))
-    threads = 1
-    base = {**ctx, "defaults": prep.space.distill.model_dump(), "seed": 0, "threads": threads, "shape": shape,
-            "full_epochs": args.full_epochs}
-    task = ray.remote(num_cpus=1)(_full_task)
+    def task_for(sample_idx: list[int]) -> HPOTask:
+        return HPOTask(shape=shape, defaults=prep.space.distill.model_dump(), sample_idx=sample_idx, epochs=args.epochs,
+                       reports=args.reports, full_epochs=args.full_epochs, threads=1)
+
+    base = task_for([])
+    task = ray.remote(num_cpus=1)(full_retrain_task)
     runs = {"default": [metric_value(default_t, "accuracy", "test", "final")],
             "tuned": [metric_value(tuned_t, "accuracy", "test", "final")]}
     seed_file = home / "seed_runs.json"  # seed runs are not trials of the job; kept here for --resume
@@ -142,7 +149,7 @@ def main() -> None:
     for seed in range(1, args.seeds):
         for label, t in (("default", default_t), ("tuned", tuned_t)):
             if f"{label}-{seed}" not in seed_done:
-                refs[task.remote(base, t["config"]["hparams"], seed)] = (label, seed)
+                refs[task.remote(ctx, base, t["config"]["hparams"], seed)] = (label, seed)
     for ref, (label, seed) in refs.items():
         seed_done[f"{label}-{seed}"] = ray.get(ref)["test"]["accuracy"]
         seed_file.write_text(json.dumps(seed_done))
@@ -153,16 +160,14 @@ def main() -> None:
     default_acc, tuned_acc = float(np.mean(runs["default"])), float(np.mean(runs["tuned"]))
 
     # 4: the same search on all of train, for the cost ratio
-    from nas.spec import HPOSettings
+    from nas.spec.job import HPOSettings
 
     full_search_s = None
     if not args.no_full_search:
         hpo_full = HPOSettings(**{**spec_d["hpo"], "sample_fraction": 1.0})
-        ctx_full = {**base, "sample_idx": list(ctx["train_idx"]), "epochs": args.epochs, "reports": args.reports,
-                    "threads": 1}
         job_full = job_named("bench-hpo-full-search", args.samples)
-        full_search_s = search_s(job_full, run_sample_search(store, job_full, shape, ctx_full, hpo_full, params,
-                                                             print, home / "ray_results"))
+        full_search_s = search_s(job_full, run_sample_search(store, ctx, task_for(list(ctx.train_idx)), hpo_full,
+                                                             params, home / "ray_results", job_id=job_full))
         print(f"full-data search: {full_search_s:.0f} s", flush=True)
 
     # 5: every other algorithm on the same sample search
@@ -172,17 +177,16 @@ def main() -> None:
     if not args.no_other_algorithms:
         from nas.data import stratified_sample
 
-        train_idx = np.asarray(ctx["train_idx"])
-        labels = np.asarray(ctx["labels"])
+        train_idx = np.asarray(ctx.train_idx)
+        labels = np.asarray(ctx.labels)
         sample_idx = train_idx[stratified_sample(labels[train_idx], args.fraction, 0)].tolist()
         for alg in ALGORITHMS:
             if alg == args.algorithm:
                 continue
             hpo_a = HPOSettings(**{**spec_d["hpo"], "algorithm": alg})
             job_a = job_named(f"bench-hpo-{alg}", args.samples)
-            s_a = search_s(job_a, run_sample_search(store, job_a, shape, {
-                **base, "sample_idx": sample_idx, "epochs": args.epochs, "reports": args.reports, "threads": 1},
-                hpo_a, params, print, home / "ray_results"))
+            s_a = search_s(job_a, run_sample_search(store, ctx, task_for(sample_idx), hpo_a, params,
+                                                    home / "ray_results", job_id=job_a))
             trials = store.trials(job_a, kind="hpo-sample")
             per_algorithm[alg] = {"best_sample_acc": max((metric_value(t, "accuracy", "dev", "proxy") or 0)
                                                          for t in trials) if trials else None,
@@ -193,7 +197,7 @@ def main() -> None:
     samples = store.trials(job_id, kind="hpo-sample")
     out = {
         "dataset": args.dataset + (f"[{args.rows}]" if args.rows else ""), "shape": f"L{L}-H{H}-A{A}-F{F}",
-        "train_rows": len(ctx["train_idx"]), "teacher_test": ctx["teacher"]["test"]["accuracy"],
+        "train_rows": len(ctx.train_idx), "teacher_test": ctx.teacher["test"]["accuracy"],
         "default_acc": default_acc, "tuned_acc": tuned_acc, "gain": tuned_acc - default_acc, "seeds": args.seeds,
         "default_runs": runs["default"], "tuned_runs": runs["tuned"], "tuned_hparams": tuned_t["config"]["hparams"],
         "default_dev": summary["default_dev"], "tuned_dev": summary["tuned_dev"],

@@ -39,9 +39,9 @@ def setup(args):
     import torch
     from transformers.utils import logging as hf_logging
 
-    from nas.latency.measure import LatencySettings
-    from nas.spec import load_search_space
-    from nas.teacher import teacher_config, teacher_path
+    from nas.latency.measure import MeasureSettings
+    from nas.spec.space import load_search_space
+    from nas.teachers.load import teacher_config, teacher_path
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
@@ -50,7 +50,7 @@ def setup(args):
     teacher = BertForSequenceClassification.from_pretrained(teacher_path("minilm-l6"), num_labels=2,
                                                             attn_implementation="eager").eval()
     space = load_search_space("bert_small", teacher_config("minilm-l6"))
-    settings = LatencySettings(device=args.device, seq_len=args.seq, threads=args.threads,
+    settings = MeasureSettings(device=args.device, seq_len=args.seq, threads=args.threads,
                                **({"rounds": args.rounds} if args.rounds else {}),
                                max_runs=60 if args.quick else 200, min_runs=20, warmup=5 if args.quick else 10)
     return teacher, space, settings
@@ -60,7 +60,7 @@ def measure_with_reference(teacher, shapes, settings, chunk: int = 8) -> dict:
     """Shapes measured in interleaved rounds with the teacher re-measured in each (chunks of `chunk` shapes): raw rows
     plus each shape's speedup against the teacher from the same rounds."""
     from nas.latency.measure import measure_interleaved
-    from nas.supernet import extract_subnet
+    from nas.students.bert_slice import extract_subnet
 
     out = {}
     for i in range(0, len(shapes), chunk):
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=None,
                     help="measurement passes over the predictor's 45 shapes, pooled per shape (default 4; --quick 2)")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="interleaved rounds per measurement (default: the protocol's, LatencySettings.rounds)")
+                    help="interleaved rounds per measurement (default: the protocol's, MeasureSettings.rounds)")
     ap.add_argument("--session", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.session:
@@ -100,9 +100,10 @@ def main() -> None:
 
     import numpy as np
 
-    from nas.latency.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, timer_noise_floor
+    from nas.latency.measure import MeasureSettings, device_fingerprint, fingerprint_id, measure_latency, timer_noise_floor
     from nas.latency.predictor import fit_predictor, mape
-    from nas.supernet import Shape, extract_subnet
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
 
     t_start = time.perf_counter()
     teacher, space, settings = setup(args)
@@ -158,8 +159,8 @@ def main() -> None:
         for s in rt_shapes:
             m = extract_subnet(teacher, s)
             base = measure_latency(m, settings)["p50_ms"]
-            q = measure_latency(m, LatencySettings(**{**settings.__dict__, "runtime": "int8", "dtype": "int8"}))["p50_ms"]
-            o = measure_latency(m, LatencySettings(**{**settings.__dict__, "runtime": "onnx"}))["p50_ms"]
+            q = measure_latency(m, MeasureSettings(**{**settings.__dict__, "runtime": "int8", "dtype": "int8"}))["p50_ms"]
+            o = measure_latency(m, MeasureSettings(**{**settings.__dict__, "runtime": "onnx"}))["p50_ms"]
             int8.append(base / q)
             onnx.append(base / o)
             print(f"{s.key}: eager {base:.2f} ms, int8 {q:.2f} ms, onnx {o:.2f} ms", flush=True)

@@ -46,13 +46,15 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.aux_teacher import fit_aux_probs
+    from nas.distill.aux_teacher import fit_aux_probs
     from nas.data import tokenize
-    from nas.distill import DistillSettings
-    from nas.latency.measure import LatencySettings, measure_interleaved
-    from nas.pair import headline_triples, rank_metrics, score_rows, scorer_from_teacher, teacher_scores, train_pair_student
-    from nas.supernet import Shape, count_parameters
-    from nas.teacher import load_teacher, prepare_teacher, teacher_path
+    from nas.distill.loop import DistillSettings
+    from nas.latency.measure import MeasureSettings, measure_interleaved
+    from pair_recipe import (headline_triples, rank_metrics, score_rows, scorer_from_teacher, teacher_scores,
+                             train_pair_student)
+    from nas.students.bert_slice import count_parameters
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher, prepare_teacher, teacher_path
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -108,7 +110,7 @@ def main() -> None:
 
     # speed of the cross-encoder student vs the teacher at the eval sequence length (interleaved rounds, batch 1)
     lat = measure_interleaved({"teacher": teacher, "student": student},
-                              LatencySettings(seq_len=args.seq, threads=2), rounds=3, reference="teacher")
+                              MeasureSettings(seq_len=args.seq, threads=2), rounds=3, reference="teacher")
     out["teacher_p50_ms"] = lat["teacher"]["p50_ms"]
     out["student_p50_ms"] = lat["student"]["p50_ms"]
     out["student_speedup"] = lat["student"]["speedup"]

@@ -87,9 +87,12 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from nas.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
-    from nas.distill import DistillSettings, distill, predict_logits, scores, steps_for
-    from nas.supernet import Shape, extract_subnet, rewire
+    from nas.distill.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.distill.loop import DistillSettings, distill, steps_for
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.rewire import rewire
+    from nas.students.shape import Shape
 
     try:
         shape = Shape.from_key(args.shape)
@@ -109,9 +112,9 @@ def main() -> None:
     if args.speed:
         from latency import measure_with_reference  # benchmarks/latency.py: the issue-4 protocol's interleaved rounds
 
-        from nas.latency.measure import LatencySettings
+        from nas.latency.measure import MeasureSettings
 
-        rows = measure_with_reference(teacher, [shape], LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1,
+        rows = measure_with_reference(teacher, [shape], MeasureSettings(seq_len=args.seq, threads=os.cpu_count() or 1,
                                                                         max_runs=300))
         speed = {"speedup": rows[shape.key]["speedup"], "p50_ms": rows[shape.key]["p50_ms"],
                  "teacher_p50_ms": rows["teacher_rows"][0]["p50_ms"]}

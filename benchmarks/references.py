@@ -35,8 +35,9 @@ def main() -> None:
     os.environ["NAS_HOME"] = str(work)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-    from nas.pipeline import front_rows, run_job
-    from nas.spec import parse_spec
+    from nas.pipeline import run_job
+    from nas.results.front import front_rows
+    from nas.spec.job import parse_spec
     from nas.store import Store
 
     settings = {

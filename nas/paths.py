@@ -1,13 +1,14 @@
 """User-supplied paths confined to where they belong: dataset files under $NAS_DATA_ROOT, export directories under
 $NAS_EXPORT_ROOT (a shared service sets both; unset, a local user may read and write where their own account can).
-A path that climbs out with `..` is refused everywhere: nobody needs it, and it is how a hostile spec escapes a root."""
+A path that climbs out with `..` is refused everywhere: nobody needs it, and it is how a hostile spec escapes a root.
+And `save_atomic`: every cache and checkpoint file is written whole or not at all."""
 
 from __future__ import annotations
 
 import os
 import pathlib
 
-from nas.spec import SpecError
+from nas.spec.errors import SpecError
 
 
 def confined_path(path_text: str | os.PathLike, field: str, root_var: str) -> pathlib.Path:
@@ -24,4 +25,17 @@ def confined_path(path_text: str | os.PathLike, field: str, root_var: str) -> pa
     return resolved
 
 
-__all__ = ["confined_path"]
+def save_atomic(obj, path: str | os.PathLike) -> pathlib.Path:
+    """`torch.save(obj)` to a temporary file beside `path`, then renamed over it: a killed process never leaves a torn
+    cache or checkpoint, and readers see the old file or the new one."""
+    import torch
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["confined_path", "save_atomic"]

@@ -23,7 +23,7 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 class Browser:
     def __init__(self, width: int = 1400, height: int = 1600):
-        self.port = _free_port()
+        self.port = free_port()
         self.profile = tempfile.mkdtemp(prefix="nas-chromium-")
         self.proc = subprocess.Popen([chromium(), *FLAGS, f"--remote-debugging-port={self.port}",
                                       f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],

@@ -52,7 +52,7 @@ def sqlite_url(tmp_path) -> str:
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -107,7 +107,7 @@ def postgres_server():
     assert res.returncode == 0, f"initdb failed: {res.stdout}\n{res.stderr}"
     port = None
     for _ in range(3):
-        port = _free_port()
+        port = free_port()
         opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off "
                 f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         res = _pg(prefix, [str(pg_ctl), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o", opts,
@@ -148,6 +148,16 @@ def fresh_postgres_url(postgres_server) -> str:
     """A new, empty database on the session's server for one test."""
     host, port = postgres_server
     return create_pg_database(host, port, f"nas_t{next(_pg_db_counter)}_{os.getpid()}")
+
+
+# -- the real MiniLM tokenizer, shared by every module that tokenises a data slice --------------------------------------
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from nas.teachers.load import teacher_path
+
+    return AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
 
 
 # -- real jobs shared by a test module ----------------------------------------------------------------------------------
@@ -193,6 +203,23 @@ def job_environment(home: pathlib.Path, **env: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def real_job(home: pathlib.Path, spec_text: str, **env: str):
+    """Run the job `spec_text` (YAML) for real into an SQLite store in `home` (under `job_environment(home, **env)`);
+    yields {"store", "job_id", "home", "url"} while the environment holds."""
+    import yaml
+
+    url = f"sqlite:///{home / 'nas.db'}"
+    with job_environment(home, **env):
+        from nas.pipeline import run_job
+        from nas.spec.job import parse_spec
+        from nas.store import Store
+
+        store = Store(url)
+        job_id = run_job(parse_spec({**yaml.safe_load(spec_text), "storage": url}), store, progress=False)
+        yield {"store": store, "job_id": job_id, "home": home, "url": url}
 
 
 def write_csv(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:

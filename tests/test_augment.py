@@ -5,19 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 
-from nas.augment import (AugmentSettings, augment_text, augment_texts, embedding_neighbours, teacher_transfer_set,
-                         transfer_set_path, with_transfer_set)
+from nas.distill.augment import AugmentSettings, augment_text, augment_texts, embedding_neighbours, teacher_transfer_set, transfer_set_path, with_transfer_set
 from nas.data import load_dataset, tokenize
-from nas.distill import DistillSettings, distill, length_order, predict_logits, trim_padding
-from nas.spec import DatasetRef
-from nas.teacher import teacher_path
+from nas.distill.evaluate import length_order, predict_logits
+from nas.distill.loop import DistillSettings, distill, trim_padding
+from nas.spec.job import DatasetRef
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
+def tokenizer(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 @pytest.fixture(scope="module")

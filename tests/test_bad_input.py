@@ -17,7 +17,7 @@ from conftest import write_csv
 import yaml
 from typer.testing import CliRunner
 
-from nas.cli import app
+from nas.ui.cli import app
 from nas.store import Store
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ METHODS = ("random", "optuna-nsga2", "nni-evolution")
 def _spec(method: str, trials: int = 2):
     import yaml
 
-    from nas.spec import parse_spec
+    from nas.spec.job import parse_spec
 
     raw = yaml.safe_load(tiny_job_spec(f"tiny-{method}"))
     raw["references"] = []
@@ -27,7 +27,7 @@ def _spec(method: str, trials: int = 2):
 def jobs(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     with job_environment(home):
-        from nas.baselines import run_timed_job
+        from nas.pipeline import run_timed_job
         from nas.store import Store
 
         # a store per job: a latency row cached by an earlier job's same shape would be reused without a speedup
@@ -41,7 +41,7 @@ def jobs(tmp_path_factory):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_baseline_distils_and_measures_every_candidate(jobs, method):
-    from nas.baselines import hv_curve, trial_events
+    from nas.results.curves import hv_curve, trial_events
 
     stores, runs = jobs
     store, run = stores[method], runs[method]
@@ -78,8 +78,8 @@ def test_the_wall_clock_budget_stops_the_search(jobs):
 @pytest.mark.parametrize("method", ["optuna-nsga2", "nni-evolution"])
 def test_searchers_propose_valid_new_shapes_reproducibly_and_survive_failures(method):
     from nas.search.strategies import make_strategy
-    from nas.spec import load_search_space
-    from nas.teacher import teacher_config
+    from nas.spec.space import load_search_space
+    from nas.teachers.load import teacher_config
 
     space = load_search_space("bert_small", teacher_config("minilm-l6")).student
 
@@ -101,7 +101,7 @@ def test_searchers_propose_valid_new_shapes_reproducibly_and_survive_failures(me
 
 
 def test_hypervolume_over_time_and_time_to_95_percent_on_a_hand_made_case():
-    from nas.baselines import hv_at, hv_curve, time_to_reach
+    from nas.results.curves import hv_at, hv_curve, time_to_reach
 
     ref = (0.5, 1.0)  # majority-class accuracy, the teacher's latency
     events = [(10.0, "a", 0.7, 0.5),   # HV (0.7-0.5)*(1-0.5) = 0.10

@@ -16,11 +16,10 @@ import urllib.request
 import zipfile
 
 import pytest
-import yaml
 from streamlit.testing.v1 import AppTest
 
 from browser import Browser, chromium
-from conftest import job_environment, tiny_job_spec
+from conftest import real_job, tiny_job_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -30,21 +29,8 @@ SPEC = tiny_job_spec("dash-e2e")
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     home = tmp_path_factory.mktemp("dash")
-    url = f"sqlite:///{home / 'nas.db'}"
-    with job_environment(home):
-        from nas.pipeline import run_job
-        from nas.spec import parse_spec
-        from nas.store import Store
-
-        store = Store(url)
-        job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
-        old = {k: os.environ.get(k) for k in ("NAS_STORAGE",)}
-        os.environ["NAS_STORAGE"] = url
-        try:
-            yield {"store": store, "job_id": job_id, "url": url, "home": home}
-        finally:
-            for k, v in old.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with real_job(home, SPEC, NAS_STORAGE=f"sqlite:///{home / 'nas.db'}") as j:  # the dashboard reads $NAS_STORAGE
+        yield j
 
 
 def app(page: str | None = None) -> AppTest:
@@ -103,7 +89,7 @@ def test_export_page_builds_a_loadable_model(seeded, tmp_path):
     at.selectbox(key="export_pick").select(seeded["job_id"]).run()
     at.button(key="build_zip").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    from nas import dashboard_data as dd
+    from nas.ui.dashboard import data as dd
 
     number = at.selectbox(key="export_trial").value
     data = dd.export_zip(seeded["store"], seeded["job_id"], number)
@@ -119,7 +105,7 @@ def test_export_page_builds_a_loadable_model(seeded, tmp_path):
 
 def test_read_only_dashboard_never_blocks_a_writer(seeded):
     """A job keeps writing while the dashboard's read-only store polls the same SQLite file."""
-    from nas.dashboard_data import jobs_table, trial_frame
+    from nas.ui.dashboard.data import jobs_table, trial_frame
     from nas.store import Store
 
     reader = Store(seeded["url"], migrate=False, read_only=True)
@@ -148,7 +134,7 @@ def test_read_only_dashboard_never_blocks_a_writer(seeded):
     reader.dispose()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -156,15 +142,15 @@ def _free_port() -> int:
 
 def test_dashboard_refuses_a_public_bind_without_password(seeded):
     env = {**os.environ, "NAS_DASHBOARD_PASSWORD": ""}
-    r = subprocess.run([sys.executable, "-m", "nas.cli", "dashboard", "--host", "0.0.0.0", "--storage", seeded["url"]],
+    r = subprocess.run([sys.executable, "-m", "nas", "dashboard", "--host", "0.0.0.0", "--storage", seeded["url"]],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "password" in r.stderr
 
 
 @pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (.ci/run installs Debian's chromium)")
 def test_headless_chromium_renders_the_pareto_plot(seeded, tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "dashboard", "--port", str(port), "--storage", seeded["url"]],
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--port", str(port), "--storage", seeded["url"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     browser = None
     try:
@@ -200,7 +186,7 @@ def test_hypervolume_over_time_matches_fronts_recomputed_from_scratch():
     import numpy as np
     import pandas as pd
 
-    from nas.dashboard_data import hv_over_time
+    from nas.ui.dashboard.data import hv_over_time
     from nas.search.pareto import hypervolume, pareto_front
 
     rng = np.random.default_rng(0)

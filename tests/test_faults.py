@@ -12,7 +12,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from nas.cli import app
+from nas.ui.cli import app
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))  # importable by name: spawned writer processes import it again
@@ -92,12 +92,12 @@ def test_hostile_input_is_refused_cleanly(hostile, case_id, monkeypatch):
     for k, v in extra.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(work)
-    before = faults._table_digest(home / "nas.db")
+    before = faults.table_digest(home / "nas.db")
     result = runner.invoke(app, argv)
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output
     assert f"error: {field}: " in result.output or f"'{field}'" in result.output, result.output
-    assert faults._table_digest(home / "nas.db") == before
+    assert faults.table_digest(home / "nas.db") == before
     assert not (work / "pwned").exists()
     assert not pathlib.Path("/tmp/escape").exists() and not pathlib.Path("/tmp/nas-escape").exists()
     assert os.environ.get("NAS_HOME") == str(home)

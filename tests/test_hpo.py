@@ -12,9 +12,12 @@ import torch
 
 from conftest import job_environment, tiny_job_spec
 
-from nas.distill import DistillSettings, attention_kl, hinge, relevance_kl, soft_kl, soft_mse
-from nas.hpo_search import ALGORITHMS, make_scheduler, make_searcher, replay
-from nas.spec import SpecError
+from nas.distill.loop import DistillSettings
+from nas.distill.losses import attention_kl, hinge, relevance_kl, soft_kl, soft_mse
+from nas.hpo import ALGORITHMS
+from nas.hpo import make_searcher
+from nas.hpo.searchers import make_scheduler, replay
+from nas.spec.errors import SpecError
 
 PARAMS = {
     "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
@@ -64,7 +67,7 @@ def test_attention_kl_by_hand():
 
 
 def test_layer_maps():
-    from nas.supernet import matched_layers
+    from nas.students.shape import matched_layers
 
     assert matched_layers(1, 6) == [0] and matched_layers(1, 6, "uniform") == [5]
     assert matched_layers(2, 6, "uniform") == [2, 5] and matched_layers(3, 6, "uniform") == [1, 3, 5]
@@ -76,8 +79,9 @@ def test_layer_maps():
 def test_hidden_and_attention_losses_train_a_real_student():
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nas.distill import distill
-    from nas.supernet import Shape, extract_subnet
+    from nas.distill.loop import distill
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
 
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(BertConfig(
@@ -100,10 +104,10 @@ def test_hidden_and_attention_losses_train_a_real_student():
 
 # -- the relevance teacher ----------------------------------------------------------------------------------------------
 def test_gbdt_relevance_teacher_is_fitted_and_used():
-    from nas.aux_teacher import fit_aux_probs, pair_features
-    from nas.data import _bbc_news_pairs
+    from nas.distill.aux_teacher import fit_aux_probs, pair_features
+    from nas.data import bbc_news_pairs
 
-    ds = _bbc_news_pairs(0)
+    ds = bbc_news_pairs(0)
     n = 600
     texts, labels = ds.texts[:n], np.asarray(ds.labels[:n])
     train, dev = np.arange(0, 400), np.arange(400, n)
@@ -132,7 +136,7 @@ def _make_objective():
 def ray_session():
     import ray
 
-    from nas.runtime import init_ray
+    from nas.service.cluster import init_ray
 
     init_ray(num_cpus=2)
     yield
@@ -143,7 +147,7 @@ def ray_session():
 def test_each_algorithm_runs_a_real_tune_search(algorithm, ray_session, tmp_path):
     from ray import tune
 
-    from nas.hpo import _RecordTrials
+    from nas.hpo.record import RecordTrials
     from nas.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'nas.db'}")
@@ -155,7 +159,7 @@ def test_each_algorithm_runs_a_real_tune_search(algorithm, ray_session, tmp_path
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(algorithm, "asha", "accuracy", 3),
                                     num_samples=8),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name=algorithm, verbose=0,
-                                  callbacks=[_RecordTrials(store.url, job, {"algorithm": algorithm}, 3)]))
+                                  callbacks=[RecordTrials(store.url, job, {"algorithm": algorithm}, 3)]))
     results = tuner.fit()
     assert len(results) == 8 and not results.errors
     rows = store.trials(job, kind="hpo-sample")  # one row per Tune trial (BOHB pauses and restarts trials), all ended
@@ -200,7 +204,7 @@ HPO_SPEC = tiny_job_spec("tiny-hpo").replace("budgets: {trials: 3,", "budgets: {
 
 def test_hpo_stage_in_a_job_and_resume_replays(tmp_path):
     from nas.pipeline import resume_job, run_job
-    from nas.spec import parse_spec
+    from nas.spec.job import parse_spec
     from nas.store import Store
     import yaml
 
@@ -243,7 +247,7 @@ def test_hpo_stage_in_a_job_and_resume_replays(tmp_path):
 
 
 def test_bad_hpo_space_is_a_spec_error(tmp_path):
-    from nas.hpo import load_hpo_space
+    from nas.hpo.space import load_hpo_space
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  lr: {type: loguniform, low: 0, high: 1}\n")
@@ -260,7 +264,7 @@ def test_bad_hpo_space_is_a_spec_error(tmp_path):
 
 
 def test_binary_scores_include_auc():
-    from nas.distill import scores
+    from nas.distill.evaluate import scores
 
     logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0], [0.5, 0.0]])  # match scores 1, -1, 2, -0.5
     out = scores(logits, torch.tensor([1, 0, 1, 0]))

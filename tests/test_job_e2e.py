@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import job_environment, tiny_job_spec
+from conftest import real_job, tiny_job_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = tiny_job_spec("tiny-e2e")
@@ -24,14 +24,8 @@ def job(tmp_path_factory):
     url = f"sqlite:///{home / 'nas.db'}"
     spec_file.write_text(SPEC + f"storage: {url}\n")
     # trial numbers: 1 = teacher, 2..4 = students; #3 gets a NaN loss
-    with job_environment(home, NAS_INJECT_NAN_TRIALS="3"):
-        from nas.pipeline import run_job
-        from nas.spec import load_spec
-        from nas.store import Store
-
-        store = Store(url)
-        job_id = run_job(load_spec(spec_file), store, progress=False)
-        yield {"store": store, "job_id": job_id, "home": home, "url": url, "spec_file": spec_file}
+    with real_job(home, SPEC, NAS_INJECT_NAN_TRIALS="3") as j:
+        yield {**j, "spec_file": spec_file}
 
 
 def test_every_trial_is_in_the_store(job):
@@ -62,24 +56,24 @@ def test_a_nan_trial_is_failed_with_its_reason_and_the_job_goes_on(job):
 
 def test_pareto_cli_and_export_reload_in_a_fresh_process(job, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job["job_id"]), "--storage", job["url"], "--json"],
+    out = subprocess.run([sys.executable, "-m", "nas", "pareto", str(job["job_id"]), "--storage", job["url"], "--json"],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     front = json.loads(out.stdout)
     assert front["teacher"]["kind"] == "teacher" and front["front"]
     best = max(front["front"], key=lambda r: r["metric"])
     dest = tmp_path / "export"
-    out = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job["job_id"]), "--trial", str(best["trial"]),
+    out = subprocess.run([sys.executable, "-m", "nas", "export", str(job["job_id"]), "--trial", str(best["trial"]),
                           "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert (dest / "config.yaml").is_file() and (dest / "model" / "config.json").is_file()
-    check = subprocess.run([sys.executable, "-m", "nas.cli", "check-export", str(dest)], capture_output=True, text=True,
+    check = subprocess.run([sys.executable, "-m", "nas", "check-export", str(dest)], capture_output=True, text=True,
                            env=env, cwd=ROOT)
     assert check.returncode == 0, check.stderr
     res = json.loads(check.stdout.strip().splitlines()[-1])
     assert res["abs_diff"] <= 0.005, res
     # exporting into a non-empty directory is a user error, not an overwrite
-    again = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job["job_id"]), "--trial", str(best["trial"]),
+    again = subprocess.run([sys.executable, "-m", "nas", "export", str(job["job_id"]), "--trial", str(best["trial"]),
                             "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
     assert again.returncode == 2 and "--out" in again.stderr
 
@@ -108,19 +102,19 @@ def test_references_are_scored_timed_end_to_end_and_shown(job, tmp_path):
         assert {(m["name"], m["split"]) for m in t["metrics"]} >= {("accuracy", "dev"), ("accuracy", "test")}
     tok_ms = [m["value"] for m in refs["teacher"]["metrics"] if m["name"] == "tokenizer_p50_ms"][0]
     assert tok_ms > 0  # what a student adds end to end
-    out = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job_id), "--storage", job["url"], "--json"],
+    out = subprocess.run([sys.executable, "-m", "nas", "pareto", str(job_id), "--storage", job["url"], "--json"],
                          capture_output=True, text=True, env={**os.environ, "NAS_HOME": str(job["home"])})
     assert out.returncode == 0, out.stderr
     front = json.loads(out.stdout)
     names = {r["name"]: r for r in front["references"]}
     assert set(names) == {"teacher", "tfidf-linear"}
     assert all(0 <= r["dominated_front_points"] <= r["front_points"] == len(front["front"]) for r in names.values())
-    text = subprocess.run([sys.executable, "-m", "nas.cli", "pareto", str(job_id), "--storage", job["url"]],
+    text = subprocess.run([sys.executable, "-m", "nas", "pareto", str(job_id), "--storage", job["url"]],
                           capture_output=True, text=True, env={**os.environ, "NAS_HOME": str(job["home"])}).stdout
     assert "tfidf-linear" in text and "end to end" in text
     # the scikit-learn reference exports as a joblib bundle that predicts
     number = refs["tfidf-linear"]["number"]
-    exp = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(job_id), "--trial", str(number), "--out",
+    exp = subprocess.run([sys.executable, "-m", "nas", "export", str(job_id), "--trial", str(number), "--out",
                           str(tmp_path / "tfidf"), "--storage", job["url"]], capture_output=True, text=True,
                          env={**os.environ, "NAS_HOME": str(job["home"])})
     assert exp.returncode == 0, exp.stderr

@@ -11,15 +11,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from nas.latency.measure import (LatencySettings, all_runtime_settings, device_fingerprint, dummy_inputs,
-                                 fingerprint_id, measure_interleaved, measure_latency, measure_models, resolve_device,
-                                 timed_runs)
+from nas.latency.measure import MeasureSettings, all_runtime_settings, device_fingerprint, dummy_inputs, fingerprint_id, measure_interleaved, measure_latency, measure_models, resolve_device, timed_runs
 from nas.latency.predictor import features, feasible, fit_predictor, mape
 from nas.latency.runtimes import make_runner, runtime_logits
 from nas.latency.slot import exclusive_measurement, heavy_work
-from nas.pipeline import front_rows
+from nas.results.front import front_rows
 from nas.store import Store
-from nas.supernet import Shape
+from nas.students.shape import Shape
 
 
 def tiny(layers=2, hidden=64, heads=4, ffn=128, seed=0) -> BertForSequenceClassification:
@@ -33,11 +31,11 @@ FAST = dict(threads=1, seq_len=16, warmup=2, min_runs=10, max_runs=60, rel_ci=0.
 
 
 def test_stopping_rule_stops_early_when_stable_and_caps_when_noisy():
-    stable = timed_runs(lambda: time.sleep(0.002), LatencySettings(warmup=1, min_runs=10, max_runs=100, rel_ci=0.2))
+    stable = timed_runs(lambda: time.sleep(0.002), MeasureSettings(warmup=1, min_runs=10, max_runs=100, rel_ci=0.2))
     assert 10 <= len(stable) < 100
     rng = np.random.default_rng(0)
     noisy = timed_runs(lambda: time.sleep(float(rng.choice([0.0, 0.004]))),
-                       LatencySettings(warmup=0, min_runs=10, max_runs=30, rel_ci=0.001))
+                       MeasureSettings(warmup=0, min_runs=10, max_runs=30, rel_ci=0.001))
     assert len(noisy) == 30  # a 0.1% CI is never reached on a bimodal timer: the cap stops it
 
 
@@ -53,16 +51,16 @@ def test_fingerprint_names_the_machine_and_changes_with_threads():
 
 def test_measurement_row_and_interleaved_reference():
     small, big = tiny(layers=1, hidden=32, heads=2, ffn=64), tiny(layers=4, hidden=128, heads=4, ffn=512)
-    row = measure_latency(small, LatencySettings(**FAST))
+    row = measure_latency(small, MeasureSettings(**FAST))
     for k in ("p50_ms", "p90_ms", "mean_ms", "cv", "n", "fingerprint", "fingerprint_id", "runtime", "dtype"):
         assert k in row, k
     assert row["p90_ms"] >= row["p50_ms"] > 0 and row["n"] >= 10
-    rows = measure_interleaved({"teacher": big, "small": small}, LatencySettings(**FAST), rounds=3, reference="teacher")
+    rows = measure_interleaved({"teacher": big, "small": small}, MeasureSettings(**FAST), rounds=3, reference="teacher")
     assert rows["teacher"]["speedup"] == pytest.approx(1.0)
     assert rows["small"]["speedup"] > 1.5  # 4 layers x 128 wide vs 1 x 32, same round
     assert rows["small"]["rounds"] == 3 and rows["small"]["n"] >= 15
     with pytest.raises(ValueError, match="reference"):
-        measure_interleaved({"a": small}, LatencySettings(**FAST), reference="missing")
+        measure_interleaved({"a": small}, MeasureSettings(**FAST), reference="missing")
 
 
 @pytest.mark.parametrize("runtime,tol", [("int8", 0.05), ("onnx", 1e-4)])
@@ -82,7 +80,7 @@ def test_runtimes_match_eager_fp32(runtime, tol):
 
 
 def test_runtime_rows_are_separate_and_the_primary_comes_last():
-    base = LatencySettings(**FAST)
+    base = MeasureSettings(**FAST)
     order = [s.runtime for s in all_runtime_settings(base, ["int8", "onnx", "eager"])]
     assert order == ["int8", "onnx", "eager"]
     rows = measure_models(None, {"m": tiny(layers=1)}, base, ["int8"], reference=tiny(layers=2), rounds=2)["m"]
@@ -98,7 +96,7 @@ def test_cuda_only_combinations_are_refused_on_the_cpu():
         make_runner(tiny(), "eager", "int8", "cpu", x, 1)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="cuda"):
-            measure_latency(tiny(), LatencySettings(device="cuda", **FAST))
+            measure_latency(tiny(), MeasureSettings(device="cuda", **FAST))
 
 
 def _hold_heavy(lock_dir: str, ready, seconds: float) -> None:
@@ -180,8 +178,8 @@ def test_front_refuses_to_mix_fingerprints(sqlite_url):
 
 
 def test_constraint_prunes_what_the_predictor_is_sure_about_and_keeps_it_off_the_front(sqlite_url):
-    from nas.spec import JobSpec
-    from nas.supernet_stages import prune_by_predictor
+    from nas.spec.job import JobSpec
+    from nas.stages.supernet.search import prune_by_predictor
 
     store = Store(sqlite_url)
     spec = JobSpec.model_validate({"name": "c", "dataset": "bbc-news", "constraints": {"latency_p90_ms": 3.0}})

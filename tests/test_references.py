@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from nas.data import load_dataset, split_indices
-from nas.latency.measure import LatencySettings
-from nas.references import C_GRID, dominance, fit_tfidf, measure_text_latency, sklearn_predictor, text_batches
-from nas.spec import DatasetRef, SpecError, parse_spec
+from nas.latency.measure import MeasureSettings
+from nas.latency.text import measure_text_latency, sklearn_predictor, text_batches
+from nas.results.front import dominance
+from nas.stages.references import C_GRID, fit_tfidf
+from nas.spec.errors import SpecError
+from nas.spec.job import DatasetRef, parse_spec
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def test_end_to_end_latency_includes_preprocessing(bbc):
     slow = lambda text: (time.sleep(0.004), text.lower())[1]  # noqa: E731  a 4 ms preprocessing step per text
     fast_pipe, _ = fit_tfidf(list(ds.texts), ds.labels, splits)
     slow_pipe, _ = fit_tfidf(list(ds.texts), ds.labels, splits, preprocessor=slow)
-    settings = LatencySettings(threads=1, batch=1, warmup=2, min_runs=10, max_runs=30)
+    settings = MeasureSettings(threads=1, batch=1, warmup=2, min_runs=10, max_runs=30)
     texts = [ds.texts[i] for i in splits["dev"]]
     fast = measure_text_latency(sklearn_predictor(fast_pipe), texts, settings)
     slowed = measure_text_latency(sklearn_predictor(slow_pipe), texts, settings)

@@ -102,16 +102,16 @@ def test_submit_then_serve_runs_the_queued_job(tmp_path):
     spec.write_text(SPEC)
     with job_environment(tmp_path):
         env = dict(os.environ)
-        sub = subprocess.run([sys.executable, "-m", "nas.cli", "submit", str(spec), "--storage", url],
+        sub = subprocess.run([sys.executable, "-m", "nas", "submit", str(spec), "--storage", url],
                              capture_output=True, text=True, env=env)
         assert sub.returncode == 0, sub.stderr
         assert "queued" in sub.stdout
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump({**yaml.safe_load(SPEC), "budgets": {"trials": 0}}))
-        rej = subprocess.run([sys.executable, "-m", "nas.cli", "submit", str(bad), "--storage", url],
+        rej = subprocess.run([sys.executable, "-m", "nas", "submit", str(bad), "--storage", url],
                              capture_output=True, text=True, env=env)
         assert rej.returncode == 2 and "budgets.trials" in rej.stderr
-        run = subprocess.run([sys.executable, "-m", "nas.cli", "serve", "--storage", url, "--once", "--poll", "0.2"],
+        run = subprocess.run([sys.executable, "-m", "nas", "serve", "--storage", url, "--once", "--poll", "0.2"],
                              capture_output=True, text=True, env=env, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         assert "served 1 job(s)" in run.stdout
@@ -126,8 +126,8 @@ def test_resume_by_hand_refuses_a_job_a_live_service_runs_and_takes_over_a_dead_
     from typer.testing import CliRunner
     from sqlalchemy import update
 
-    from nas.cli import app
-    from nas.service import check_resumable
+    from nas.ui.cli import app
+    from nas.service.queue import check_resumable
     from nas.store.models import Job
 
     monkeypatch.delenv("NAS_CLAIMED_BY", raising=False)

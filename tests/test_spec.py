@@ -8,16 +8,9 @@ import pathlib
 import pytest
 import yaml
 
-from nas.spec import (
-    NAMED_DATASETS,
-    SEARCH_SPACE_DIR,
-    DatasetRef,
-    JobSpec,
-    SpecError,
-    load_search_space,
-    load_spec,
-    parse_spec,
-)
+from nas.spec.errors import SpecError
+from nas.spec.job import DatasetRef, JobSpec, NAMED_DATASETS, load_spec, parse_spec
+from nas.spec.space import SEARCH_SPACE_DIR, load_search_space
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -26,7 +19,7 @@ SPACES = sorted(SEARCH_SPACE_DIR.glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def tcfg() -> dict:
-    from nas.teacher import teacher_config
+    from nas.teachers.load import teacher_config
 
     return teacher_config("minilm-l6")
 
@@ -352,7 +345,7 @@ def test_search_space_file_errors(tmp_path, tcfg):
      '"intermediate_size": 64, "max_position_embeddings": 0}', "max_position_embeddings"),
 ])
 def test_bad_teacher_directory(tmp_path, config, needle):
-    from nas.teacher import teacher_config
+    from nas.teachers.load import teacher_config
 
     if config is not None:
         (tmp_path / "config.json").write_text(config)
@@ -362,7 +355,7 @@ def test_bad_teacher_directory(tmp_path, config, needle):
 
 
 def test_teacher_errors(tmp_path):
-    from nas.teacher import teacher_config
+    from nas.teachers.load import teacher_config
 
     with pytest.raises(SpecError) as ei:
         teacher_config(str(tmp_path / "missing"))
@@ -386,7 +379,7 @@ def test_teacher_errors(tmp_path):
 def test_a_saved_tiny_bert_is_a_valid_teacher(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from nas.teacher import teacher_config, teacher_path
+    from nas.teachers.load import teacher_config, teacher_path
 
     cfg = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
                      vocab_size=30522, max_position_embeddings=128)

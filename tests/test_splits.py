@@ -11,7 +11,8 @@ from conftest import write_csv
 import torch
 
 from nas.data import SPLIT_FRACTIONS, Dataset, cache_dir, load_dataset, split_indices, stratified_sample, tokenize
-from nas.spec import DatasetRef, SpecError
+from nas.spec.errors import SpecError
+from nas.spec.job import DatasetRef
 
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 
@@ -271,15 +272,6 @@ class CountingTokenizer:
     def __call__(self, *args, **kwargs):
         self.calls += 1
         return self.tok(*args, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def minilm_tokenizer():
-    from transformers import AutoTokenizer
-
-    from nas.teacher import teacher_path
-
-    return AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from nas.store import Store, StoreError, default_storage_url
-from nas.store.store import HEAD_REVISION, metric_value
+from nas.store.records import metric_value
+from nas.store.store import HEAD_REVISION
 
 TABLES = {"jobs", "trials", "metrics", "latency_measurements", "artefacts"}
 

@@ -11,15 +11,21 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 
 from nas.data import load_dataset
-from nas.distill import DistillSettings, distill, predict_logits, soft_kl
-from nas.spec import DatasetRef, StudentSpace
-from nas.supernet import Shape, extract_subnet, importance_scores, rewire, supernet_forward
-from nas.supernet_train import (evaluate_shape, hidden_mse, largest_shape, sandwich_shapes, smallest_shape,
-                                train_supernet)
-from nas.teacher import teacher_path
+from nas.distill.evaluate import predict_logits
+from nas.distill.loop import DistillSettings, distill
+from nas.distill.losses import soft_kl
+from nas.spec.job import DatasetRef
+from nas.spec.space import StudentSpace
+from nas.students.bert_slice import extract_subnet, supernet_forward
+from nas.students.rewire import importance_scores, rewire
+from nas.students.shape import Shape
+from nas.distill.losses import hidden_mse
+from nas.distill.proxy import evaluate_shape
+from nas.distill.supernet import largest_shape, sandwich_shapes, smallest_shape, train_supernet
+from nas.teachers.load import teacher_path
 
 TINY_SPACE = StudentSpace(layers=[1, 2, 4], hidden=[32, 48, 64], heads=[2, 4], ffn=[32, 64, 128])
 
@@ -34,8 +40,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(teacher_path("minilm-l6"))
+def tokenizer(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +254,7 @@ def test_real_minilm_rewired_slicing_equals_extraction(tokenizer, bbc):
 
 
 def test_probe_reads_the_shapes_own_features_and_refuses_overlap(bbc, tiny_teacher):
-    from nas.supernet_train import probe_logits, shape_features
+    from nas.distill.proxy import probe_logits, shape_features
 
     tensors, labels, n_labels = bbc
     model, _ = tiny_teacher
@@ -274,7 +280,7 @@ def test_probe_reads_the_shapes_own_features_and_refuses_overlap(bbc, tiny_teach
 
 
 def test_lr_by_size_runs_from_the_small_lr_to_the_teacher_size_lr_by_encoder_share():
-    from nas.distill import lr_by_size
+    from nas.distill.loop import lr_by_size
 
     teacher = Shape(6, 384, 12, 1536)
     assert teacher.share_of(teacher) == 1.0
@@ -292,7 +298,7 @@ def test_lr_by_size_runs_from_the_small_lr_to_the_teacher_size_lr_by_encoder_sha
 
 
 def test_shape_keys_round_trip_and_fits_in_checks_every_axis():
-    from nas.supernet import Shape
+    from nas.students.shape import Shape
 
     s = Shape(2, 128, 4, 512)
     assert Shape.from_key(s.key) == s
@@ -304,9 +310,9 @@ def test_shape_keys_round_trip_and_fits_in_checks_every_axis():
 
 
 def test_second_round_space_keeps_only_choices_inside_the_assistant():
-    from nas.spec import StudentSpace
-    from nas.supernet import Shape
-    from nas.supernet_stages import clip_space
+    from nas.spec.space import StudentSpace
+    from nas.students.shape import Shape
+    from nas.search.space import clip_space
 
     space = StudentSpace(layers=[1, 2, 4], hidden=[128, 256, 384], heads=[2, 4, 8, 12], ffn=[256, 512, 1536])
     clipped, dropped = clip_space(space, Shape(3, 256, 8, 1024))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import job_environment
+from conftest import job_environment, real_job
 
-from nas.store.store import metric_value
+from nas.store.records import metric_value
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = """
@@ -32,18 +32,8 @@ seed: 3
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    url = f"sqlite:///{home / 'nas.db'}"
-    with job_environment(home):
-        import yaml
-
-        from nas.pipeline import run_job
-        from nas.spec import parse_spec
-        from nas.store import Store
-
-        store = Store(url)
-        job_id = run_job(parse_spec({**yaml.safe_load(SPEC), "storage": url}), store, progress=False)
-        yield {"store": store, "job_id": job_id, "home": home}
+    with real_job(tmp_path_factory.mktemp("home"), SPEC) as j:
+        yield j
 
 
 def test_stages_leave_their_trials_in_the_store(job):
@@ -89,10 +79,11 @@ def test_students_have_proxy_everywhere_and_final_on_the_chosen_points(job):
 def test_each_final_is_distilled_at_the_lr_its_size_calls_for(job):
     """search.final.lr_teacher_size (default 5e-5): a final's lr runs geometrically from distill.lr (1e-3 in the tiny
     space) towards 5e-5 by the shape's share of the teacher's encoder weights, and the lr used is stored with it."""
-    from nas.distill import lr_by_size
-    from nas.spec import FinalSettings, load_search_space
-    from nas.supernet import Shape
-    from nas.teacher import teacher_config
+    from nas.distill.loop import lr_by_size
+    from nas.spec.job import FinalSettings
+    from nas.spec.space import load_search_space
+    from nas.students.shape import Shape
+    from nas.teachers.load import teacher_config
 
     store, job_id = job["store"], job["job_id"]
     cfg = teacher_config("minilm-l6")
@@ -116,7 +107,7 @@ def test_each_final_is_distilled_at_the_lr_its_size_calls_for(job):
 def test_two_step_students_are_sliced_from_the_distilled_assistant_and_one_step_from_the_supernet(job):
     """`final.student_init: assistant`: each two-step final starts from its slice of the distilled assistant's saved
     model (teacher -> assistant -> student in weights too); the one-step baseline beside it from the supernet."""
-    from nas.supernet import Shape
+    from nas.students.shape import Shape
 
     store, job_id = job["store"], job["job_id"]
     assistant = next(t for t in store.trials(job_id, kind="assistant")
@@ -153,7 +144,7 @@ def test_final_stage_used_the_teacher_labelled_transfer_set(job):
 
 
 def test_export_of_a_proxy_only_point_reproduces_its_proxy_accuracy(job, tmp_path):
-    from nas.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_trial
 
     store, job_id = job["store"], job["job_id"]
     proxy_only = next(t for t in store.trials(job_id, kind="student", state="COMPLETE")
@@ -179,7 +170,7 @@ def test_a_wall_clock_budget_stops_the_schedule_and_skips_the_assistant_distilla
     import yaml
 
     from nas.pipeline import run_job
-    from nas.spec import parse_spec
+    from nas.spec.job import parse_spec
 
     store = job["store"]
     raw = yaml.safe_load(SPEC)
@@ -203,7 +194,7 @@ def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_sc
     import yaml
 
     from nas.pipeline import run_job
-    from nas.spec import parse_spec
+    from nas.spec.job import parse_spec
 
     store = job["store"]
     raw = yaml.safe_load(SPEC)
@@ -221,7 +212,7 @@ def test_probe_proxy_ranks_students_by_their_own_features_and_keeps_the_heads_sc
         acc, head = metric_value(t, "accuracy", "dev", "proxy"), metric_value(t, "head_accuracy", "dev", "proxy")
         assert acc is not None and head is not None and 0 <= acc <= 1 and 0 <= head <= 1
     # `head_accuracy` is what the shape's own weights score: an export of the point reproduces it
-    from nas.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_trial
 
     res = evaluate_export(export_trial(store, job_id, students[0]["number"], tmp_path / "exp"))
     assert res["stored_dev_accuracy"] == metric_value(students[0], "head_accuracy", "dev", "proxy")
@@ -239,10 +230,10 @@ def test_second_round_supernet_starts_from_the_distilled_assistant_and_the_stude
     import yaml
     from transformers import BertConfig
 
-    from nas.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_trial
     from nas.pipeline import run_job
-    from nas.spec import parse_spec
-    from nas.supernet import Shape
+    from nas.spec.job import parse_spec
+    from nas.students.shape import Shape
 
     store = job["store"]
     raw = yaml.safe_load(SPEC)
@@ -284,7 +275,7 @@ def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job)
     import yaml
 
     from nas.pipeline import run_job
-    from nas.spec import parse_spec
+    from nas.spec.job import parse_spec
 
     store = job["store"]
     raw = yaml.safe_load(SPEC)

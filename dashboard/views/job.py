@@ -1,3 +1,75 @@
-from nas.dashboard_ui import job_page
+"""Job: one job's Pareto front, hypervolume over time, trials, parallel coordinates, hyperparameter
+importance, proxy-vs-final agreement and fingerprint."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from nas.ui.dashboard import data as dd
+from nas.ui.dashboard.common import LIVE_S, cached_importance, front_figure, job_picker, load_job, load_jobs
+
+
+def job_page():
+    st.title("Job")
+    jobs = load_jobs()
+    job_id = job_picker(jobs, "job_pick")
+    if job_id is None:
+        return
+    status = jobs.set_index("id").loc[job_id, "status"]
+    live = st.toggle("Live updates", value=status in ("RUNNING", "QUEUED"), key="job_live")
+
+    @st.fragment(run_every=LIVE_S if live else None)
+    def body():
+        with st.spinner("Loading trials…"):
+            data = load_job(job_id)
+        f, df = data["front"], data["df"]
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("status", f["job"]["status"])
+        c2.metric("students complete", int(((df["kind"] == "student") & (df["state"] == "COMPLETE")).sum()) if len(df) else 0)
+        c3.metric("front points", len(f["front"]))
+        c4.metric("hypervolume", f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "–")
+        if df.empty:
+            st.info("No trials yet.")
+            return
+        a1, a2 = st.columns(2)
+        x = a1.selectbox("x axis (latency or size)", ["p50_ms", "p90_ms", "params"], key="x_axis")
+        y = a2.selectbox("y axis", ["metric", "test"], format_func=lambda v: {"metric": "dev metric", "test": "test metric"}[v],
+                         key="y_axis")
+        st.plotly_chart(front_figure(f, df, x, y), width="stretch", key="front_chart")
+        for r in f.get("references", []):
+            if r["dominated_front_points"]:
+                st.warning(f"{r['name']} dominates {r['dominated_front_points']} of {r['front_points']} front points "
+                           "(at least as accurate and as fast end to end).")
+        if f["teacher"]:
+            hv = dd.hv_over_time(df, f["teacher"]["latency_ms"])
+            if len(hv) > 1:
+                st.subheader("Hypervolume over time")
+                st.plotly_chart(px.line(hv, x="finished_at", y="hypervolume", markers=True, hover_data=["trials"]),
+                                width="stretch", key="hv_chart")
+        st.subheader("Trials")
+        k1, k2 = st.columns(2)
+        kinds = k1.multiselect("kind", sorted(df["kind"].unique()), default=sorted(df["kind"].unique()), key="kinds")
+        states = k2.multiselect("state", sorted(df["state"].unique()), default=sorted(df["state"].unique()), key="states")
+        view = df[df["kind"].isin(kinds) & df["state"].isin(states)]
+        st.dataframe(view, width="stretch", hide_index=True)
+        st.download_button("Download CSV", lambda: view.to_csv(index=False).encode(), f"job-{job_id}-trials.csv",
+                           "text/csv", key="csv")  # built when clicked, not on every rerun
+        done = df[(df["kind"] == "student") & df["metric"].notna()]
+        dims = [c for c in (*dd.SHAPE_COLS, "lr", "p50_ms", "metric") if c in done and done[c].notna().all() and len(done)]
+        if len(done) >= 2 and dims:
+            st.subheader("Parallel coordinates")
+            st.plotly_chart(px.parallel_coordinates(done, dimensions=dims, color="metric"), width="stretch", key="parcoords")
+        imp = cached_importance(job_id, len(done), done)
+        if not imp.empty:
+            st.subheader("What explains the metric (random-forest importance)")
+            st.bar_chart(imp)
+        ra = dd.rank_agreement(df)
+        st.caption(f"Proxy vs final rank agreement: Kendall τ = {ra['kendall_tau']:.3f} over {ra['n']} shapes"
+                   if ra["kendall_tau"] is not None else f"Proxy vs final rank agreement: {ra['n']} shapes have both (< 3).")
+        with st.expander("Device fingerprint of the front's measurements"):
+            st.json(f["fingerprint"] or {})
+    body()
+
 
 job_page()

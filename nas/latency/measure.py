@@ -20,7 +20,7 @@ import torch
 
 
 @dataclass
-class LatencySettings:
+class MeasureSettings:
     device: str = "cpu"
     runtime: str = "eager"
     dtype: str = "fp32"
@@ -111,7 +111,7 @@ def median_ci_halfwidth(samples: list[float]) -> float:
     return (hi - lo) / 2
 
 
-def timed_runs(run_once, settings: LatencySettings, sync=None) -> list[float]:
+def timed_runs(run_once, settings: MeasureSettings, sync=None) -> list[float]:
     """Run `run_once` until the median's CI half-width is within rel_ci of the median, or max_runs; milliseconds."""
     for _ in range(settings.warmup):
         run_once()
@@ -142,7 +142,7 @@ def timer_noise_floor(n: int = 300, work: int = 20_000) -> dict:
             s += i * i
         return s
 
-    return summarise(timed_runs(run_once, LatencySettings(warmup=max(10, n // 10), min_runs=n, max_runs=n)))
+    return summarise(timed_runs(run_once, MeasureSettings(warmup=max(10, n // 10), min_runs=n, max_runs=n)))
 
 
 def summarise(samples: list[float]) -> dict:
@@ -152,14 +152,14 @@ def summarise(samples: list[float]) -> dict:
             "cv": float(arr.std(ddof=1) / mean) if len(arr) > 1 and mean > 0 else 0.0}
 
 
-def _check(settings: LatencySettings) -> str:
+def _check(settings: MeasureSettings) -> str:
     device = resolve_device(settings.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("latency.device is cuda but no CUDA device is visible")
     return device
 
 
-def _row(settings: LatencySettings, device: str, samples: list[float]) -> dict:
+def latency_row(settings: MeasureSettings, device: str, samples: list[float]) -> dict:
     fp = device_fingerprint(device, settings.threads if device == "cpu" else None)
     return {"fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "device": device, "runtime": settings.runtime,
             "dtype": settings.dtype, "batch": settings.batch, "seq_len": settings.seq_len, "threads": settings.threads,
@@ -169,7 +169,7 @@ def _row(settings: LatencySettings, device: str, samples: list[float]) -> dict:
 class _Runner:
     """A model prepared once in its runtime on fixed inputs, timed as often as asked."""
 
-    def __init__(self, model: torch.nn.Module, settings: LatencySettings):
+    def __init__(self, model: torch.nn.Module, settings: MeasureSettings):
         from nas.latency.runtimes import make_runner
 
         self.settings = settings
@@ -180,7 +180,7 @@ class _Runner:
             self.run, self.cleanup = make_runner(model, settings.runtime, settings.dtype, self.device, inputs,
                                                  settings.threads)
 
-    def time(self, settings: LatencySettings) -> list[float]:
+    def time(self, settings: MeasureSettings) -> list[float]:
         with _threads(settings, self.device):
             if self.device == "cuda":
                 return _cuda_runs(self.run, settings)
@@ -188,7 +188,7 @@ class _Runner:
 
 
 class _threads:
-    def __init__(self, settings: LatencySettings, device: str):
+    def __init__(self, settings: MeasureSettings, device: str):
         self.n, self.device = settings.threads, device
 
     def __enter__(self):
@@ -200,7 +200,7 @@ class _threads:
         torch.set_num_threads(self.prev)
 
 
-def measure_latency(model: torch.nn.Module, settings: LatencySettings, exclusive: bool = True) -> dict:
+def measure_latency(model: torch.nn.Module, settings: MeasureSettings, exclusive: bool = True) -> dict:
     """One measurement row (without trial/config keys): fingerprint, settings, n, p50, p90, mean, CV. Taken in the node's
     exclusive latency slot (see `nas.latency.slot`) unless `exclusive` is False."""
     from nas.latency.slot import exclusive_measurement
@@ -211,10 +211,10 @@ def measure_latency(model: torch.nn.Module, settings: LatencySettings, exclusive
             samples = runner.time(settings)
     finally:
         runner.cleanup()
-    return _row(settings, runner.device, samples)
+    return latency_row(settings, runner.device, samples)
 
 
-def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySettings, rounds: int | None = None,
+def measure_interleaved(models: dict[str, torch.nn.Module], settings: MeasureSettings, rounds: int | None = None,
                         reference: str | None = None, seed: int = 0, exclusive: bool = True) -> dict[str, dict]:
     """Measure several models in `rounds` (default: `settings.rounds`) interleaved rounds (a fresh random order each round), so that drift of the
     machine hits all of them alike. Each round times every model with a share of the run budget; a model's row pools
@@ -225,7 +225,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySet
     if reference is not None and reference not in models:
         raise ValueError(f"reference {reference!r} is not among the models measured")
     rounds = max(1, int(settings.rounds if rounds is None else rounds))
-    per_round = LatencySettings(**{**settings.__dict__, "min_runs": max(5, settings.min_runs // rounds),
+    per_round = MeasureSettings(**{**settings.__dict__, "min_runs": max(5, settings.min_runs // rounds),
                                    "max_runs": max(5, settings.max_runs // rounds),
                                    "warmup": max(1, settings.warmup // rounds)})
     runners = {name: _Runner(m, settings) for name, m in models.items()}
@@ -245,7 +245,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySet
             r.cleanup()
     out = {}
     for name, runner in runners.items():
-        row = _row(settings, runner.device, samples[name])
+        row = latency_row(settings, runner.device, samples[name])
         row["rounds"] = rounds
         if reference is not None:
             ratios = [a / b for a, b in zip(round_p50[reference], round_p50[name])]
@@ -255,7 +255,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: LatencySet
     return out
 
 
-def _cuda_runs(run_once, settings: LatencySettings) -> list[float]:
+def _cuda_runs(run_once, settings: MeasureSettings) -> list[float]:
     for _ in range(settings.warmup):
         run_once()
     torch.cuda.synchronize()
@@ -276,7 +276,7 @@ def _cuda_runs(run_once, settings: LatencySettings) -> list[float]:
 TEACHER_KEY = "__reference__"
 
 
-def measure_models(store, models: dict[str, torch.nn.Module], settings: LatencySettings, extra_runtimes=(),
+def measure_models(store, models: dict[str, torch.nn.Module], settings: MeasureSettings, extra_runtimes=(),
                    reference: torch.nn.Module | None = None, rounds: int | None = None) -> dict[str, list[dict]]:
     """Rows for every model (by config key) in every runtime (extras first, the primary last). Cached rows (same
     fingerprint, key and settings) are reused; the rest are measured together in interleaved rounds with `reference`
@@ -302,16 +302,16 @@ def measure_models(store, models: dict[str, torch.nn.Module], settings: LatencyS
     return out
 
 
-def all_runtime_settings(settings: LatencySettings, extra_runtimes) -> list[LatencySettings]:
+def all_runtime_settings(settings: MeasureSettings, extra_runtimes) -> list[MeasureSettings]:
     """Extra runtimes first, the primary last: a trial's last latency row is the one its front uses."""
     out = []
     for rt in extra_runtimes or ():
         if rt != settings.runtime:
-            out.append(LatencySettings(**{**settings.__dict__, "runtime": rt, "dtype": "int8" if rt == "int8" else "fp32"}))
+            out.append(MeasureSettings(**{**settings.__dict__, "runtime": rt, "dtype": "int8" if rt == "int8" else "fp32"}))
     return out + [settings]
 
 
-def settings_from_spec(lat) -> LatencySettings:
+def settings_from_spec(lat) -> MeasureSettings:
     d = lat.model_dump() if hasattr(lat, "model_dump") else dict(lat)
-    return LatencySettings(**{k: v for k, v in d.items() if k in LatencySettings.__dataclass_fields__})
+    return MeasureSettings(**{k: v for k, v in d.items() if k in MeasureSettings.__dataclass_fields__})
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from nas.supernet import Shape
+from nas.students.shape import Shape
 
 FEATURES = ("const", "hidden", "L*hidden^2", "L*hidden*ffn", "L*hidden", "L*heads", "L*ffn", "L")
 

@@ -1,4 +1,5 @@
-"""What is searched: student shapes (uniform per layer). Sampling, enumeration and encoding; no search logic here."""
+"""What is searched, as sets of shapes: enumeration, sampling, encoding, and the union / clipping of two spaces.
+No search logic here."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import itertools
 
 import numpy as np
 
-from nas.spec import StudentSpace
-from nas.supernet import Shape
+from nas.spec.space import StudentSpace
+from nas.students.shape import Shape
 
 
 def all_shapes(space: StudentSpace) -> list[Shape]:
@@ -48,3 +49,22 @@ def encode(shape: Shape, space: StudentSpace) -> np.ndarray:
 
     return np.array([norm(shape.layers, space.layers), norm(shape.hidden, space.hidden), norm(shape.heads, space.heads),
                      norm(shape.ffn, space.ffn)])
+
+
+def union_space(a: StudentSpace, b: StudentSpace | None) -> StudentSpace:
+    if b is None:
+        return a
+    return StudentSpace(layers=sorted(set(a.layers) | set(b.layers)), hidden=sorted(set(a.hidden) | set(b.hidden)),
+                        heads=sorted(set(a.heads) | set(b.heads)), ffn=sorted(set(a.ffn) | set(b.ffn)))
+
+
+def clip_space(space: StudentSpace, outer: Shape) -> tuple[StudentSpace | None, dict]:
+    """The part of `space` inside `outer` on every axis, and the dropped choices by axis; (None, {axis: []}) naming the
+    axes left without any choice when nothing fits."""
+    axes = ("layers", "hidden", "heads", "ffn")
+    kept = {ax: [v for v in getattr(space, ax) if v <= getattr(outer, ax)] for ax in axes}
+    empty = {ax: [] for ax in axes if not kept[ax]}
+    if empty:
+        return None, empty
+    dropped = {ax: sorted(set(getattr(space, ax)) - set(kept[ax])) for ax in axes}
+    return StudentSpace(**kept), {ax: v for ax, v in dropped.items() if v}

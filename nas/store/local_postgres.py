@@ -17,7 +17,7 @@ from typing import Iterator
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -50,7 +50,7 @@ def local_postgres(max_connections: int = 100) -> Iterator[tuple[str, int]]:
     data = root / "data"
     _run(prefix, [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-locale", "--no-sync"])
-    port = _free_port()
+    port = free_port()
     opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off "
             f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={max_connections}")
     try:

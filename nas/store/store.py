@@ -1,94 +1,30 @@
 """The only code that speaks SQL. Everything returns plain dicts so callers never hold a session.
 
 SQLite (the embedded default) runs in WAL mode, takes its write lock up front with BEGIN IMMEDIATE (so two writers never
-deadlock on a lock upgrade) and waits on a busy timeout. PostgreSQL is used by URL, with a pre-pinged connection pool.
-"""
+deadlock on a lock upgrade) and waits on a busy timeout. PostgreSQL is used by URL, with a pre-pinged connection pool."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pathlib
 from typing import Any, Iterable
 
-from sqlalchemy import create_engine, event, func, select, text, update
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy import func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from nas.store.engine import StoreError, default_storage_url, make_engine, nas_home
 from nas.store.models import Artefact, Job, LatencyMeasurement, Metric, Trial, utcnow
+from nas.store.records import job_dict, latency_columns, latency_dict
+
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
 TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 
 
-class StoreError(Exception):
-    """The storage URL is malformed or the database cannot be reached; a user error, not a bug."""
-
 
 HEAD_REVISION = "0002"
-
-
-def nas_home() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("NAS_HOME", ".nas")).resolve()
-
-
-def default_storage_url() -> str:
-    return f"sqlite:///{nas_home() / 'nas.db'}"
-
-
-def _sqlite_engine(url, read_only: bool = False) -> Engine:
-    if url.database and url.database != ":memory:":
-        parent = pathlib.Path(url.database).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise StoreError(f"storage: directory {parent} does not exist")
-    if read_only:
-        import sqlite3
-
-        if not url.database or url.database == ":memory:" or not pathlib.Path(url.database).expanduser().is_file():
-            raise StoreError(f"storage: {url.database} does not exist (a read-only store opens an existing database)")
-        uri = pathlib.Path(url.database).expanduser().resolve().as_uri() + "?mode=ro"
-        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=60,
-                                                                            check_same_thread=False))
-    else:
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below issue BEGIN itself
-        cur = dbapi_conn.cursor()
-        if not read_only:
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        if not read_only:
-            cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        # readers take no write lock: a dashboard never blocks (or breaks) a running job's writes
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
-
-
-def make_engine(url_text: str, read_only: bool = False) -> Engine:
-    try:
-        url = make_url(url_text)
-    except ArgumentError as exc:
-        raise StoreError(f"storage: {url_text!r} is not a database URL ({exc})") from None
-    try:
-        if url.get_backend_name() == "sqlite":
-            return _sqlite_engine(url, read_only)
-        if read_only and url.get_backend_name() == "postgresql":
-            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                                 connect_args={"options": "-c default_transaction_read_only=on"})
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    except StoreError:
-        raise
-    except Exception as exc:  # unknown dialect, missing driver
-        raise StoreError(f"storage: cannot use {url.render_as_string(hide_password=True)!r}: {exc}") from None
 
 
 class Store:
@@ -176,7 +112,7 @@ class Store:
                                     finished_at=None, claims=Job.claims + 1))
             if res.rowcount != 1:
                 return None
-            return _job_dict(s.get(Job, picked))
+            return job_dict(s.get(Job, picked))
 
     def job_heartbeat(self, job_id: int, worker: str) -> bool:
         """Refresh a claimed job's heartbeat; False when the job is no longer this worker's (reaped or cancelled)."""
@@ -230,7 +166,7 @@ class Store:
     def get_job(self, job_id: int) -> dict | None:
         with self.Session() as s:
             job = s.get(Job, job_id)
-            return _job_dict(job) if job else None
+            return job_dict(job) if job else None
 
     def list_jobs(self) -> list[dict]:
         with self.Session() as s:
@@ -242,7 +178,7 @@ class Store:
             )
             out = []
             for j in jobs:
-                d = _job_dict(j)
+                d = job_dict(j)
                 d["trials_complete"] = counts.get(j.id, 0)
                 out.append(d)
             return out
@@ -362,7 +298,7 @@ class Store:
                 metrics[m[0]].append({"name": m[1], "value": m[2], "split": m[3], "source": m[4], "step": m[5],
                                       "created_at": m[6]})
             for lm in s.execute(restrict(select(L), L).order_by(L.c.id)).mappings():
-                latency[lm["trial_id"]].append(_latency_dict(lm))
+                latency[lm["trial_id"]].append(latency_dict(lm))
             for a in s.execute(restrict(select(A.c.trial_id, A.c.kind, A.c.path), A).order_by(A.c.id)):
                 if a[0] in artefacts:
                     artefacts[a[0]].append({"kind": a[1], "path": a[2]})
@@ -385,7 +321,7 @@ class Store:
 
     def add_latency(self, trial_id: int | None, config_key: str, m: dict) -> None:
         with self.Session.begin() as s:
-            s.add(LatencyMeasurement(trial_id=trial_id, config_key=config_key, **_latency_columns(m)))
+            s.add(LatencyMeasurement(trial_id=trial_id, config_key=config_key, **latency_columns(m)))
 
     def find_latency(self, fingerprint_id: str, config_key: str, settings: dict) -> dict | None:
         """A cached measurement of the same shape, on the same fingerprint, with the same settings."""
@@ -405,7 +341,7 @@ class Store:
                 .limit(1)
             )
             row = s.scalar(q)
-            return _latency_dict(row) if row else None
+            return latency_dict(row) if row else None
 
     def add_artefact(self, job_id: int, trial_id: int | None, kind: str, path: str) -> None:
         with self.Session.begin() as s:
@@ -417,53 +353,3 @@ class Store:
             if kind:
                 q = q.where(Artefact.kind == kind)
             return [{"trial_id": a.trial_id, "kind": a.kind, "path": a.path} for a in s.scalars(q.order_by(Artefact.id))]
-
-
-_LATENCY_FIELDS = ("fingerprint", "fingerprint_id", "device", "runtime", "dtype", "batch", "seq_len", "threads", "warmup",
-                   "n", "p50_ms", "p90_ms", "mean_ms", "cv")
-
-
-def _latency_columns(m: dict) -> dict:
-    missing = [f for f in _LATENCY_FIELDS if f not in m]
-    if missing:
-        raise ValueError(f"latency measurement lacks {missing}")
-    return {f: m[f] for f in _LATENCY_FIELDS}
-
-
-def _latency_dict(lm) -> dict:
-    """A latency row (ORM object or a mapping row) as a dict."""
-    get = lm.__getitem__ if hasattr(lm, "keys") else lambda f: getattr(lm, f)
-    d = {f: get(f) for f in _LATENCY_FIELDS}
-    for f in ("config_key", "trial_id", "created_at"):
-        d[f] = get(f)
-    return d
-
-
-def _job_dict(j: Job) -> dict:
-    return {
-        "id": j.id, "name": j.name, "spec": j.spec, "status": j.status, "stage": j.stage, "error": j.error,
-        "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
-        "claimed_by": j.claimed_by, "heartbeat_at": j.heartbeat_at, "cancel_requested": bool(j.cancel_requested),
-        "claims": j.claims,
-    }
-
-
-def trial_objectives(trial: dict, metric: str, percentile: str, source: str | None = None) -> dict:
-    """{"metric", "latency_ms", "params"} of a completed trial, as strategies and fronts take them; {} without latency."""
-    lat = trial["latency"][-1] if trial["latency"] else None
-    if lat is None:
-        return {}
-    return {"metric": metric_value(trial, metric, "dev", source),
-            "latency_ms": lat["p50_ms"] if percentile == "p50" else lat["p90_ms"],
-            "params": metric_value(trial, "params", "dev") or 0}
-
-
-def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source: str | None = None) -> float | None:
-    """Latest value of a metric on a trial dict; `source` None prefers final over proxy."""
-    sources = [source] if source else ["final", "proxy"]
-    for src in sources:
-        vals = [m["value"] for m in trial["metrics"] if m["name"] == name and m["split"] == split and m["source"] == src]
-        if vals:
-            return vals[-1]
-    return None
-

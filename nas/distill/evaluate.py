@@ -1,0 +1,48 @@
+"""Inference and scores: logits in length-sorted batches with padding trimmed, accuracy / macro-F1 / AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nas.distill.loop import trim_padding
+
+
+def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Row order by true length (shortest first), so that batches of similar length trim most of their padding."""
+    mask = tensors.get("attention_mask")
+    n = len(next(iter(tensors.values())))
+    return torch.argsort(mask.sum(1), stable=True) if mask is not None and mask.dim() == 2 else torch.arange(n)
+
+
+@torch.inference_mode()
+def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """Logits (n, classes) in row order; rows are batched by length and padding trimmed (same values, less work)."""
+    model.eval()
+    n = len(next(iter(tensors.values())))
+    if n == 0:
+        return torch.empty(0)
+    order = length_order(tensors)
+    outs = []
+    for i in range(0, n, batch_size):
+        rows = order[i:i + batch_size]
+        outs.append(model(**trim_padding({k: v[rows] for k, v in tensors.items()})).logits.float())
+    out = torch.cat(outs)
+    return out[torch.argsort(order)]
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    pred = logits.argmax(-1)
+    acc = (pred == labels).float().mean().item()
+    f1s = []
+    for c in torch.unique(labels):
+        tp = ((pred == c) & (labels == c)).sum().item()
+        fp = ((pred == c) & (labels != c)).sum().item()
+        fn = ((pred != c) & (labels == c)).sum().item()
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    out = {"accuracy": acc, "f1_macro": float(np.mean(f1s))}
+    if logits.dim() == 2 and logits.shape[1] == 2 and len(torch.unique(labels)) == 2:
+        from sklearn.metrics import roc_auc_score  # binary tasks (pairs: match / different) are also ranked
+
+        out["auc"] = float(roc_auc_score(labels.numpy(), (logits[:, 1] - logits[:, 0]).float().numpy()))
+    return out

@@ -1,0 +1,70 @@
+"""Ray is the engine: check an `--address`, start local Ray (127.0.0.1) or join a cluster, run store trials as Ray
+Tune trials."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Callable
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def check_ray_address(address: str | None) -> None:
+    """`--address` must be `auto`, HOST:PORT or ray://HOST:PORT, and something must listen there: checked before a job is
+    created, so a typo is a clear error (SpecError on field --address) that writes nothing."""
+    import socket
+
+    from nas.spec.errors import SpecError
+
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
+        raise SpecError("--address", f"expected auto, HOST:PORT or ray://HOST:PORT; found {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SpecError("--address", f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Local Ray bound to 127.0.0.1 by default; `address` joins an existing cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", configure_logging=True, logging_level="ERROR")
+
+
+def run_trials(fn: Callable[..., dict], trial_ids: list[int], ctx, storage_path: pathlib.Path, cpus_per_trial: int,
+               max_concurrent: int, name: str, on_result: Callable[[dict], None] | None = None, **task_args) -> None:
+    """One Ray Tune trial per store trial id; `fn(trial_id, ctx, **task_args)` runs on a worker (`ctx`, the job's
+    JobContext, reaches it once through Ray's object store) and reports its result dict. Failures are recorded in the
+    store by `fn` itself; Tune's own error handling only covers a crashed worker."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if on_result:
+                on_result(result)
+
+    def trainable(config: dict, ctx) -> None:
+        tune.report(fn(config["trial_id"], ctx, **task_args))
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": cpus_per_trial}),
+        param_space={"trial_id": tune.grid_search(trial_ids)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0, callbacks=[_Progress()],
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    tuner.fit()

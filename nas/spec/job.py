@@ -1,0 +1,237 @@
+"""The job spec: one pydantic model per section, unknown keys refused, every error explained with its field path."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nas.hpo import SEARCHERS
+from nas.search.strategies import STRATEGIES
+from nas.spec.errors import SpecError, explain, read_yaml
+from nas.spec.space import Strict
+
+
+NAMED_TEACHERS = ("minilm-l6",)
+NAMED_DATASETS = ("bbc-news", "rotten-tomatoes", "bbc-news-pairs")
+# the allowed names of plugin families come from their registries: adding a strategy or a searcher is one file and
+# one registry line, and the spec accepts it
+StrategyName = Literal[tuple(STRATEGIES)]
+SearcherName = Literal[tuple(SEARCHERS)]
+
+
+class Objectives(Strict):
+    metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    latency: Literal["p50", "p90"] = "p50"
+    size: bool = False
+
+
+class LatencySettings(Strict):
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    batch: int = Field(1, ge=1, le=1024)
+    seq_len: int = Field(128, ge=8, le=512)
+    dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    runtime: Literal["eager", "onnx", "int8"] = "eager"  # the runtime the front is drawn with
+    extra_runtimes: list[Literal["eager", "onnx", "int8"]] = []  # also measured and stored, as separate rows
+    threads: int = Field(2, ge=1, le=256)
+    warmup: int = Field(10, ge=0)
+    min_runs: int = Field(20, ge=5)
+    max_runs: int = Field(200, ge=5)
+    rel_ci: float = Field(0.02, gt=0, lt=1)
+    rounds: int = Field(10, ge=1, le=20)  # interleaved rounds, the teacher re-measured in each as the reference
+
+    @model_validator(mode="after")
+    def _runs(self):
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        if (self.dtype == "int8") != (self.runtime == "int8"):
+            raise ValueError("int8 is the int8 runtime: set both runtime and dtype to int8 (dynamic quantisation, CPU)")
+        return self
+
+
+class Constraints(Strict):
+    """Hard limits on a student. A candidate the latency predictor is sure will miss the limit is not measured."""
+
+    latency_p90_ms: float | None = Field(None, gt=0)
+    latency_p50_ms: float | None = Field(None, gt=0)
+
+
+class Budgets(Strict):
+    trials: int = Field(8, ge=1, le=100000)
+    epochs: float = Field(2.0, gt=0, le=100)
+    steps: int | None = Field(None, ge=1)  # when set, overrides epochs
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    max_seq_len: int = Field(128, ge=8, le=512)
+    teacher_epochs: float = Field(3.0, gt=0, le=100)
+    max_concurrent: int = Field(1, ge=1, le=1024)
+    # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
+    # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
+    time_s: float | None = Field(None, gt=0, le=30 * 86400)
+
+
+class SupernetSettings(Strict):
+    """Train one weight-sharing supernet (sandwich rule) instead of distilling every candidate from scratch."""
+
+    steps: int | None = Field(None, ge=1)  # default: `epochs` over the train split
+    epochs: float = Field(3.0, gt=0, le=100)
+    n_random: int = Field(2, ge=0, le=16)
+    hidden_weight: float = Field(1.0, ge=0)
+    rewire: bool = True
+    rewire_rows: int = Field(256, ge=8)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    checkpoint_every: int = Field(50, ge=1)
+    # how a shape's `proxy` dev metric is read from the supernet: its inherited classifier head ("inherited"), or a
+    # logistic regression fitted on `probe_rows` train rows of the shape's own inherited features ("probe")
+    proxy: Literal["inherited", "probe"] = "inherited"
+    probe_rows: int = Field(2000, ge=16)
+
+
+class AutoDiscSettings(Strict):
+    """Pick a teacher assistant from the search space's assistant grid by τ = P + λ·(1 − scale)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    enabled: bool = True
+    lam: float = Field(0.2, ge=0, le=10, alias="lambda")
+    scale_by: Literal["params", "latency"] = "params"
+    # AutoDisc's optional second round: a new supernet over the student shapes, initialised from the distilled assistant
+    # (rewired again when search.supernet.rewire) and trained on its soft targets; the student search and the finals
+    # then slice from it. Student choices larger than the assistant on an axis are dropped from the search.
+    second_round: bool = False
+    second_round_epochs: float | None = Field(None, gt=0, le=100)  # default: what search.supernet trains for
+
+
+class FinalSettings(Strict):
+    """Standalone distillation of the chosen front points: the `final` accuracy (the supernet's is a `proxy`)."""
+
+    top_k: int = Field(4, ge=0, le=100)
+    epochs: float = Field(4.0, gt=0, le=100)
+    lr: float | None = Field(None, gt=0, lt=1)  # default: the search space's distill.lr
+    # the lr a student of the teacher's own size would get: each final's lr runs geometrically from `lr` (tiny students)
+    # to this by the shape's share of the teacher's encoder weights (nas/distill/loop.py: lr_by_size); null: `lr` for all
+    lr_teacher_size: float | None = Field(5e-5, gt=0, lt=1)
+    two_step: bool = True  # teacher -> assistant -> student when an assistant was chosen
+    one_step_baseline: bool = False  # also distil teacher -> student directly, for comparison
+    augment: int = Field(0, ge=0, le=50)  # teacher-labelled perturbed copies per train text (0: off); nas/distill/augment.py
+    soft_targets: Literal["assistant", "average"] = "assistant"  # two-step targets: the assistant's, or teacher+assistant
+    # where a two-step student's weights come from: its slice of the supernet, or its slice of the distilled assistant
+    # (progressive shrinking: teacher -> assistant -> student in weights as well as in targets; shapes that do not fit
+    # inside the assistant fall back to the supernet), or (teacher) its slice of the task-fine-tuned teacher itself, as
+    # the plain recipe starts, for every final student including the one-step baseline
+    student_init: Literal["supernet", "assistant", "teacher"] = "supernet"
+    # TinyBERT-style intermediate losses in every final, against the fine-tuned teacher's forward on each batch:
+    # hidden-state MSE and attention-map KL (weights; 0 = off), each student layer matched to the teacher layer it was
+    # sliced from (sliced) or by TinyBERT's uniform map (a 1-layer student learns the teacher's top layer)
+    hidden_weight: float = Field(0.0, ge=0, le=100)
+    attention_weight: float = Field(0.0, ge=0, le=100)
+    layer_map: Literal["sliced", "uniform"] = "sliced"
+
+
+class Search(Strict):
+    strategy: StrategyName = "random"  # nas/search/strategies/
+    population: int = Field(12, ge=2, le=10000)
+    supernet: SupernetSettings | None = None  # absent: every candidate is distilled from scratch (per-trial KD)
+    autodisc: AutoDiscSettings = AutoDiscSettings()
+    final: FinalSettings = FinalSettings()
+
+
+class ShapeSpec(Strict):
+    layers: int = Field(ge=1)
+    hidden: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    ffn: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        return self
+
+
+class HPOSettings(Strict):
+    """Venus-style AutoML of the distillation hyperparameters of the front's best shapes (nas/stages/hpo.py): a search on a
+    stratified sample of train under Ray Tune with early stopping, then the top-k configurations re-trained on all data."""
+
+    algorithm: SearcherName = "optuna-tpe"  # nas/hpo/
+    scheduler: Literal["asha", "hyperband", "fifo"] = "asha"  # bohb always runs under its own HyperBandForBOHB
+    space: str = "default"  # a name in search_spaces/hpo/ or a YAML path
+    shapes: list[ShapeSpec] = []  # explicit shapes; default: the top_k_shapes best front points
+    top_k_shapes: int = Field(1, ge=1, le=20)
+    samples: int = Field(12, ge=1, le=10000)  # configurations tried in the sample search
+    sample_fraction: float = Field(0.06, gt=0, le=1)
+    epochs: float = Field(3.0, gt=0, le=100)  # budget of one sample configuration, over the sample
+    reports: int = Field(4, ge=1, le=100)  # dev evaluations per configuration: the early-stopping rungs
+    top_k: int = Field(3, ge=1, le=100)  # configurations re-trained on all of train (plus the defaults)
+    full_epochs: float | None = Field(None, gt=0, le=100)  # default: budgets.epochs
+    max_concurrent: int = Field(2, ge=1, le=1024)
+    include_default: bool = True  # the space's default settings are the first configuration tried
+
+
+class DatasetRef(Strict):
+    """`dataset: bbc-news` is shorthand for `dataset: {name: bbc-news}`; a path to a CSV/JSONL file works the same way."""
+
+    name: str | None = None
+    path: str | None = None
+    max_rows: int | None = Field(None, ge=10)  # a stratified slice of the whole dataset, before splitting
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of name or path")
+        if self.name is not None and self.name not in NAMED_DATASETS:
+            raise ValueError(f"unknown dataset name {self.name!r}; known: {', '.join(NAMED_DATASETS)} (or give a path)")
+        return self
+
+
+class ModelReference(Strict):
+    """The user's current model: a local Hugging Face sequence-classification directory (with its tokenizer)."""
+
+    model: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, max_length=64)
+
+
+REFERENCE_KINDS = ("tfidf-linear",)
+
+
+class JobSpec(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    teacher: str = "minilm-l6"
+    dataset: DatasetRef
+    task: Literal["classification", "pair"] = "classification"
+    search_space: str = "bert_small"
+    objectives: Objectives = Objectives()
+    latency: LatencySettings = LatencySettings()
+    constraints: Constraints = Constraints()
+    references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
+    budgets: Budgets = Budgets()
+    search: Search = Search()
+    hpo: HPOSettings | None = None  # absent: no hyperparameter stage
+    storage: str | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v} if v in NAMED_DATASETS else {"path": v}
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip() or any(c in v for c in "\n\r\t"):
+            raise ValueError("must be a non-empty single-line string")
+        return v
+
+
+def parse_spec(data: Any) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError("(spec)", f"expected a mapping of keys, found {type(data).__name__}")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise explain(err) from None
+
+
+def load_spec(path: str | pathlib.Path) -> JobSpec:
+    return parse_spec(read_yaml(path, "(spec file)"))

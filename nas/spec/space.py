@@ -1,0 +1,90 @@
+"""Search spaces (`search_spaces/*.yaml`): the student and assistant shape axes and the distillation defaults,
+checked against the teacher's limits."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nas.spec.errors import SpecError, explain, read_yaml
+from nas.students import FAMILIES
+from nas.teachers import FAMILIES as TEACHER_FAMILIES
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SEARCH_SPACE_DIR = REPO_ROOT / "search_spaces"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class StudentSpace(Strict):
+    layers: list[int] = Field(min_length=1)
+    hidden: list[int] = Field(min_length=1)
+    heads: list[int] = Field(min_length=1)
+    ffn: list[int] = Field(min_length=1)
+
+    @field_validator("layers", "hidden", "heads", "ffn")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        for i, x in enumerate(v):
+            if x < 1:
+                raise ValueError(f"item [{i}] must be >= 1, found {x}")
+        return sorted(set(v))
+
+
+class DistillDefaults(Strict):
+    lr: float = Field(1e-3, gt=0, lt=1)
+    alpha_soft: float = Field(0.5, ge=0)
+    beta_hard: float = Field(0.5, ge=0)
+    temperature: float = Field(2.0, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class SearchSpace(Strict):
+    family: Literal[tuple(FAMILIES)] = "bert"  # the student family (nas/students/): how a shape becomes a model
+    student: StudentSpace
+    assistant: StudentSpace | None = None
+    distill: DistillDefaults = DistillDefaults()
+
+
+def search_space_path(name: str) -> pathlib.Path:
+    p = pathlib.Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return SEARCH_SPACE_DIR / f"{name}.yaml"
+
+
+def load_search_space(name: str, teacher_config: dict | None = None) -> SearchSpace:
+    """Parse the space and check it against the teacher: no axis above the teacher's, every hidden size divisible by some
+    head count (a BertConfig requirement)."""
+    path = search_space_path(name)
+    if not path.is_file():
+        known = sorted(x.stem for x in SEARCH_SPACE_DIR.glob("*.yaml"))
+        raise SpecError("search_space", f"no such search space {name!r} (known: {', '.join(known)}; or a path to a YAML file)")
+    data = read_yaml(path, "search_space")
+    if not isinstance(data, dict):
+        raise SpecError("search_space", f"{path} must hold a mapping, found {type(data).__name__}")
+    try:
+        space = SearchSpace.model_validate(data)
+    except ValidationError as err:
+        raise explain(err, prefix="search_space") from None
+    for part in ("student", "assistant"):
+        sub: StudentSpace | None = getattr(space, part)
+        if sub is None:
+            continue
+        for h in sub.hidden:
+            if not any(h % a == 0 for a in sub.heads):
+                raise SpecError(f"search_space.{part}.hidden", f"{h} is not divisible by any head count in {sub.heads}")
+        if teacher_config:
+            limits = TEACHER_FAMILIES[teacher_config.get("model_type", "bert")]().shape_limits(teacher_config)
+            for axis, limit in limits.items():
+                for x in getattr(sub, axis):
+                    if x > limit:
+                        raise SpecError(f"search_space.{part}.{axis}", f"{x} is larger than the teacher's {limit}")
+    return space

@@ -1,0 +1,145 @@
+"""Finals: standalone distillation of the chosen front points (teacher -> assistant -> student), whose accuracy is the
+`final` value."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+
+from nas.stages.supernet.state import SupernetRun
+from nas.store.records import metric_value, trial_objectives
+from nas.students.shape import Shape
+from nas.workers.finals import FinalTask, final_distill_task, transfer_set_task
+
+
+def distil(state: SupernetRun, task: FinalTask) -> dict:
+    """One standalone distillation in a Ray task (a whole node's CPUs)."""
+    import ray
+
+    remote = ray.remote(num_cpus=state.ctx.threads)(final_distill_task)
+    return ray.get(remote.remote(state.ctx, task, state.supernet_dir))
+
+
+def transfer_set(state: SupernetRun) -> None:
+    """The teacher-labelled transfer set (cached beside the teacher), once per run, when final.augment asks."""
+    import ray
+
+    ctx, fin = state.ctx, state.ctx.spec.search.final
+    if fin.augment and state.transfer_path is None:
+        ctx.say(f"final: labelling {fin.augment} augmented copies of {len(ctx.train_idx)} train texts with the "
+                "teacher (cached)")
+        task = ray.remote(num_cpus=ctx.threads)(transfer_set_task)
+        state.transfer_path = ray.get(task.remote(ctx, list(ctx.dataset.texts)))
+
+
+def distilled_assistant(state: SupernetRun) -> dict:
+    """teacher -> assistant, once per job (its artefacts are reused on resume): {"model", "logits", "transfer_logits"}."""
+    ctx, fin = state.ctx, state.ctx.spec.search.final
+    transfer_set(state)
+    state.assistant = a = state.store.get_trial(state.assistant["id"])
+    arts = {x["kind"]: x["path"] for x in a["artefacts"]}
+    if "logits" not in arts or "model" not in arts or (fin.augment and "transfer_logits" not in arts):
+        ctx.say(f"final: distilling the assistant {Shape.from_dict(a['config']['shape']).key} from the teacher")
+        r = distil(state, FinalTask(trial_id=a["id"], number=a["number"], shape=a["config"]["shape"],
+                                    soft_logits_paths=[ctx.teacher["logits_path"]], save_model=True, save_logits=True,
+                                    transfer_path=state.transfer_path))
+        arts = {"logits": r["logits_path"], "transfer_logits": r.get("transfer_logits_path"), "model": r["model_path"]}
+    return arts
+
+
+def assistant_soft(state: SupernetRun, arts: dict) -> list[str]:
+    """Two-step soft targets: the assistant's logits, averaged with the teacher's when final.soft_targets says so."""
+    average = state.ctx.spec.search.final.soft_targets == "average"
+    return [arts["logits"]] + ([state.ctx.teacher["logits_path"]] if average else [])
+
+
+def final_sources(state: SupernetRun) -> dict:
+    """Where every final's soft targets and weights come from: {"soft", "transfer_soft", "init_dir", "fits_in"}."""
+    import torch
+
+    ctx, fin = state.ctx, state.ctx.spec.search.final
+    out = {"soft": [ctx.teacher["logits_path"]], "transfer_soft": None, "init_dir": None, "fits_in": None}
+    if state.assistant is not None and fin.two_step:
+        arts = distilled_assistant(state)
+        out["soft"] = assistant_soft(state, arts)
+        if fin.student_init == "assistant":
+            out["init_dir"], out["fits_in"] = arts["model"], Shape.from_dict(state.assistant["config"]["shape"])
+            ctx.say(f"final: students are sliced from the distilled assistant {out['fits_in'].key}")
+        if fin.augment:
+            out["transfer_soft"] = [arts["transfer_logits"]]
+            if fin.soft_targets == "average":
+                t_path = pathlib.Path(ctx.artefact_dir) / "transfer_teacher_logits.pt"
+                t_path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(torch.load(state.transfer_path)["logits"], t_path)
+                out["transfer_soft"].append(str(t_path))
+    if fin.student_init == "teacher":
+        out["init_dir"], out["fits_in"] = ctx.teacher["dir"], None
+        ctx.say("final: students are sliced from the fine-tuned teacher")
+    return out
+
+
+def run_finals(state: SupernetRun) -> None:
+    """Distil the chosen front points standalone (and the one-step baseline beside each, when asked)."""
+    from tqdm import tqdm
+
+    ctx, fin, spec = state.ctx, state.ctx.spec.search.final, state.ctx.spec
+    if fin.top_k == 0:
+        return
+    state.store.set_job_stage(ctx.job_id, "final")
+    if state.assistant is not None and fin.two_step and ctx.deadline is not None:
+        ctx.say("final: a wall-clock budget is set: finals are teacher -> student (no assistant distillation)")
+        state.assistant = None
+    if ctx.deadline is not None and time.time() >= ctx.deadline:
+        ctx.say("final: the wall-clock budget is spent; no final starts")
+        return
+    transfer_set(state)
+    src = final_sources(state)
+    one_step = fin.one_step_baseline and state.assistant is not None and fin.two_step
+    chosen = choose_final(state.store.trials(ctx.job_id, kind="student", state="COMPLETE"), fin.top_k,
+                          spec.objectives.metric, spec.objectives.latency)
+    todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
+    bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not ctx.progress)
+    for t in todo:
+        if ctx.deadline is not None and time.time() >= ctx.deadline:
+            ctx.say(f"final: the wall-clock budget is spent after {bar.n} of {len(chosen)} finals")
+            break
+        base = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
+                "transfer_path": state.transfer_path}
+        if one_step:
+            # teacher -> student with no assistant anywhere: sliced from the first (teacher-initialised) supernet, or
+            # from the teacher when the students are
+            distil(state, FinalTask(**base, soft_logits_paths=[ctx.teacher["logits_path"]], metric_prefix="one_step_",
+                                    init_dir=src["init_dir"] if fin.student_init == "teacher" else state.first_supernet_dir))
+        init_dir = src["init_dir"]
+        shape = Shape.from_dict(t["config"]["shape"])
+        if init_dir is not None and src["fits_in"] is not None and not shape.fits_in(src["fits_in"]):
+            ctx.say(f"final: {shape.key} does not fit inside the assistant {src['fits_in'].key}; sliced from the "
+                    "supernet instead")
+            init_dir = None
+        distil(state, FinalTask(**base, soft_logits_paths=src["soft"], save_model=True, init_dir=init_dir,
+                                transfer_soft_paths=src["transfer_soft"]))
+        bar.update(1)
+    bar.close()
+
+
+def choose_final(trials: list[dict], k: int, metric: str, pct: str) -> list[dict]:
+    """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks."""
+    from nas.search.pareto import non_dominated_sort
+
+    if not trials:
+        return []
+    objs = [[o["metric"], o["latency_ms"]] for o in (trial_objectives(t, metric, pct, "proxy") for t in trials)]
+    chosen: list[int] = []
+    for front in non_dominated_sort(objs, [True, False]):
+        front = sorted(front, key=lambda i: objs[i][1])
+        room = k - len(chosen)
+        if len(front) <= room:
+            chosen += front
+        else:
+            picks = np.unique(np.round(np.linspace(0, len(front) - 1, room)).astype(int))
+            chosen += [front[i] for i in picks]
+        if len(chosen) >= k:
+            break
+    return [trials[i] for i in chosen]

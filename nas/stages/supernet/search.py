@@ -1,0 +1,112 @@
+"""Student search on inherited supernet weights: each generation's shapes scored with the supernet's weights and
+measured (`evaluate_new`), pruned first by the latency predictor when the job has a latency constraint."""
+
+from __future__ import annotations
+
+import time
+
+from nas.search.strategies import make_strategy
+from nas.spec.space import StudentSpace
+from nas.stages.supernet.state import SupernetRun
+from nas.store.records import trial_objectives
+from nas.store.store import Store
+from nas.students.shape import Shape
+
+
+def evaluate_new(state: SupernetRun, kind: str, shapes: list[Shape], extra: dict | None = None) -> list[dict]:
+    """Add one trial of `kind` per shape and score them all in one Ray task on the current supernet."""
+    items = []
+    for s in shapes:
+        t = state.store.add_trial(state.ctx.job_id, kind, {"shape": s.as_dict(), **(extra or {})})
+        items.append({"trial_id": t["id"], "shape": s.as_dict()})
+    return evaluate(state, items) if items else []
+
+
+def evaluate(state: SupernetRun, items: list[dict]) -> list[dict]:
+    import ray
+
+    from nas.workers.supernet import evaluate_shapes_task
+
+    task = ray.remote(num_cpus=state.ctx.threads)(evaluate_shapes_task)
+    return ray.get(task.remote(state.ctx, state.supernet_dir, items, state.probe_idx))
+
+
+def search_students(state: SupernetRun, space: StudentSpace) -> None:
+    """Ask the strategy one population per generation until the trial budget (or the clock, or the space) is spent;
+    the strategy is first told every student the store already holds."""
+    from tqdm import tqdm
+
+    ctx, store = state.ctx, state.store
+    spec = ctx.spec
+    store.set_job_stage(ctx.job_id, "search")
+    strategy = make_strategy(spec.search.strategy, space, spec.seed, population=spec.search.population,
+                             use_size=spec.objectives.size)
+    students = store.trials(ctx.job_id, kind="student")
+    for t in students:
+        done = t["state"] == "COMPLETE"
+        strategy.tell(Shape.from_dict(t["config"]["shape"]),
+                      trial_objectives(t, spec.objectives.metric, spec.objectives.latency, "proxy") if done else {})
+    waiting = [t for t in students if t["state"] == "WAITING"]
+    if waiting:
+        evaluate(state, [{"trial_id": t["id"], "shape": t["config"]["shape"]} for t in waiting])
+    bar = tqdm(total=spec.budgets.trials, initial=len(students), desc="search", unit="shape", disable=not ctx.progress)
+    generation, n_done = 0, len(students)
+    latency_field = "p50_ms" if spec.objectives.latency == "p50" else "p90_ms"
+    while n_done < spec.budgets.trials:
+        if ctx.deadline is not None and time.time() >= ctx.deadline:
+            ctx.say(f"search: the wall-clock budget is spent after {n_done} proxy evaluations")
+            break
+        n = min(spec.search.population, spec.budgets.trials - n_done)
+        shapes = strategy.ask(n)
+        if not shapes:
+            ctx.say("search: the space is exhausted")
+            break
+        shapes = prune_by_predictor(store, ctx.job_id, shapes, spec, generation, ctx.say)
+        extra = {"strategy": spec.search.strategy, "generation": generation, "source": "proxy"}
+        for r in evaluate_new(state, "student", shapes, extra):
+            if r["state"] == "COMPLETE":
+                strategy.tell(Shape.from_dict(r["shape"]), {"metric": r[spec.objectives.metric],
+                                                            "latency_ms": r[latency_field], "params": r["params"]})
+        generation += 1
+        n_done += n
+        bar.update(n)
+    bar.close()
+
+
+def latency_limit(spec) -> tuple[str, float] | None:
+    c = spec.constraints
+    if c.latency_p90_ms is not None:
+        return "p90_ms", c.latency_p90_ms
+    if c.latency_p50_ms is not None:
+        return "p50_ms", c.latency_p50_ms
+    return None
+
+
+def prune_by_predictor(store: Store, job_id: int, shapes: list[Shape], spec, generation: int, log,
+                       min_fit: int = 8) -> list[Shape]:
+    """With a latency constraint and enough of the job's own measurements, fit the additive predictor and record the
+    shapes it is sure miss the limit as PRUNED trials (never measured); the rest, ordered fastest-predicted first."""
+    from nas.latency.predictor import feasible, fit_predictor
+
+    limit = latency_limit(spec)
+    if limit is None:
+        return shapes
+    field, ms = limit
+    measured = [(Shape.from_dict(t["config"]["shape"]), t["latency"][-1][field])
+                for t in store.trials(job_id, kind="student", state="COMPLETE") if t["latency"]]
+    if len(measured) < min_fit:
+        return shapes
+    pred = fit_predictor([s for s, _ in measured], [v for _, v in measured])
+    keep = []
+    for s in shapes:
+        if feasible(pred, s, ms):
+            keep.append(s)
+        else:
+            t = store.add_trial(job_id, "student", {"shape": s.as_dict(), "strategy": spec.search.strategy,
+                                                    "generation": generation, "source": "predictor"})
+            store.finish_trial(t["id"], "PRUNED", error=f"predicted {field[:3]} {pred.predict(s):.2f} ms > limit {ms} ms "
+                                                      f"(predictor fitted on {pred.n_fit} measurements, MAPE {pred.fit_mape:.3f})")
+    if len(keep) < len(shapes):
+        log(f"search: the latency predictor pruned {len(shapes) - len(keep)} of {len(shapes)} candidates "
+            f"({field[:3]} limit {ms} ms)")
+    return sorted(keep, key=pred.predict)

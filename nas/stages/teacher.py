@@ -1,0 +1,85 @@
+"""The teacher stage: fine-tune (cached) and score the teacher, measure its latency (the reference of every front), and
+fill the job context with the splits and the token cache every later stage reads."""
+
+from __future__ import annotations
+
+from nas.context import JobContext
+from nas.data import split_indices, stratified_sample, token_cache_path, tokenize
+from nas.spec.errors import SpecError
+from nas.spec.job import JobSpec
+from nas.store.records import metric_value
+from nas.store.store import Store
+
+
+def check(spec: JobSpec, teacher_config: dict) -> None:
+    """The latency protocol the teacher is measured with (every student after it) and the sequence length it reads."""
+    lat = spec.latency
+    if lat.dtype in ("fp16", "bf16") and lat.device == "cpu":
+        raise SpecError("latency.dtype", f"{lat.dtype} is measured on device cuda; found device cpu (use fp32)")
+    if lat.device == "cuda" and (lat.runtime != "eager" or any(r != "eager" for r in lat.extra_runtimes)):
+        raise SpecError("latency.runtime", "onnx and int8 are measured on the CPU; on cuda use runtime eager with fp16/bf16")
+    if lat.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpecError("latency.device", "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
+    positions = teacher_config.get("max_position_embeddings", 512)
+    if lat.seq_len > positions or spec.budgets.max_seq_len > positions:
+        raise SpecError("budgets.max_seq_len", f"longer than the teacher's {teacher_config.get('max_position_embeddings')} positions")
+
+
+def run(ctx: JobContext, store: Store) -> None:
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from nas.teachers.load import prepare_teacher, teacher_path
+
+    hf_logging.set_verbosity_error()
+    spec, ds = ctx.spec, ctx.dataset
+    store.set_job_stage(ctx.job_id, "teacher")
+    tok = AutoTokenizer.from_pretrained(teacher_path(spec.teacher))
+    tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
+    splits = split_indices(ds.labels, spec.seed)
+    torch.set_num_threads(ctx.threads)
+    ctx.teacher = prepare_teacher(spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs,
+                                  spec.budgets.max_seq_len, log=ctx.say)
+    trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
+    ctx.teacher_shape = trial["config"]["shape"]
+    ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
+    ctx.teacher_params = int(metric_value(trial, "params", "dev"))
+    train_idx = splits["train"]
+    if spec.budgets.data_fraction < 1:
+        train_idx = train_idx[stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)]
+    ctx.tokens_path = str(token_cache_path(tok, ds, spec.budgets.max_seq_len))
+    ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
+    ctx.labels = ds.labels.tolist()
+
+
+def record_teacher(ctx: JobContext, store: Store) -> dict:
+    """The teacher as a trial: its dev/test scores, parameters and measured latency. Returns the trial."""
+    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.students.bert_slice import count_parameters
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    info, spec = ctx.teacher, ctx.spec
+    teacher = load_teacher(info)
+    shape = Shape.of_config(teacher.config)
+    t = store.add_trial(ctx.job_id, "teacher", {"shape": shape.as_dict(), "source": info["source"], "dir": info["dir"],
+                                                "fine_tuned": info["fine_tuned"]}, state="RUNNING")
+    store.start_trial(t["id"])
+    for split in ("dev", "test"):
+        for name, value in info[split].items():
+            store.add_metric(t["id"], name, value, split, "final")
+    store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
+    key = "teacher:" + shape.key
+    rows = measure_models(None, {key: teacher}, settings_from_spec(spec.latency), spec.latency.extra_runtimes)[key]
+    for row in rows:
+        store.add_latency(t["id"], key, row)
+    lat = rows[-1]
+    store.add_artefact(ctx.job_id, t["id"], "teacher", info["dir"])
+    store.finish_trial(t["id"], "COMPLETE")
+    ctx.say(f"teacher: dev accuracy {info['dev']['accuracy']:.4f}, test {info['test']['accuracy']:.4f}, "
+            f"p50 {lat['p50_ms']:.2f} ms ({lat['device']}, batch {lat['batch']}, seq {lat['seq_len']})")
+    return store.get_trial(t["id"])

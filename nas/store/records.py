@@ -1,0 +1,55 @@
+"""What the store hands out: plain dicts built from rows, and the readers of a trial dict (`metric_value`,
+`trial_objectives`)."""
+
+from __future__ import annotations
+
+from nas.store.models import Job
+
+
+LATENCY_FIELDS = ("fingerprint", "fingerprint_id", "device", "runtime", "dtype", "batch", "seq_len", "threads", "warmup",
+                   "n", "p50_ms", "p90_ms", "mean_ms", "cv")
+
+
+def latency_columns(m: dict) -> dict:
+    missing = [f for f in LATENCY_FIELDS if f not in m]
+    if missing:
+        raise ValueError(f"latency measurement lacks {missing}")
+    return {f: m[f] for f in LATENCY_FIELDS}
+
+
+def latency_dict(lm) -> dict:
+    """A latency row (ORM object or a mapping row) as a dict."""
+    get = lm.__getitem__ if hasattr(lm, "keys") else lambda f: getattr(lm, f)
+    d = {f: get(f) for f in LATENCY_FIELDS}
+    for f in ("config_key", "trial_id", "created_at"):
+        d[f] = get(f)
+    return d
+
+
+def job_dict(j: Job) -> dict:
+    return {
+        "id": j.id, "name": j.name, "spec": j.spec, "status": j.status, "stage": j.stage, "error": j.error,
+        "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
+        "claimed_by": j.claimed_by, "heartbeat_at": j.heartbeat_at, "cancel_requested": bool(j.cancel_requested),
+        "claims": j.claims,
+    }
+
+
+def trial_objectives(trial: dict, metric: str, percentile: str, source: str | None = None) -> dict:
+    """{"metric", "latency_ms", "params"} of a completed trial, as strategies and fronts take them; {} without latency."""
+    lat = trial["latency"][-1] if trial["latency"] else None
+    if lat is None:
+        return {}
+    return {"metric": metric_value(trial, metric, "dev", source),
+            "latency_ms": lat["p50_ms"] if percentile == "p50" else lat["p90_ms"],
+            "params": metric_value(trial, "params", "dev") or 0}
+
+
+def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source: str | None = None) -> float | None:
+    """Latest value of a metric on a trial dict; `source` None prefers final over proxy."""
+    sources = [source] if source else ["final", "proxy"]
+    for src in sources:
+        vals = [m["value"] for m in trial["metrics"] if m["name"] == name and m["split"] == split and m["source"] == src]
+        if vals:
+            return vals[-1]
+    return None

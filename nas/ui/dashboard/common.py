@@ -1,0 +1,147 @@
+"""What every dashboard page shares: the access gate, the read-only store, cached loaders, the job picker and the
+front figure. The pages themselves are the scripts in dashboard/views/ (`dashboard/app.py` is the entry point).
+
+Started by `nas dashboard` (127.0.0.1 by default). It reads the store through a read-only connection (SQLite mode=ro,
+PostgreSQL read-only transactions), so it never takes a write lock on a running job's database; the submit page alone
+writes, one row per submitted job. Bound to anything but loopback, it asks for the password in $NAS_DASHBOARD_PASSWORD
+(or Streamlit secrets `password`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from nas.results.front import front_rows
+from nas.store import Store
+from nas.ui.dashboard import data as dd
+
+
+URL = os.environ.get("NAS_STORAGE") or None
+HOST = os.environ.get("NAS_DASHBOARD_HOST", "127.0.0.1")
+LOOPBACK = HOST in ("127.0.0.1", "localhost", "::1")
+LIVE_S = 5
+
+
+def password() -> str | None:
+    pw = os.environ.get("NAS_DASHBOARD_PASSWORD")
+    if pw:
+        return pw
+    try:
+        return st.secrets.get("password")
+    except Exception:
+        return None
+
+
+def gate() -> bool:
+    """Off loopback a password is required; on loopback the page is open (and says so)."""
+    if LOOPBACK:
+        return True
+    expected = password()
+    if not expected:
+        st.error(f"This dashboard is bound to {HOST} but no password is set: set NAS_DASHBOARD_PASSWORD or "
+                 "Streamlit secrets `password`. Nothing is shown.")
+        return False
+    if st.session_state.get("authed"):
+        return True
+    st.info(f"Bound to {HOST}: a password is required.")
+    given = st.text_input("Password", type="password")
+    if given and hmac.compare_digest(given, expected):
+        st.session_state["authed"] = True
+        st.rerun()
+    elif given:
+        st.error("Wrong password.")
+    return False
+
+
+@st.cache_resource
+def reader() -> Store:
+    return Store(URL, migrate=False, read_only=True)
+
+
+def store_or_stop() -> Store:
+    try:
+        return reader()
+    except Exception as exc:
+        st.error(f"Cannot open the store: {exc}")
+        st.info("Run a job first (`nas run examples/bbc_quick.yaml`) or point $NAS_STORAGE at a database.")
+        st.stop()
+
+
+@st.cache_data(ttl=LIVE_S, show_spinner=False)
+def load_jobs() -> pd.DataFrame:
+    return dd.jobs_table(store_or_stop())
+
+
+@st.cache_data(ttl=LIVE_S, show_spinner=False)
+def load_job(job_id: int) -> dict:
+    store = store_or_stop()
+    trials = store.trials(job_id)
+    f = front_rows(store, job_id, trials)
+    df = dd.trial_frame(trials, f["metric"])
+    return {"front": f, "df": df}
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_importance(job_id: int, n: int, _done: pd.DataFrame) -> pd.Series:
+    """Importances change only as trials finish: keyed by the job and its number of completed students."""
+    return dd.importance(_done)
+
+
+def job_picker(jobs: pd.DataFrame, key: str) -> int | None:
+    if jobs.empty:
+        st.info("No jobs yet. Run `nas run examples/bbc_quick.yaml`, or submit one on the Submit page.")
+        return None
+    ids = jobs["id"].tolist()
+    wanted = st.query_params.get("job")
+    default = ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else len(ids) - 1
+    labels = {r.id: f"{r.id} · {r.name} ({r.status})" for r in jobs.itertuples()}
+    job_id = st.selectbox("Job", ids, index=default, format_func=lambda i: labels[i], key=key)
+    st.query_params["job"] = str(job_id)
+    return job_id
+
+
+def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
+    students = df[(df["kind"] == "student") & (df["state"] == "COMPLETE") & df[x].notna() & df[y].notna()].copy()
+    students["on front"] = dd.front_mask(students, x, y) if len(students) else []
+    fig = go.Figure()
+    for (on, source), part in students.groupby(["on front", "source"]):
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part[y], mode="markers", name=f"{'front' if on else 'dominated'} · {source}",
+            marker={"symbol": "circle" if source == "final" else "circle-open", "size": 9 if on else 6,
+                    "opacity": 1.0 if on else 0.3},
+            error_x={"type": "data", "symmetric": False, "array": (part["p90_ms"] - part["p50_ms"]).clip(lower=0),
+                     "arrayminus": [0] * len(part), "thickness": 1} if x == "p50_ms" else None,
+            customdata=part[["trial", "layers", "hidden", "heads", "ffn", "p50_ms", "p90_ms", "lr"]].to_numpy(),
+            hovertemplate="trial %{customdata[0]}<br>L%{customdata[1]} H%{customdata[2]} A%{customdata[3]} "
+                          "F%{customdata[4]}<br>p50 %{customdata[5]:.3f} ms · p90 %{customdata[6]:.3f} ms"
+                          "<br>lr %{customdata[7]}<br>" + y + " %{y:.4f}<extra></extra>"))
+    if len(students):
+        fr = students[students["on front"]].sort_values(x)
+        fig.add_trace(go.Scatter(x=fr[x], y=fr[y], mode="lines", line={"shape": "hv", "width": 1}, name="front",
+                                 hoverinfo="skip"))
+    t = f.get("teacher")
+    key = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "params": "params"}[x]
+    if t:
+        fig.add_trace(go.Scatter(x=[t[key]], y=[t["metric"] if y == "metric" else t["test_metric"]], mode="markers+text",
+                                 marker={"symbol": "star", "size": 16}, text=["teacher"], textposition="top center",
+                                 name="teacher"))
+    a = f.get("assistant")
+    if a:
+        fig.add_trace(go.Scatter(x=[a[key]], y=[a["metric"] if y == "metric" else a["test_metric"]], mode="markers+text",
+                                 marker={"symbol": "diamond", "size": 13}, text=["assistant"], textposition="top center",
+                                 name=f"assistant (τ {a['tau']:.3f})"))
+    refs = [r for r in f.get("references", []) if r["name"] != "teacher" and key in ("p50_ms", "p90_ms")]
+    if refs:
+        fig.add_trace(go.Scatter(x=[r[key] for r in refs], y=[r["metric"] if y == "metric" else r["test_metric"] for r in refs],
+                                 mode="markers+text", marker={"symbol": "x", "size": 12}, text=[r["name"] for r in refs],
+                                 textposition="bottom center", name="references (end to end)"))
+    fig.update_layout(xaxis_title=x, yaxis_title=f"{f['metric']} ({'dev' if y == 'metric' else 'test'})",
+                      height=480, margin={"t": 30}, legend={"orientation": "h"})
+    if x in ("p50_ms", "p90_ms"):
+        fig.update_xaxes(type="log")
+    return fig

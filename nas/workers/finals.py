@@ -1,0 +1,157 @@
+"""Ray task bodies of the finals: the teacher-labelled transfer set, and the standalone distillation of one shape."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas.context import JobContext
+from nas.store.store import Store
+from nas.students.shape import Shape
+from nas.workers.setup import save_model, worker_setup
+from nas.workers.supernet import soft_targets
+
+
+@dataclass
+class FinalTask:
+    """One standalone distillation: a shape sliced from `init_dir` (default: the supernet), trained on the soft targets
+    in `soft_logits_paths` (the teacher's or the assistant's logits on every row; several files are averaged), plus the
+    transfer set's augmented rows when `transfer_path` is set, with soft targets from `transfer_soft_paths` (default:
+    the teacher's labels stored in the set). Its `final` dev and test metrics are written under `metric_prefix`."""
+
+    trial_id: int
+    number: int
+    shape: dict
+    soft_logits_paths: list[str]
+    init_dir: str | None = None
+    metric_prefix: str = ""
+    save_model: bool = False
+    save_logits: bool = False  # also the model's logits on every row (and on the transfer set): a distilled assistant
+    transfer_path: str | None = None
+    transfer_soft_paths: list[str] | None = None
+    seed_offset: int = 0
+
+
+def transfer_set_task(ctx: JobContext, texts: list[str]) -> str:
+    """Teacher-labelled augmented copies of the train texts (cached beside the teacher); returns the file's path."""
+    from transformers import AutoTokenizer
+
+    from nas.data import Dataset
+    from nas.distill.augment import AugmentSettings, teacher_transfer_set, transfer_set_path
+    from nas.teachers.load import load_teacher
+
+    worker_setup(ctx, tensors=False)  # the token tensors are not needed: the texts are tokenised here
+    teacher = load_teacher(ctx.teacher)
+    tok = AutoTokenizer.from_pretrained(ctx.teacher["dir"])
+    train = np.asarray(ctx.train_idx)
+    ds = Dataset("train", "classification", texts, np.asarray(ctx.labels), [])
+    settings = AugmentSettings(copies=int(ctx.spec.search.final.augment), seed=ctx.seed)
+    cache = pathlib.Path(ctx.teacher["logits_path"]).parent
+    teacher_transfer_set(teacher, tok, ds, train, ctx.spec.budgets.max_seq_len, settings, cache_dir=cache,
+                         log=lambda m: None)
+    return str(transfer_set_path(cache, train, settings))
+
+
+def final_settings(ctx: JobContext, shape: Shape):
+    """The final's DistillSettings: the space's defaults, the finals' lr (by the shape's share of the teacher's encoder
+    weights: the lr by size stays relative to the teacher, a second-round supernet is only the assistant's size) and
+    the intermediate losses' weights."""
+    from nas.distill.loop import DistillSettings, lr_by_size
+
+    final = ctx.spec.search.final
+    settings = DistillSettings(**{**ctx.space.distill.model_dump(), **({"lr": final.lr} if final.lr else {}),
+                                  "hidden_weight": final.hidden_weight, "attention_weight": final.attention_weight,
+                                  "layer_map": final.layer_map})
+    settings.lr = lr_by_size(settings.lr, final.lr_teacher_size, shape.share_of(Shape.from_dict(ctx.teacher_shape)))
+    return settings
+
+
+def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> dict:
+    """Distil `task`'s shape standalone; writes its metrics and artefacts, returns {"trial_id", "steps", "train_s",
+    "train_rows", "dev", "test"} (+ "model_path", "logits_path", "transfer_logits_path" when saved)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from nas.distill.augment import with_transfer_set
+    from nas.distill.loop import distill, steps_for
+    from nas.students.bert_slice import extract_subnet
+
+    tensors, labels = worker_setup(ctx)
+    store = Store(ctx.storage, migrate=False)
+    tid, prefix = task.trial_id, task.metric_prefix
+    try:
+        store.heartbeat(tid)
+        # the source of the student's weights: the supernet, the distilled assistant, or the fine-tuned teacher
+        init_path = task.init_dir or supernet_dir
+        source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
+        shape = Shape.from_dict(task.shape)
+        model = extract_subnet(source, shape)
+        settings = final_settings(ctx, shape)
+        # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
+        # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps); when the
+        # student was sliced from the teacher itself, the model already loaded is that teacher
+        inner_teacher = None
+        if settings.hidden_weight > 0 or settings.attention_weight > 0:
+            inner_teacher = (source if init_path == ctx.teacher["dir"] else BertForSequenceClassification
+                             .from_pretrained(ctx.teacher["dir"], attn_implementation="eager").eval())
+        del source
+        transfer = torch.load(task.transfer_path) if task.transfer_path else None
+        t_soft = soft_targets(task.transfer_soft_paths) if transfer is not None and task.transfer_soft_paths else None
+        x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
+                                          transfer, t_soft)
+        steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
+        info = distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
+                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
+                       teacher=inner_teacher)
+        del inner_teacher
+        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
+        store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
+        for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on
+            if getattr(settings, name) > 0:
+                store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
+        store.add_artefact(ctx.job_id, tid, prefix + "init", init_path)  # the model the student was sliced from
+        out.update(score_final(ctx, store, task, model, tensors, labels, steps))
+        if task.save_model:
+            out.update(save_final(ctx, store, task, model, tensors, transfer))
+        return out
+    finally:
+        store.dispose()
+
+
+def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, labels, steps: int) -> dict:
+    """`final` dev and test metrics of the distilled student, written under the task's prefix."""
+    import torch
+
+    from nas.distill.evaluate import predict_logits, scores
+
+    out = {}
+    for split in ("dev", "test"):
+        idx = torch.as_tensor(getattr(ctx, f"{split}_idx"))
+        sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
+        for name, value in sc.items():
+            store.add_metric(task.trial_id, task.metric_prefix + name, value, split, "final", step=steps)
+        out[split] = sc
+    return out
+
+
+def save_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, transfer) -> dict:
+    """The student as a model directory (and, for an assistant, its logits on every row and on the transfer set)."""
+    import torch
+
+    from nas.distill.evaluate import predict_logits
+
+    prefix, tid = task.metric_prefix, task.trial_id
+    path = pathlib.Path(ctx.artefact_dir) / f"trial-{task.number:04d}{'-' + prefix.rstrip('_') if prefix else ''}"
+    out = {"model_path": save_model(model, ctx, path / "model")}
+    store.add_artefact(ctx.job_id, tid, "model", out["model_path"])
+    if task.save_logits:
+        torch.save(predict_logits(model, tensors), path / "logits.pt")
+        store.add_artefact(ctx.job_id, tid, "logits", str(path / "logits.pt"))
+        out["logits_path"] = str(path / "logits.pt")
+        if transfer is not None:
+            torch.save(predict_logits(model, transfer["tensors"]), path / "transfer_logits.pt")
+            store.add_artefact(ctx.job_id, tid, "transfer_logits", str(path / "transfer_logits.pt"))
+            out["transfer_logits_path"] = str(path / "transfer_logits.pt")
+    return out
