@@ -31,8 +31,8 @@ def main() -> None:
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="nas-e2e-"))
     os.environ["NAS_HOME"] = str(work)
 
-    from nas.results.export import export_trial
     from nas.pipeline import run_job
+    from nas.results.export import export_trial
     from nas.results.front import front_rows
     from nas.spec.job import load_spec
     from nas.store import Store

@@ -75,10 +75,10 @@ def wait_for(pred, timeout: float, what: str, every: float = 0.5):
 
 
 def submit(spec_text: str, home: pathlib.Path, url: str, env: dict) -> int:
+    import yaml
+
     from nas.spec.job import parse_spec
     from nas.store import Store
-
-    import yaml
 
     spec = parse_spec(yaml.safe_load(spec_text))
     store = Store(url)

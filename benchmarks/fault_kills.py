@@ -10,8 +10,22 @@ import subprocess
 import tempfile
 import time
 
-from fault_common import (NAS, RAY, SPEC, Processes, by_state, cluster_cpus, group_members, job_env, log, process_alive,
-                          students, submit, tail, wait_for)
+from fault_common import (
+    NAS,
+    RAY,
+    SPEC,
+    Processes,
+    by_state,
+    cluster_cpus,
+    group_members,
+    job_env,
+    log,
+    process_alive,
+    students,
+    submit,
+    tail,
+    wait_for,
+)
 
 
 # -- 1. kill -9 of the driver ---------------------------------------------------------------------------------------------
@@ -89,7 +103,6 @@ def worker_kill(root: pathlib.Path, steps: int) -> dict:
     """A head (1 CPU) and a second node (`ray start --address`, 1 CPU) on this machine; two trials run at once, one on
     each node; the second node is killed (its whole process group) mid-trial. The trial must run again elsewhere."""
     from nas.store import Store
-
     from nas.store.local_postgres import free_port
 
     home = root / "worker"

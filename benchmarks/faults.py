@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 
-from fault_common import log
 from fault_bad_input import bad_input_cases, bad_inputs, table_digest
 from fault_claims import double_claims
+from fault_common import log
 from fault_kills import driver_kill, worker_kill
 from fault_store import concurrent_writers, write_latency_at_scale
 

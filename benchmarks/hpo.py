@@ -63,14 +63,14 @@ def main() -> None:
     from nas.hpo import ALGORITHMS
     from nas.hpo.space import load_hpo_space
     from nas.pipeline import job_context, prepare
+    from nas.service.cluster import init_ray
+    from nas.spec.job import parse_spec
     from nas.stages import hpo as hpo_stage
     from nas.stages import teacher as teacher_stage
     from nas.stages.hpo import run_sample_search
-    from nas.workers.hpo import HPOTask, full_retrain_task
-    from nas.service.cluster import init_ray
-    from nas.spec.job import parse_spec
     from nas.store import Store
     from nas.store.records import metric_value
+    from nas.workers.hpo import HPOTask, full_retrain_task
 
     if args.resume:
         home = pathlib.Path(args.resume)

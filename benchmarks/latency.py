@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -100,7 +99,13 @@ def main() -> None:
 
     import numpy as np
 
-    from nas.latency.measure import MeasureSettings, device_fingerprint, fingerprint_id, measure_latency, timer_noise_floor
+    from nas.latency.measure import (
+        MeasureSettings,
+        device_fingerprint,
+        fingerprint_id,
+        measure_latency,
+        timer_noise_floor,
+    )
     from nas.latency.predictor import fit_predictor, mape
     from nas.students.bert_slice import extract_subnet
     from nas.students.shape import Shape

@@ -43,15 +43,21 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from pair_recipe import (
+        headline_triples,
+        rank_metrics,
+        score_rows,
+        scorer_from_teacher,
+        teacher_scores,
+        train_pair_student,
+    )
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.distill.aux_teacher import fit_aux_probs
     from nas.data import tokenize
+    from nas.distill.aux_teacher import fit_aux_probs
     from nas.distill.loop import DistillSettings
     from nas.latency.measure import MeasureSettings, measure_interleaved
-    from pair_recipe import (headline_triples, rank_metrics, score_rows, scorer_from_teacher, teacher_scores,
-                             train_pair_student)
     from nas.students.bert_slice import count_parameters
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher, prepare_teacher, teacher_path

@@ -92,18 +92,17 @@ def main() -> None:
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from nas.stages.supernet.autodisc import Candidate, assistant_candidates, rank_candidates
+    from nas.distill.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
     from nas.distill.evaluate import predict_logits, scores
     from nas.distill.loop import DistillSettings, distill, lr_by_size, steps_for
-    from nas.distill.augment import AugmentSettings, teacher_transfer_set, with_transfer_set
+    from nas.distill.proxy import evaluate_shape, probe_logits
+    from nas.distill.supernet import train_supernet
     from nas.latency.measure import MeasureSettings, measure_interleaved, measure_latency
-    from nas.search.space import all_shapes, sample_shape
+    from nas.search.space import all_shapes, clip_space, sample_shape, union_space
+    from nas.stages.supernet.autodisc import Candidate, assistant_candidates, rank_candidates
     from nas.students.bert_slice import count_parameters, extract_subnet, shape_config, supernet_forward
     from nas.students.rewire import rewire
     from nas.students.shape import Shape
-    from nas.search.space import clip_space, union_space
-    from nas.distill.proxy import evaluate_shape, probe_logits
-    from nas.distill.supernet import train_supernet
     from nas.teachers.load import load_teacher
 
     hf_logging.set_verbosity_error()

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from nas.paths import save_atomic
 from nas.spec.errors import SpecError
 from nas.spec.job import DatasetRef
-from nas.paths import save_atomic
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 

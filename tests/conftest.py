@@ -164,7 +164,6 @@ def minilm_tokenizer():
 import contextlib
 import csv
 
-
 # The tiny real job several modules run (BBC slice, tiny space, 3 per-trial students, a TF-IDF reference); the teacher
 # it fine-tunes is shared through the test cache. Modules change the name with `tiny_job_spec(name)`.
 TINY_JOB_SPEC = """

@@ -7,8 +7,16 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from nas.distill.augment import AugmentSettings, augment_text, augment_texts, embedding_neighbours, teacher_transfer_set, transfer_set_path, with_transfer_set
 from nas.data import load_dataset, tokenize
+from nas.distill.augment import (
+    AugmentSettings,
+    augment_text,
+    augment_texts,
+    embedding_neighbours,
+    teacher_transfer_set,
+    transfer_set_path,
+    with_transfer_set,
+)
 from nas.distill.evaluate import length_order, predict_logits
 from nas.distill.loop import DistillSettings, distill, trim_padding
 from nas.spec.job import DatasetRef

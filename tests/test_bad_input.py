@@ -13,12 +13,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_csv
 import yaml
+from conftest import write_csv
 from typer.testing import CliRunner
 
-from nas.ui.cli import app
 from nas.store import Store
+from nas.ui.cli import app
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NAS_BIN = pathlib.Path(sys.executable).parent / "nas"  # the console script of this venv: .venv/bin/nas

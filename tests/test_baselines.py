@@ -5,7 +5,6 @@ time and time-to-95% on a hand-made case."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import job_environment, tiny_job_spec
 
 METHODS = ("random", "optuna-nsga2", "nni-evolution")

@@ -16,10 +16,9 @@ import urllib.request
 import zipfile
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from browser import Browser, chromium
 from conftest import real_job, tiny_job_spec
+from streamlit.testing.v1 import AppTest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -105,8 +104,8 @@ def test_export_page_builds_a_loadable_model(seeded, tmp_path):
 
 def test_read_only_dashboard_never_blocks_a_writer(seeded):
     """A job keeps writing while the dashboard's read-only store polls the same SQLite file."""
-    from nas.ui.dashboard.data import jobs_table, trial_frame
     from nas.store import Store
+    from nas.ui.dashboard.data import jobs_table, trial_frame
 
     reader = Store(seeded["url"], migrate=False, read_only=True)
     writer_code = (
@@ -186,8 +185,8 @@ def test_hypervolume_over_time_matches_fronts_recomputed_from_scratch():
     import numpy as np
     import pandas as pd
 
-    from nas.ui.dashboard.data import hv_over_time
     from nas.search.pareto import hypervolume, pareto_front
+    from nas.ui.dashboard.data import hv_over_time
 
     rng = np.random.default_rng(0)
     n = 200

@@ -9,13 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import job_environment, tiny_job_spec
 
 from nas.distill.loop import DistillSettings
 from nas.distill.losses import attention_kl, hinge, relevance_kl, soft_kl, soft_mse
-from nas.hpo import ALGORITHMS
-from nas.hpo import make_searcher
+from nas.hpo import ALGORITHMS, make_searcher
 from nas.hpo.searchers import make_scheduler, replay
 from nas.spec.errors import SpecError
 
@@ -104,8 +102,8 @@ def test_hidden_and_attention_losses_train_a_real_student():
 
 # -- the relevance teacher ----------------------------------------------------------------------------------------------
 def test_gbdt_relevance_teacher_is_fitted_and_used():
-    from nas.distill.aux_teacher import fit_aux_probs, pair_features
     from nas.data import bbc_news_pairs
+    from nas.distill.aux_teacher import fit_aux_probs, pair_features
 
     ds = bbc_news_pairs(0)
     n = 600
@@ -203,10 +201,11 @@ HPO_SPEC = tiny_job_spec("tiny-hpo").replace("budgets: {trials: 3,", "budgets: {
 
 
 def test_hpo_stage_in_a_job_and_resume_replays(tmp_path):
+    import yaml
+
     from nas.pipeline import resume_job, run_job
     from nas.spec.job import parse_spec
     from nas.store import Store
-    import yaml
 
     home = tmp_path / "home"
     home.mkdir()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import real_job, tiny_job_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,8 +11,19 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from nas.latency.measure import MeasureSettings, all_runtime_settings, device_fingerprint, dummy_inputs, fingerprint_id, measure_interleaved, measure_latency, measure_models, resolve_device, timed_runs
-from nas.latency.predictor import features, feasible, fit_predictor, mape
+from nas.latency.measure import (
+    MeasureSettings,
+    all_runtime_settings,
+    device_fingerprint,
+    dummy_inputs,
+    fingerprint_id,
+    measure_interleaved,
+    measure_latency,
+    measure_models,
+    resolve_device,
+    timed_runs,
+)
+from nas.latency.predictor import feasible, features, fit_predictor, mape
 from nas.latency.runtimes import make_runner, runtime_logits
 from nas.latency.slot import exclusive_measurement, heavy_work
 from nas.results.front import front_rows

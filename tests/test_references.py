@@ -12,9 +12,9 @@ from nas.data import load_dataset, split_indices
 from nas.latency.measure import MeasureSettings
 from nas.latency.text import measure_text_latency, sklearn_predictor, text_batches
 from nas.results.front import dominance
-from nas.stages.references import C_GRID, fit_tfidf
 from nas.spec.errors import SpecError
 from nas.spec.job import DatasetRef, parse_spec
+from nas.stages.references import C_GRID, fit_tfidf
 
 
 @pytest.fixture(scope="module")

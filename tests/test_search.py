@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from nas.stages.supernet.autodisc import Candidate, assistant_candidates, rank_candidates, tradeoff
 from nas.search.pareto import crowding_distance, dominates, non_dominated_sort
 from nas.search.space import all_shapes
 from nas.search.strategies import make_strategy
 from nas.search.strategies.evolution import Evolution
 from nas.search.strategies.random_search import RandomSearch
 from nas.spec.space import StudentSpace
+from nas.stages.supernet.autodisc import Candidate, assistant_candidates, rank_candidates, tradeoff
 from nas.students.shape import Shape
 
 SPACE = StudentSpace(layers=[1, 2, 3, 4], hidden=[64, 128, 192, 256], heads=[2, 4, 8], ffn=[128, 256, 512, 1024])

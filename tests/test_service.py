@@ -11,8 +11,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import job_environment
+
 from nas.store import Store
 
 
@@ -123,12 +123,12 @@ def test_submit_then_serve_runs_the_queued_job(tmp_path):
 
 
 def test_resume_by_hand_refuses_a_job_a_live_service_runs_and_takes_over_a_dead_ones(sqlite_url, monkeypatch):
-    from typer.testing import CliRunner
     from sqlalchemy import update
+    from typer.testing import CliRunner
 
-    from nas.ui.cli import app
     from nas.service.queue import check_resumable
     from nas.store.models import Job
+    from nas.ui.cli import app
 
     monkeypatch.delenv("NAS_CLAIMED_BY", raising=False)
     store = Store(sqlite_url)

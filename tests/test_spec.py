@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nas.spec.errors import SpecError
-from nas.spec.job import DatasetRef, JobSpec, NAMED_DATASETS, load_spec, parse_spec
+from nas.spec.job import NAMED_DATASETS, DatasetRef, JobSpec, load_spec, parse_spec
 from nas.spec.space import SEARCH_SPACE_DIR, load_search_space
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

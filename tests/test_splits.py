@@ -7,8 +7,8 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import write_csv
 import torch
+from conftest import write_csv
 
 from nas.data import SPLIT_FRACTIONS, Dataset, cache_dir, load_dataset, split_indices, stratified_sample, tokenize
 from nas.spec.errors import SpecError

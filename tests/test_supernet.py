@@ -16,15 +16,14 @@ from transformers import BertConfig, BertForSequenceClassification
 from nas.data import load_dataset
 from nas.distill.evaluate import predict_logits
 from nas.distill.loop import DistillSettings, distill
-from nas.distill.losses import soft_kl
+from nas.distill.losses import hidden_mse, soft_kl
+from nas.distill.proxy import evaluate_shape
+from nas.distill.supernet import largest_shape, sandwich_shapes, smallest_shape, train_supernet
 from nas.spec.job import DatasetRef
 from nas.spec.space import StudentSpace
 from nas.students.bert_slice import extract_subnet, supernet_forward
 from nas.students.rewire import importance_scores, rewire
 from nas.students.shape import Shape
-from nas.distill.losses import hidden_mse
-from nas.distill.proxy import evaluate_shape
-from nas.distill.supernet import largest_shape, sandwich_shapes, smallest_shape, train_supernet
 from nas.teachers.load import teacher_path
 
 TINY_SPACE = StudentSpace(layers=[1, 2, 4], hidden=[32, 48, 64], heads=[2, 4], ffn=[32, 64, 128])
@@ -310,9 +309,9 @@ def test_shape_keys_round_trip_and_fits_in_checks_every_axis():
 
 
 def test_second_round_space_keeps_only_choices_inside_the_assistant():
+    from nas.search.space import clip_space
     from nas.spec.space import StudentSpace
     from nas.students.shape import Shape
-    from nas.search.space import clip_space
 
     space = StudentSpace(layers=[1, 2, 4], hidden=[128, 256, 384], heads=[2, 4, 8, 12], ffn=[256, 512, 1536])
     clipped, dropped = clip_space(space, Shape(3, 256, 8, 1024))

@@ -230,8 +230,8 @@ def test_second_round_supernet_starts_from_the_distilled_assistant_and_the_stude
     import yaml
     from transformers import BertConfig
 
-    from nas.results.export import evaluate_export, export_trial
     from nas.pipeline import run_job
+    from nas.results.export import evaluate_export, export_trial
     from nas.spec.job import parse_spec
     from nas.students.shape import Shape
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from nas.paths import save_atomic
 
+from nas.paths import save_atomic
 
 WORD = re.compile(r"\w+|[^\w\s]")
 

@@ -15,8 +15,8 @@ import pathlib
 import re
 
 import numpy as np
-from nas.paths import save_atomic
 
+from nas.paths import save_atomic
 
 WORD = re.compile(r"\w+")
 

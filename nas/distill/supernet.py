@@ -19,11 +19,11 @@ import torch
 
 from nas.distill.loop import DistillSettings, batches, linear_schedule, trim_padding
 from nas.distill.losses import LOSSES, hard_ce, hidden_mse
+from nas.paths import save_atomic
 from nas.search.space import all_shapes, sample_shape
 from nas.spec.space import StudentSpace
 from nas.students.bert_slice import check_shape, supernet_forward
 from nas.students.shape import Shape
-from nas.paths import save_atomic
 
 
 def _size_key(s: Shape) -> tuple:

@@ -24,8 +24,6 @@ from typing import Any
 import numpy as np
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-
-
 SCHEDULERS = ("asha", "hyperband", "fifo")
 
 

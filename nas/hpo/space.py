@@ -7,10 +7,9 @@ import pathlib
 
 import numpy as np
 
-from nas.spec.errors import SpecError, read_yaml
 from nas.distill.losses import SOFT_LOSSES
+from nas.spec.errors import SpecError, read_yaml
 from nas.spec.space import SEARCH_SPACE_DIR
-
 
 PARAM_TYPES = ("loguniform", "uniform", "quniform", "choice")
 HPO_SPACE_DIR = SEARCH_SPACE_DIR / "hpo"

@@ -12,7 +12,6 @@ from nas.search.strategies import STRATEGIES
 from nas.spec.errors import SpecError, explain, read_yaml
 from nas.spec.space import Strict
 
-
 NAMED_TEACHERS = ("minilm-l6",)
 NAMED_DATASETS = ("bbc-news", "rotten-tomatoes", "bbc-news-pairs")
 # the allowed names of plugin families come from their registries: adding a strategy or a searcher is one file and

@@ -12,7 +12,6 @@ from nas.spec.errors import SpecError, explain, read_yaml
 from nas.students import FAMILIES
 from nas.teachers import FAMILIES as TEACHER_FAMILIES
 
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEARCH_SPACE_DIR = REPO_ROOT / "search_spaces"
 

@@ -23,14 +23,14 @@ from ray import tune
 from nas.context import JobContext
 from nas.data import stratified_sample
 from nas.distill.aux_teacher import aux_probs_path
-from nas.hpo.record import RecordTrials
 from nas.hpo import make_searcher
+from nas.hpo.record import RecordTrials
 from nas.hpo.searchers import make_scheduler, replay
 from nas.hpo.space import default_point, load_hpo_space
-from nas.store.engine import nas_home
-from nas.store.records import metric_value
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec
+from nas.store.engine import nas_home
+from nas.store.records import metric_value
 from nas.store.store import Store
 from nas.students.shape import Shape
 from nas.workers.hpo import HPOTask, full_retrain_task, hpo_trainable
@@ -100,8 +100,6 @@ def run_sample_search(store: Store, ctx: JobContext, task: HPOTask, hpo, params:
 
 
 def _shape_key(shape: dict) -> str:
-    from nas.students.shape import Shape
-
     return Shape.from_dict(shape).key
 
 

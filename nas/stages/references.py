@@ -9,10 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from nas.latency.text import hf_predictor, measure_text_latency, sklearn_predictor, tokenizer_only
 from nas.context import JobContext
-from nas.spec.job import JobSpec
+from nas.latency.text import hf_predictor, measure_text_latency, sklearn_predictor, tokenizer_only
 from nas.spec.errors import SpecError
+from nas.spec.job import JobSpec
 from nas.store.store import Store
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from nas.store.models import Job
 
-
 LATENCY_FIELDS = ("fingerprint", "fingerprint_id", "device", "runtime", "dtype", "batch", "seq_len", "threads", "warmup",
                    "n", "p50_ms", "p90_ms", "mean_ms", "cv")
 

@@ -18,7 +18,6 @@ from nas.store.engine import StoreError, default_storage_url, make_engine, nas_h
 from nas.store.models import Artefact, Job, LatencyMeasurement, Metric, Trial, utcnow
 from nas.store.records import job_dict, latency_columns, latency_dict
 
-
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
 TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 

@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 
-
 app = typer.Typer(help=__doc__ + "\n\nA job spec (YAML) says which teacher, dataset, search space, objectives, latency "
                   "settings and budgets to use; see examples/.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -89,9 +88,8 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     kept."""
     from nas.pipeline import resume_job
     from nas.service.cluster import check_ray_address
-    from nas.spec.errors import SpecError
-
     from nas.service.queue import check_resumable
+    from nas.spec.errors import SpecError
 
     store = _store(storage)
     try:

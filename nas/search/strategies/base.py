@@ -11,7 +11,6 @@ from nas.search.space import sample_unique
 from nas.spec.space import StudentSpace
 from nas.students.shape import Shape
 
-
 AXES = ("layers", "hidden", "heads", "ffn")
 
 

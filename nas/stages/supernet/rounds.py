@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from nas.search.space import clip_space, union_space
 from nas.spec.space import StudentSpace
-from nas.stages.supernet.state import SupernetRun
 from nas.stages.supernet.finals import assistant_soft, distilled_assistant
+from nas.stages.supernet.state import SupernetRun
 from nas.students.shape import Shape
 from nas.workers.supernet import SupernetRound, train_supernet_task
 

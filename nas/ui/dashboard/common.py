@@ -20,7 +20,6 @@ from nas.results.front import front_rows
 from nas.store import Store
 from nas.ui.dashboard import data as dd
 
-
 URL = os.environ.get("NAS_STORAGE") or None
 HOST = os.environ.get("NAS_DASHBOARD_HOST", "127.0.0.1")
 LOOPBACK = HOST in ("127.0.0.1", "localhost", "::1")

@@ -14,7 +14,6 @@ import pandas as pd
 
 from nas.store.store import Store
 
-
 SHAPE_COLS = ("layers", "hidden", "heads", "ffn")
 HPARAM_KEYS = ("lr", "alpha_soft", "beta_hard", "temperature", "warmup_ratio", "batch_size", "weight_decay")
 
