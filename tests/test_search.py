@@ -109,3 +109,33 @@ def test_assistant_candidates_sit_between_teacher_and_students():
     assert cands and all(c.layers * c.hidden > 1 * 128 for c in cands)
     assert all(c.is_valid() for c in cands)
     assert len(all_shapes(grid)) > len(cands)
+
+
+def population_of(strategy) -> int:
+    """The population size each strategy's own engine was built with."""
+    if isinstance(strategy, Evolution):
+        return strategy.population_size
+    if hasattr(strategy, "study"):  # Optuna NSGA-II
+        return strategy.study.sampler._population_size
+    return strategy.tuner.population_size  # NNI evolution
+
+
+@pytest.mark.parametrize("name", ["evolution", "optuna-nsga2", "nni-evolution"])
+def test_search_population_reaches_every_strategy(name):
+    """`search.population` reaches every strategy through make_strategy, the one door both the per-trial search and the
+    supernet schedule use (under the supernet schedule optuna-nsga2 and nni-evolution used to get their own default)."""
+    for population in (3, 7):
+        assert population_of(make_strategy(name, SPACE, seed=0, population=population)) == population
+
+
+def test_registry_names_are_the_specs_names():
+    from typing import get_args
+
+    from nas.hpo import SEARCHERS
+    from nas.search.strategies import STRATEGIES
+    from nas.spec.job import HPOSettings, Search
+
+    assert get_args(Search.model_fields["strategy"].annotation) == tuple(STRATEGIES)
+    assert get_args(HPOSettings.model_fields["algorithm"].annotation) == tuple(SEARCHERS)
+    with pytest.raises(ValueError, match="unknown search strategy"):
+        make_strategy("simulated-annealing", SPACE, seed=0)
