@@ -207,7 +207,7 @@ def measure_latency(model: torch.nn.Module, settings: MeasureSettings, exclusive
 
     runner = _Runner(model, settings)
     try:
-        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+        with exclusive_measurement(device=runner.device) if exclusive else contextlib.nullcontext():
             samples = runner.time(settings)
     finally:
         runner.cleanup()
@@ -233,7 +233,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: MeasureSet
     round_p50: dict[str, list[float]] = {name: [] for name in models}
     rng = np.random.default_rng(seed)
     try:
-        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+        with exclusive_measurement(device=resolve_device(settings.device)) if exclusive else contextlib.nullcontext():
             for _ in range(rounds):
                 for i in rng.permutation(len(runners)):
                     name = list(runners)[i]

@@ -67,6 +67,9 @@ class Budgets(Strict):
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
     time_s: float | None = Field(None, gt=0, le=30 * 86400)
+    # a trial that makes no progress for this long while its process lives (a hung kernel or collective) is killed and
+    # run again, as a trial whose worker died is; training steps and latency measurement both count as progress
+    trial_stale_s: float = Field(300.0, ge=5, le=86400)
 
 
 class SupernetSettings(Strict):
@@ -192,6 +195,29 @@ class ModelReference(Strict):
 REFERENCE_KINDS = ("tfidf-linear",)
 
 
+class ComputePolicy(Strict):
+    """Where every stage trains and infers: the device (auto: CUDA when one is visible), the precision (bf16 / fp16 through
+    torch.autocast, fp16 with a gradient scaler) and what each Ray trial or task asks the scheduler for."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # GPUs one small trial asks for (per-trial students, proxy evaluation, HPO configurations); a fraction lets several
+    # share one GPU. Default on CUDA: 1 / budgets.max_concurrent. Teacher-sized steps (supernet, finals) take a whole GPU.
+    gpus_per_trial: float | None = Field(None, ge=0, le=64)
+    cpus_per_trial: int | None = Field(None, ge=1, le=1024)  # default: the node's CPUs / budgets.max_concurrent
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("fp16 trains on cuda (with a gradient scaler); on the CPU use fp32 or bf16")
+        if self.device == "cpu" and self.gpus_per_trial:
+            raise ValueError(f"device cpu asks for no GPU; found gpus_per_trial {self.gpus_per_trial}")
+        g = self.gpus_per_trial
+        if g is not None and g > 1 and g != int(g):
+            raise ValueError(f"more than one GPU per trial must be a whole number (Ray cannot split it); found {g}")
+        return self
+
+
 class JobSpec(Strict):
     name: str = Field(min_length=1, max_length=200)
     teacher: str = "minilm-l6"
@@ -200,6 +226,7 @@ class JobSpec(Strict):
     search_space: str = "bert_small"
     objectives: Objectives = Objectives()
     latency: LatencySettings = LatencySettings()
+    compute: ComputePolicy = ComputePolicy()
     constraints: Constraints = Constraints()
     references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
     budgets: Budgets = Budgets()

@@ -33,7 +33,7 @@ def run(ctx: JobContext, store: Store) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.teachers.load import prepare_teacher, teacher_path
+    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path
 
     hf_logging.set_verbosity_error()
     spec, ds = ctx.spec, ctx.dataset
@@ -42,8 +42,17 @@ def run(ctx: JobContext, store: Store) -> None:
     tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
     torch.set_num_threads(ctx.threads)
-    ctx.teacher = prepare_teacher(spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs,
-                                  spec.budgets.max_seq_len, log=ctx.say)
+    args = (spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    ctx.teacher = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    if ctx.teacher is None and (ctx.compute.cuda or ctx.ray_address):
+        # on a GPU, or a cluster where the driver stays on the head: a Ray task where the GPUs are (no progress bar)
+        import ray
+
+        ctx.say(f"teacher: fine-tuning in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
+        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
+        ctx.teacher = ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute))
+    elif ctx.teacher is None:
+        ctx.teacher = prepare_teacher(*args, log=ctx.say, compute=ctx.compute)
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
     ctx.teacher_shape = trial["config"]["shape"]
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
