@@ -72,6 +72,11 @@ class Compute:
 CPU = Compute()
 
 
+def device_of(model) -> str:
+    """Where `model`'s parameters are (loops put a model back where they found it)."""
+    return str(next(model.parameters()).device)
+
+
 def gpu_name(device: str) -> str | None:
     if device != "cuda":
         return None

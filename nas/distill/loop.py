@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.compute import CPU, Compute
+from nas.compute import CPU, Compute, device_of
 from nas.distill.losses import LOSSES, attention_kl, hard_ce, hidden_mse, relevance_kl
 
 
@@ -86,7 +86,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
     the hidden-state or attention losses have weight; `aux_probs` (n, classes) are an auxiliary teacher's probabilities
     for the relevance loss. The data stay on the CPU; each batch is moved to `compute`'s device and trained in its
-    precision; models come back to the CPU at the end. `accumulate` splits every batch into that many micro-batches
+    precision; models go back where they were at the end. `accumulate` splits every batch into that many micro-batches
     whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). Raises
     FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
@@ -99,6 +99,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
         for m in (student, teacher):
             if m.config._attn_implementation != "eager":
                 m.set_attn_implementation("eager")
+    homes = (device_of(student), device_of(teacher) if teacher is not None else None)
     if teacher is not None:
         teacher.eval().to(compute.device)
     student.train().to(compute.device)
@@ -127,9 +128,9 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
         optimizer_update(student, opt, sched, scaler)
         if on_step:
             on_step(step, last)
-    student.eval().to("cpu")
+    student.eval().to(homes[0])
     if teacher is not None:
-        teacher.to("cpu")
+        teacher.to(homes[1])
     return {"steps": steps, "final_loss": last, "train_s": time.perf_counter() - t0}
 
 

@@ -32,8 +32,9 @@ def check_ray_address(address: str | None) -> None:
         raise SpecError("--address", f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Local Ray bound to 127.0.0.1 by default; `address` joins an existing cluster."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:
+    """Local Ray bound to 127.0.0.1 by default (its GPUs detected, or `num_gpus` declared: a CPU machine can declare
+    GPUs to test their scheduling); `address` joins an existing cluster."""
     import ray
 
     if ray.is_initialized():
@@ -41,7 +42,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", configure_logging=True, logging_level="ERROR")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from nas.context import JobContext
 from nas.store.store import Store
 from nas.students.shape import Shape
-from nas.workers.setup import record_compute, save_model, worker_setup
+from nas.workers.setup import record_compute, save_model, with_oom_retry, worker_setup
 from nas.workers.supernet import soft_targets
 
 
@@ -88,7 +88,6 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         init_path = task.init_dir or supernet_dir
         source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
         shape = Shape.from_dict(task.shape)
-        model = extract_subnet(source, shape)
         settings = final_settings(ctx, shape)
         # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
         # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps); when the
@@ -97,16 +96,21 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         if settings.hidden_weight > 0 or settings.attention_weight > 0:
             inner_teacher = (source if init_path == ctx.teacher["dir"] else BertForSequenceClassification
                              .from_pretrained(ctx.teacher["dir"], attn_implementation="eager").eval())
-        del source
         transfer = torch.load(task.transfer_path) if task.transfer_path else None
         t_soft = soft_targets(task.transfer_soft_paths) if transfer is not None and task.transfer_soft_paths else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
                                           transfer, t_soft)
         steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
-        info = distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
-                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
-                       teacher=inner_teacher, compute=ctx.compute)
-        del inner_teacher
+
+        def train_once(accumulate: int) -> tuple:
+            model = extract_subnet(source, shape)
+            return model, distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
+                                  on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
+                                  teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate)
+
+        model, info = with_oom_retry(train_once, lambda reason: store.add_metric(tid, prefix + "oom_retries", 1, "train",
+                                                                                 "final"))
+        inner_teacher = source = None  # free them before scoring
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
         for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on

@@ -47,6 +47,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     teacher_logits = torch.load(ctx.teacher["logits_path"])
     train, dev = torch.as_tensor(ctx.train_idx), torch.as_tensor(ctx.dev_idx)
     teacher = load_teacher(ctx.teacher)
+    watchdog.beat()  # loading counts as progress
     if number in nan_trial_numbers:  # fault injection (NAS_INJECT_NAN_TRIALS): a real NaN loss
         teacher_logits = teacher_logits * float("nan")
     hang = injected_fault("hang", number, trial["attempts"])
@@ -70,6 +71,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
         store.add_metric(trial_id, "oom_retries", 1, "train", "final")
 
     student, info = with_oom_retry(train_once, retried)
+    watchdog.beat()
     store.add_metric(trial_id, "train_loss", info["final_loss"], "train", "final", step=info["steps"])
     dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}, compute=ctx.compute),
                         labels[dev])
