@@ -15,7 +15,7 @@ def run_student_trial(trial_id: int, ctx: JobContext, threads: int, nan_trial_nu
 
     from nas.distill.evaluate import predict_logits, scores
     from nas.distill.loop import DistillSettings, distill
-    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.measure import measure_targets
     from nas.latency.slot import heavy_work
     from nas.store import Store
     from nas.students.bert_slice import count_parameters, extract_subnet
@@ -45,8 +45,7 @@ def run_student_trial(trial_id: int, ctx: JobContext, threads: int, nan_trial_nu
             store.add_metric(trial_id, name, value, "dev", "final", step=info["steps"])
         params = count_parameters(student)
         store.add_metric(trial_id, "params", params, "dev", "final")
-        lat = ctx.spec.latency
-        rows = measure_models(store, {shape.key: student}, settings_from_spec(lat), lat.extra_runtimes, reference=teacher)
+        rows = measure_targets(store, {shape.key: student}, ctx.spec.latency, reference=teacher)
         for row in rows[shape.key]:
             store.add_latency(trial_id, shape.key, row)
         last = rows[shape.key][-1]
