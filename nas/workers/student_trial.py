@@ -33,7 +33,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
 
     from nas.distill.evaluate import predict_logits, scores
     from nas.distill.loop import DistillSettings, distill
-    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.measure import measure_targets
     from nas.latency.slot import heavy_work
     from nas.students.bert_slice import count_parameters, extract_subnet
     from nas.students.shape import Shape
@@ -79,9 +79,8 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
         store.add_metric(trial_id, name, value, "dev", "final", step=info["steps"])
     params = count_parameters(student)
     store.add_metric(trial_id, "params", params, "dev", "final")
-    lat = ctx.spec.latency
     with watchdog.measuring():
-        rows = measure_models(store, {shape.key: student}, settings_from_spec(lat), lat.extra_runtimes, reference=teacher)
+        rows = measure_targets(store, {shape.key: student}, ctx.spec.latency, reference=teacher)
     for row in rows[shape.key]:
         store.add_latency(trial_id, shape.key, row)
     last = rows[shape.key][-1]

@@ -149,14 +149,12 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
 
 def measure_shapes(ctx: JobContext, store: Store, subs: dict, results: list[dict]) -> None:
     """Measure the scored shapes together (the teacher re-measured in every round) and finish their trials."""
-    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.measure import measure_targets
     from nas.teachers.load import load_teacher
 
-    lat = ctx.spec.latency
     try:
         teacher = load_teacher(ctx.teacher)
-        rows = measure_models(store, {s.key: m for s, m in subs.values()}, settings_from_spec(lat), lat.extra_runtimes,
-                              reference=teacher)
+        rows = measure_targets(store, {s.key: m for s, m in subs.values()}, ctx.spec.latency, reference=teacher)
     except Exception as exc:
         for r in results:
             if r["trial_id"] in subs:
