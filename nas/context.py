@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from nas.compute import CPU, Compute
 from nas.data import Dataset
 from nas.spec.job import JobSpec
 from nas.spec.space import SearchSpace
@@ -27,7 +28,7 @@ class JobContext:
     storage: str  # the store's URL: every worker opens its own connection
     artefact_dir: str  # where the job's models, logits and checkpoints go
     threads: int  # CPU threads of this node: a worker that has the node to itself uses them all
-    device: str = "cpu"  # the compute device every stage trains and infers on
+    compute: Compute = CPU  # the device and precision every stage trains and infers on, and what trials ask Ray for
 
     # filled by the teacher stage
     teacher: dict = field(default_factory=dict)  # the cached teacher.json: dir, logits_path, source, fine_tuned, dev, test
@@ -51,6 +52,10 @@ class JobContext:
     def seed(self) -> int:
         return self.spec.seed
 
+    def trial_threads(self) -> int:
+        """CPU threads of one small trial: compute.cpus_per_trial, else the node's share of max_concurrent trials."""
+        return self.compute.cpus_per_trial or max(1, self.threads // self.spec.budgets.max_concurrent)
+
     def say(self, message: str) -> None:
         """Log a line on the driver (a worker has no log function: it writes to the store)."""
         if self.log is not None:
@@ -67,4 +72,5 @@ class JobContext:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in DRIVER_ONLY}
         out["spec"] = self.spec.model_dump(mode="json")
         out["space"] = self.space.model_dump(mode="json")
+        out["compute"] = dataclasses.asdict(self.compute)
         return out

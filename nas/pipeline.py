@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from nas import compute
 from nas.context import JobContext
 from nas.data import Dataset, load_dataset
-from nas.service.cluster import init_ray
+from nas.service.cluster import cluster_gpus, init_ray
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec, parse_spec
 from nas.spec.space import SearchSpace, load_search_space
@@ -32,8 +33,10 @@ class Prepared:
     dataset: Dataset
 
 
-def prepare(spec: JobSpec) -> Prepared:
-    """Everything that can be wrong with the user's input is found here, before the store is touched."""
+def prepare(spec: JobSpec, cluster: bool = False) -> Prepared:
+    """Everything that can be wrong with the user's input is found here, before the store is touched. `cluster`: the
+    job joins a Ray cluster (its GPUs are the workers')."""
+    compute.check(spec.compute, cluster)
     tcfg = teacher_config(spec.teacher)
     space = load_search_space(spec.search_space, tcfg)
     for stage in CHECKED:
@@ -46,8 +49,9 @@ def job_context(prep: Prepared, store: Store, job_id: int, log: Callable[[str], 
     """The context of job `job_id` before its teacher stage has run (the stage fills in the rest)."""
     return JobContext(spec=prep.spec, space=prep.space, teacher_config=prep.teacher_config, job_id=job_id,
                       storage=store.url, artefact_dir=str(nas_home() / "artefacts" / f"job-{job_id}"),
-                      threads=max(1, os.cpu_count() or 1), dataset=prep.dataset, log=log, progress=progress,
-                      ray_address=ray_address)
+                      threads=max(1, os.cpu_count() or 1),
+                      compute=compute.resolve(prep.spec.compute, prep.spec.budgets.max_concurrent),
+                      dataset=prep.dataset, log=log, progress=progress, ray_address=ray_address)
 
 
 def search_stage(spec: JobSpec):
@@ -63,7 +67,7 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     `search_budget_s` (default: `budgets.time_s`): no trial, proxy generation or final starts after it. `marks`, when
     given, receives `search_start` / `search_end` (time.time()) around the search stage, for hypervolume-over-time
     curves (benchmarks/head_to_head.py)."""
-    prep = prepare(spec)
+    prep = prepare(spec, cluster=ray_address is not None)
     if job_id is None:
         job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
         store.set_job_status(job_id, "RUNNING", stage="teacher")
@@ -75,10 +79,11 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     ctx = job_context(prep, store, job_id, log=log, progress=progress, ray_address=ray_address)
     marks = marks if marks is not None else {}
     try:
+        init_ray(ray_address)
+        ctx.compute = compute.resolve(spec.compute, spec.budgets.max_concurrent, cuda_available=cluster_gpus() > 0)
         teacher.run(ctx, store)
         budget = search_budget_s or spec.budgets.time_s
         marks["search_start"] = time.time()
-        init_ray(ray_address)
         ctx.deadline = marks["search_start"] + budget if budget else None
         search_stage(spec).run(ctx, store)
         marks["search_end"] = time.time()

@@ -1,5 +1,6 @@
-"""Job: one job's Pareto front, hypervolume over time, trials, parallel coordinates, hyperparameter
-importance, proxy-vs-final agreement and fingerprint."""
+"""Job: one job's Pareto front (on each of its latency targets, chosen with a selector, and all targets' fronts compared),
+hypervolume over time, trials, parallel coordinates, hyperparameter importance, proxy-vs-final agreement and
+fingerprint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,33 @@ import plotly.express as px
 import streamlit as st
 
 from nas.ui.dashboard import data as dd
-from nas.ui.dashboard.common import LIVE_S, cached_importance, front_figure, job_picker, load_job, load_jobs
+from nas.ui.dashboard.common import (
+    LIVE_S,
+    cached_importance,
+    front_figure,
+    job_picker,
+    load_job,
+    load_jobs,
+    target_label,
+    targets_figure,
+)
+
+
+def pick_target(fronts: list[dict]) -> dict:
+    """The front of the latency target chosen in the selector (shown only when the job has several)."""
+    if len(fronts) == 1:
+        return fronts[0]
+    by_name = {f["target"]["name"]: f for f in fronts}
+    name = st.selectbox("Latency target", list(by_name), format_func=lambda n: target_label(by_name[n]["target"]),
+                        key="latency_target", help="Every front point is measured on each target; the first is the "
+                                                   "search objective.")
+    return by_name[name]
+
+
+def compare_targets(fronts: list[dict]) -> None:
+    st.subheader("Latency targets compared")
+    st.plotly_chart(targets_figure(fronts), width="stretch", key="targets_chart")
+    st.dataframe(dd.targets_table(fronts), width="stretch", hide_index=True, key="targets_table")
 
 
 def job_page():
@@ -23,7 +50,8 @@ def job_page():
     def body():
         with st.spinner("Loading trials…"):
             data = load_job(job_id)
-        f, df = data["front"], data["df"]
+        fronts, df = data["fronts"], data["df"]
+        f = pick_target(fronts)
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("status", f["job"]["status"])
         c2.metric("students complete", int(((df["kind"] == "student") & (df["state"] == "COMPLETE")).sum()) if len(df) else 0)
@@ -36,17 +64,20 @@ def job_page():
         x = a1.selectbox("x axis (latency or size)", ["p50_ms", "p90_ms", "params"], key="x_axis")
         y = a2.selectbox("y axis", ["metric", "test"], format_func=lambda v: {"metric": "dev metric", "test": "test metric"}[v],
                          key="y_axis")
-        st.plotly_chart(front_figure(f, df, x, y), width="stretch", key="front_chart")
+        shown = dd.target_frame(df, f) if len(fronts) > 1 else df  # students as measured on the chosen target
+        st.plotly_chart(front_figure(f, shown, x, y), width="stretch", key="front_chart")
         for r in f.get("references", []):
             if r["dominated_front_points"]:
                 st.warning(f"{r['name']} dominates {r['dominated_front_points']} of {r['front_points']} front points "
                            "(at least as accurate and as fast end to end).")
         if f["teacher"]:
-            hv = dd.hv_over_time(df, f["teacher"]["latency_ms"])
+            hv = dd.hv_over_time(shown, f["teacher"]["latency_ms"])
             if len(hv) > 1:
                 st.subheader("Hypervolume over time")
                 st.plotly_chart(px.line(hv, x="finished_at", y="hypervolume", markers=True, hover_data=["trials"]),
                                 width="stretch", key="hv_chart")
+        if len(fronts) > 1:
+            compare_targets(fronts)
         st.subheader("Trials")
         k1, k2 = st.columns(2)
         kinds = k1.multiselect("kind", sorted(df["kind"].unique()), default=sorted(df["kind"].unique()), key="kinds")

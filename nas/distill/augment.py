@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from nas.compute import CPU, Compute
+
 from nas.paths import save_atomic
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -98,7 +100,7 @@ def transfer_set_path(cache_dir: str | pathlib.Path, train_idx, s: AugmentSettin
 
 
 def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: AugmentSettings,
-                         cache_dir: str | pathlib.Path | None = None, log=print) -> dict:
+                         cache_dir: str | pathlib.Path | None = None, log=print, compute: Compute = CPU) -> dict:
     """Augmented copies of the train rows, tokenised and labelled by `teacher`: {"tensors": {...} (m, seq), "logits":
     (m, classes), "source": (m,) row index into the dataset}. Cached under `cache_dir` when given."""
     from nas.distill.evaluate import predict_logits
@@ -115,7 +117,7 @@ def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: Aug
     enc = tokenizer(new, truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
     tensors = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     log(f"labelling {len(new)} augmented rows with the teacher (cached afterwards)")
-    out = {"tensors": tensors, "logits": predict_logits(teacher, tensors), "source": torch.as_tensor(train_idx[src])}
+    out = {"tensors": tensors, "logits": predict_logits(teacher, tensors, compute=compute), "source": torch.as_tensor(train_idx[src])}
     if path is not None:
         save_atomic(out, path)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nas.compute import CPU, Compute, device_of
 from nas.distill.loop import trim_padding
 
 
@@ -16,17 +17,24 @@ def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
-    """Logits (n, classes) in row order; rows are batched by length and padding trimmed (same values, less work)."""
-    model.eval()
+def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64, compute: Compute = CPU) -> torch.Tensor:
+    """Logits (n, classes) on the CPU in row order; rows are batched by length and padding trimmed (same values, less
+    work), each batch run on `compute`'s device in its precision (on cuda, in batches of at least 256). The model goes
+    back where it was."""
+    home = device_of(model)
+    model.eval().to(compute.device)
     n = len(next(iter(tensors.values())))
     if n == 0:
-        return torch.empty(0)
+        return torch.empty(0, device="cpu")
+    batch_size = max(batch_size, 256) if compute.cuda else batch_size
     order = length_order(tensors)
     outs = []
     for i in range(0, n, batch_size):
         rows = order[i:i + batch_size]
-        outs.append(model(**trim_padding({k: v[rows] for k, v in tensors.items()})).logits.float())
+        with compute.autocast():
+            logits = model(**compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))).logits
+        outs.append(logits.float().cpu())
+    model.to(home)
     out = torch.cat(outs)
     return out[torch.argsort(order)]
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.distill.losses import LOSSES, attention_kl, hard_ce, relevance_kl
+from nas.compute import CPU, Compute, device_of
+from nas.distill.losses import LOSSES, attention_kl, hard_ce, hidden_mse, relevance_kl
 
 
 @dataclass
@@ -79,12 +80,15 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
 def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None,
             settings: DistillSettings, steps: int, seed: int = 0,
             on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
-            teacher=None, aux_probs: torch.Tensor | None = None) -> dict:
+            teacher=None, aux_probs: torch.Tensor | None = None, compute: Compute = CPU, accumulate: int = 1) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
     logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
     are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
     the hidden-state or attention losses have weight; `aux_probs` (n, classes) are an auxiliary teacher's probabilities
-    for the relevance loss. Raises FloatingPointError on a NaN/inf loss."""
+    for the relevance loss. The data stay on the CPU; each batch is moved to `compute`'s device and trained in its
+    precision; models go back where they were at the end. `accumulate` splits every batch into that many micro-batches
+    whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). Raises
+    FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
     inner = settings.hidden_weight > 0 or settings.attention_weight > 0
     if inner and teacher is None:
@@ -95,41 +99,80 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
         for m in (student, teacher):
             if m.config._attn_implementation != "eager":
                 m.set_attn_implementation("eager")
+    homes = (device_of(student), device_of(teacher) if teacher is not None else None)
     if teacher is not None:
-        teacher.eval()
-    student.train()
+        teacher.eval().to(compute.device)
+    student.train().to(compute.device)
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = linear_schedule(opt, steps, settings.warmup_ratio)
-    soft = LOSSES[settings.soft_loss]
+    scaler = compute.scaler()
     n = len(labels)
     t0 = time.perf_counter()
     last = float("nan")
     for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed)):
-        idx_t = torch.as_tensor(idx)
-        inputs = trim_padding({k: v[idx_t] for k, v in tensors.items()})
-        if inner:
-            out = student(**inputs, output_hidden_states=settings.hidden_weight > 0,
-                          output_attentions=settings.attention_weight > 0)
-            logits = out.logits
-        else:
-            logits = student(**inputs).logits
-        if hard_mask is None:
-            loss = settings.beta_hard * hard_ce(logits, labels[idx_t])
-        else:  # rows without a gold label (teacher-labelled augmentations) get the soft loss only
-            keep = hard_mask[idx_t]
-            loss = settings.beta_hard * (F.cross_entropy(logits[keep], labels[idx_t][keep], reduction="sum")
-                                         / max(1, len(idx_t))) if bool(keep.any()) else logits.sum() * 0.0
-        if teacher_logits is not None and settings.alpha_soft > 0:
-            loss = loss + settings.alpha_soft * soft(logits, teacher_logits[idx_t], settings.temperature)
-        if settings.relevance_weight > 0:
-            loss = loss + settings.relevance_weight * relevance_kl(logits, aux_probs[idx_t])
-        if inner:
-            loss = loss + inner_losses(out, teacher, inputs, settings)
-        last = optimizer_step(student, opt, sched, loss, step)
+        opt.zero_grad(set_to_none=True)
+        last = 0.0
+        for part in (np.array_split(idx, accumulate) if accumulate > 1 else [idx]):
+            rows = torch.as_tensor(part)
+            batch = {"labels": labels[rows], **({"soft": teacher_logits[rows]} if teacher_logits is not None else {}),
+                     **({"hard": hard_mask[rows]} if hard_mask is not None else {}),
+                     **({"aux": aux_probs[rows]} if settings.relevance_weight > 0 else {})}
+            inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
+            with compute.autocast():
+                loss = batch_loss(student, teacher, inputs, compute.to_device(batch), settings)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+            share = len(part) / len(idx)  # micro-batch losses are means: weighted, they add up to the batch's
+            scaler.scale(loss * share if accumulate > 1 else loss).backward()
+            last += loss.item() * share
+        optimizer_update(student, opt, sched, scaler)
         if on_step:
             on_step(step, last)
-    student.eval()
+    student.eval().to(homes[0])
+    if teacher is not None:
+        teacher.to(homes[1])
     return {"steps": steps, "final_loss": last, "train_s": time.perf_counter() - t0}
+
+
+def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+               settings: DistillSettings) -> torch.Tensor:
+    """The weighted distillation loss of one batch. batch: labels (b,), soft (b, classes) the teacher's logits, hard
+    (b,) bool the rows with a gold label, aux (b, classes) an auxiliary teacher's probabilities; each optional but
+    labels."""
+    inner = settings.hidden_weight > 0 or settings.attention_weight > 0
+    if inner:
+        out = student(**inputs, output_hidden_states=settings.hidden_weight > 0,
+                      output_attentions=settings.attention_weight > 0)
+        logits = out.logits
+    else:
+        logits = student(**inputs).logits
+    y = batch["labels"]
+    if "hard" not in batch:
+        loss = settings.beta_hard * hard_ce(logits, y)
+    else:  # rows without a gold label (teacher-labelled augmentations) get the soft loss only
+        keep = batch["hard"]
+        loss = settings.beta_hard * (F.cross_entropy(logits[keep], y[keep], reduction="sum")
+                                     / max(1, len(y))) if bool(keep.any()) else logits.sum() * 0.0
+    if "soft" in batch and settings.alpha_soft > 0:
+        loss = loss + settings.alpha_soft * LOSSES[settings.soft_loss](logits, batch["soft"], settings.temperature)
+    if settings.relevance_weight > 0:
+        loss = loss + settings.relevance_weight * relevance_kl(logits, batch["aux"])
+    if inner:
+        loss = loss + inner_losses(out, teacher, inputs, settings)
+    return loss
+
+
+def optimizer_update(model, opt, sched, scaler=None) -> None:
+    """Unscale (fp16), clip the gradient norm at 1, step the optimizer and the schedule."""
+    if scaler is not None and scaler.is_enabled():
+        scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if scaler is not None and scaler.is_enabled():
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    sched.step()
 
 
 def optimizer_step(model, opt, sched, loss: torch.Tensor, step: int) -> float:
@@ -138,16 +181,12 @@ def optimizer_step(model, opt, sched, loss: torch.Tensor, step: int) -> float:
         raise FloatingPointError(f"loss is {loss.item()} at step {step}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
+    optimizer_update(model, opt, sched)
     return loss.item()
 
 
 def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings: DistillSettings) -> torch.Tensor:
     """Weighted hidden-state MSE + attention KL of one batch against the teacher's forward on the same batch."""
-    from nas.distill.losses import hidden_mse
-
     with torch.no_grad():
         t_out = teacher(**inputs, output_hidden_states=settings.hidden_weight > 0,
                         output_attentions=settings.attention_weight > 0)

@@ -11,8 +11,9 @@ class RecordTrials(tune.Callback):
     """Ray Tune callback (runs in the driver): each configuration becomes an `hpo-sample` trial in the store, each
     report its metrics, a scheduler stop PRUNED. Holds the store's URL, not the store: Tune pickles its callbacks."""
 
-    def __init__(self, url: str, job_id: int, base_config: dict, reports: int):
+    def __init__(self, url: str, job_id: int, base_config: dict, reports: int, compute: dict | None = None):
         self.url, self.job_id, self.base, self.reports = url, job_id, base_config, reports
+        self.compute = compute  # the device and precision its trials train with
         self.ids: dict[str, int] = {}
         self._store = None
 
@@ -31,6 +32,8 @@ class RecordTrials(tune.Callback):
         t = self.store.add_trial(self.job_id, "hpo-sample", {**self.base, "hparams": dict(trial.config),
                                                              "tune_trial_id": trial.trial_id}, state="RUNNING")
         self.store.start_trial(t["id"])
+        if self.compute:
+            self.store.set_trial_compute(t["id"], self.compute)
         self.ids[trial.trial_id] = t["id"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -207,7 +207,7 @@ def measure_latency(model: torch.nn.Module, settings: MeasureSettings, exclusive
 
     runner = _Runner(model, settings)
     try:
-        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+        with exclusive_measurement(device=runner.device) if exclusive else contextlib.nullcontext():
             samples = runner.time(settings)
     finally:
         runner.cleanup()
@@ -233,7 +233,7 @@ def measure_interleaved(models: dict[str, torch.nn.Module], settings: MeasureSet
     round_p50: dict[str, list[float]] = {name: [] for name in models}
     rng = np.random.default_rng(seed)
     try:
-        with exclusive_measurement() if exclusive else contextlib.nullcontext():
+        with exclusive_measurement(device=resolve_device(settings.device)) if exclusive else contextlib.nullcontext():
             for _ in range(rounds):
                 for i in rng.permutation(len(runners)):
                     name = list(runners)[i]
@@ -314,4 +314,35 @@ def all_runtime_settings(settings: MeasureSettings, extra_runtimes) -> list[Meas
 def settings_from_spec(lat) -> MeasureSettings:
     d = lat.model_dump() if hasattr(lat, "model_dump") else dict(lat)
     return MeasureSettings(**{k: v for k, v in d.items() if k in MeasureSettings.__dataclass_fields__})
+
+
+def target_settings(lat) -> list[MeasureSettings]:
+    """The settings of every deployment target of a spec's `latency:` section (`LatencySettings`), the objective first:
+    the section's protocol (warm-up, runs, rounds) with each target's device, runtime, dtype, batch, length, threads."""
+    base = settings_from_spec(lat)
+    return [MeasureSettings(**{**base.__dict__, **{k: v for k, v in t.items() if k in base.__dict__}})
+            for t in lat.resolved_targets()]
+
+
+def planned_settings(lat) -> list[MeasureSettings]:
+    """What a model is measured with, in order: the other targets, then the first target's extra runtimes, then the
+    first target itself, last (a trial's last latency row is its objective). Settings met twice are measured once."""
+    first, *others = target_settings(lat)
+    out: list[MeasureSettings] = []
+    for s in others + all_runtime_settings(first, lat.extra_runtimes):
+        if s in out:
+            out.remove(s)
+        out.append(s)
+    return out
+
+
+def measure_targets(store, models: dict[str, torch.nn.Module], lat, reference: torch.nn.Module | None = None,
+                    rounds: int | None = None) -> dict[str, list[dict]]:
+    """`measure_models` on every deployment target of the spec's `latency:` section; each model's rows in the order of
+    `planned_settings`, so its last row is the search objective's."""
+    out: dict[str, list[dict]] = {k: [] for k in models}
+    for settings in planned_settings(lat):
+        for key, rows in measure_models(store, models, settings, (), reference=reference, rounds=rounds).items():
+            out[key] += rows
+    return out
 

@@ -10,6 +10,8 @@ one forward pass on fixed inputs; each is a separate measurement row (runtime an
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import io
 import logging
@@ -86,6 +88,8 @@ def make_runner(model: torch.nn.Module, runtime: str, dtype: str, device: str, i
         raise ValueError("int8 is the int8 runtime (dynamic quantisation of the Linear layers)")
     model = model.eval()
     if runtime == "eager":
+        if device != "cpu":  # a copy: moving or casting the caller's model would change what it saves or measures next
+            model = copy.deepcopy(model)
         if device == "cuda" and dtype in ("fp16", "bf16"):
             model = model.to(torch.float16 if dtype == "fp16" else torch.bfloat16)
         model = model.to(device)

@@ -1,7 +1,8 @@
-"""A per-node exclusive slot for latency measurements.
+"""A per-device exclusive slot for latency measurements, one per node and device (the CPU, each GPU).
 
-Heavy work (training, teacher labelling) holds the slot shared; a measurement holds it exclusively, so no measurement
-overlaps heavy work of this project on the same node, whichever process (Ray worker, driver, another job) runs it.
+Heavy work (training, teacher labelling) holds its device's slot shared; a measurement holds it exclusively, so no
+measurement overlaps heavy work of this project on the same device, whichever process (Ray worker, driver, another
+job) runs it: a GPU is measured with nothing else of ours on that GPU, the CPU with nothing heavy on its node.
 It is a reader/writer lock on two files under the node's temp dir (`fcntl.flock`, released by the kernel when a process
 dies): a measurement first takes the turnstile, so new heavy work queues behind a waiting measurement instead of
 starving it.
@@ -27,10 +28,19 @@ def _open(name: str):
     return open(_lock_dir() / name, "a+")
 
 
+def _names(device: str) -> tuple[str, str]:
+    """The turnstile and slot files of a device (cpu, cuda, cuda:1); the CPU's keep their historical names."""
+    if device == "cpu":
+        return "latency.turnstile", "latency.slot"
+    dev = device if ":" in device else f"{device}:0"
+    return f"latency-{dev.replace(':', '')}.turnstile", f"latency-{dev.replace(':', '')}.slot"
+
+
 @contextlib.contextmanager
-def heavy_work():
-    """Hold the node's slot shared while doing heavy work (many may hold it at once)."""
-    with _open("latency.turnstile") as gate, _open("latency.slot") as slot:
+def heavy_work(device: str = "cpu"):
+    """Hold `device`'s slot shared while doing heavy work on it (many may hold it at once)."""
+    gate_name, slot_name = _names(device)
+    with _open(gate_name) as gate, _open(slot_name) as slot:
         fcntl.flock(gate, fcntl.LOCK_EX)  # wait behind a measurement that is queued or running
         fcntl.flock(gate, fcntl.LOCK_UN)
         fcntl.flock(slot, fcntl.LOCK_SH)
@@ -41,10 +51,11 @@ def heavy_work():
 
 
 @contextlib.contextmanager
-def exclusive_measurement(timeout_s: float | None = None):
-    """Hold the node's slot alone while measuring. Yields the seconds spent waiting for it."""
+def exclusive_measurement(timeout_s: float | None = None, device: str = "cpu"):
+    """Hold `device`'s slot alone while measuring on it. Yields the seconds spent waiting for it."""
     t0 = time.monotonic()
-    with _open("latency.turnstile") as gate, _open("latency.slot") as slot:
+    gate_name, slot_name = _names(device)
+    with _open(gate_name) as gate, _open(slot_name) as slot:
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
             if timeout_s is None:

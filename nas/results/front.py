@@ -4,13 +4,65 @@ the teacher's measurement), the Pareto front, its hypervolume, and which front p
 from __future__ import annotations
 
 from nas.spec.errors import SpecError
+from nas.spec.job import latency_targets
 from nas.store.records import metric_value
 from nas.store.store import Store
 
 
-def front_rows(store: Store, job_id: int, trials: list[dict] | None = None) -> dict:
-    """Teacher, students and the Pareto front of a job, comparable rows only (same fingerprint and settings as the
-    teacher's measurement). `trials`: the job's trials already loaded (`store.trials(job_id)`), to read them once."""
+KEY = ("fingerprint_id", "batch", "seq_len", "dtype", "runtime")  # rows comparable with the teacher's
+REFERENCE_KEY = ("fingerprint_id", "batch", "seq_len")  # references run their own runtime, end to end from raw text
+
+
+def job_targets(spec: dict) -> list[dict]:
+    """A job's deployment targets (name and settings), the search objective first, from its stored spec."""
+    return latency_targets((spec or {}).get("latency") or {})
+
+
+def target_index(targets: list[dict], target: int | str | None) -> int:
+    """The index of `target` (an index, a name or None: the first) among `targets`; SpecError when there is none."""
+    if target is None:
+        return 0
+    names = [t["name"] for t in targets]
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    if isinstance(target, int) or str(target).isdigit():
+        if int(target) < len(targets):
+            return int(target)
+    raise SpecError("--target", f"no latency target {target!r} in this job; its targets: {', '.join(names)}")
+
+
+def teacher_row(teacher: dict | None, target: dict, first: bool) -> dict | None:
+    """The teacher's measurement on `target`: its last row for the first target (the objective is measured last),
+    else its last row taken with the target's settings."""
+    rows = teacher["latency"] if teacher else []
+    if first or not rows:
+        return rows[-1] if rows else None
+    fields = [f for f in ("runtime", "dtype", "batch", "seq_len", "threads", "device") if target[f] != "auto"]
+    return next((r for r in reversed(rows) if all(r[f] == target[f] for f in fields)), None)
+
+
+def comparable(t: dict, t_lat: dict | None, key=KEY) -> dict | None:
+    """A trial's last row measured where and as the teacher's `t_lat` was (its last row when there is no teacher)."""
+    if not t["latency"]:
+        return None
+    if t_lat is None:
+        return t["latency"][-1]
+    return next((r for r in reversed(t["latency"]) if all(r[k] == t_lat[k] for k in key)), None)
+
+
+def all_fronts(store: Store, job_id: int, trials: list[dict] | None = None) -> list[dict]:
+    """`front_rows` of every deployment target of the job, the search objective's first."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise SpecError("JOB", f"no job {job_id} in {store.url}")
+    every = trials if trials is not None else store.trials(job_id)
+    return [front_rows(store, job_id, every, i) for i in range(len(job_targets(job["spec"])))]
+
+
+def front_rows(store: Store, job_id: int, trials: list[dict] | None = None, target: int | str | None = None) -> dict:
+    """Teacher, students and the Pareto front of a job on one deployment target (`target`: its index or name; default
+    the first, the search objective), comparable rows only (same fingerprint and settings as the teacher's measurement
+    on it). `trials`: the job's trials already loaded (`store.trials(job_id)`), to read them once."""
     from nas.search.pareto import hypervolume, pareto_front
 
     job = store.get_job(job_id)
@@ -20,22 +72,17 @@ def front_rows(store: Store, job_id: int, trials: list[dict] | None = None) -> d
     metric = spec["objectives"]["metric"]
     pct = spec["objectives"]["latency"]
     use_size = spec["objectives"].get("size", False)
+    targets = job_targets(spec)
+    index = target_index(targets, target)
     every = trials if trials is not None else store.trials(job_id)
 
     def of(kind: str) -> list[dict]:
         return [t for t in every if t["kind"] == kind and t["state"] == "COMPLETE"]
 
     teacher = next(iter(of("teacher")), None)
-    rows = []
-    t_lat = teacher["latency"][-1] if teacher and teacher["latency"] else None
-    for t in of("student"):
-        if not t["latency"]:
-            continue
-        lat = t["latency"][-1]
-        if t_lat and (lat["fingerprint_id"], lat["batch"], lat["seq_len"], lat["dtype"], lat["runtime"]) != (
-                t_lat["fingerprint_id"], t_lat["batch"], t_lat["seq_len"], t_lat["dtype"], t_lat["runtime"]):
-            continue  # never mix measurements taken elsewhere or otherwise
-        rows.append(front_row(t, metric, pct, lat, t_lat))
+    t_lat = teacher_row(teacher, targets[index], index == 0)
+    own = index == 0  # the stored `speedup` metric is the objective target's
+    rows = [front_row(t, metric, pct, lat, t_lat, own) for t in of("student") if (lat := comparable(t, t_lat))]
     cons = spec.get("constraints") or {}
     limits = {f: cons.get(f"latency_{f}_ms") for f in ("p50", "p90") if cons.get(f"latency_{f}_ms") is not None}
     for r in rows:  # a point over a latency limit is shown but never on the front
@@ -47,52 +94,58 @@ def front_rows(store: Store, job_id: int, trials: list[dict] | None = None) -> d
     for i, r in enumerate(rows):
         r["on_front"] = i in front
     t_row = front_row(teacher, metric, pct, t_lat, t_lat) if teacher and t_lat else None
-    assistants = [t for t in of("assistant") if t["latency"]]
+    assistants = [(t, lat) for t in of("assistant") if (lat := comparable(t, t_lat))]
     a_row = None
     if assistants:
-        best = max(assistants, key=lambda t: metric_value(t, "tau", "dev", "proxy") or float("-inf"))
-        a_row = front_row(best, metric, pct, best["latency"][-1], t_lat)
+        best, lat = max(assistants, key=lambda a: metric_value(a[0], "tau", "dev", "proxy") or float("-inf"))
+        a_row = front_row(best, metric, pct, lat, t_lat, own)
         a_row["tau"] = metric_value(best, "tau", "dev", "proxy")
     hv = None
     if t_row and rows:
         ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
         hv = hypervolume([objs[i] for i in front], ref, maximize)
-    references, overhead = [], 0.0
-    ref_trials = of("reference")
+    front_pts = sorted((rows[i] for i in front), key=lambda r: r["latency_ms"])
+    references, overhead = reference_rows(of("reference"), metric, pct, t_lat, front_pts)
+    return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "assistant": a_row, "rows": rows,
+            "references": references, "student_tokenizer_ms": overhead, "front": front_pts, "hypervolume": hv,
+            "fingerprint": t_lat["fingerprint"] if t_lat else None, "target": targets[index], "targets": targets}
+
+
+def reference_rows(ref_trials: list[dict], metric: str, pct: str, t_lat: dict | None, front: list[dict]):
+    """The references measured where and with the batch and length of the teacher's row, each with how many front
+    points it dominates end to end; and the tokenisation every student adds (the teacher reference's tokenizer)."""
+    overhead = 0.0
     for t in ref_trials:
         if t["config"].get("name") == "teacher":
             overhead = metric_value(t, "tokenizer_p50_ms" if pct == "p50" else "tokenizer_p90_ms", "dev") or 0.0
+    references = []
     if t_lat:
-        from nas.results.front import dominance
-
         for t in ref_trials:
             lat = t["latency"][-1] if t["latency"] else None
-            if lat is None or (lat["fingerprint_id"], lat["batch"], lat["seq_len"]) != (
-                    t_lat["fingerprint_id"], t_lat["batch"], t_lat["seq_len"]):
+            if lat is None or any(lat[k] != t_lat[k] for k in REFERENCE_KEY):
                 continue
             r = front_row(t, metric, pct, lat, t_lat)
             r.update({"name": t["config"].get("name"), "type": t["config"].get("type"), "speedup": None})
-            front_pts = [rows[i] for i in front]
-            r["dominated_front_points"] = dominance(front_pts, r, overhead)
-            r["front_points"] = len(front_pts)
+            r["dominated_front_points"] = dominance(front, r, overhead)
+            r["front_points"] = len(front)
             references.append(r)
-    return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "assistant": a_row, "rows": rows,
-            "references": references, "student_tokenizer_ms": overhead,
-            "front": sorted((rows[i] for i in front), key=lambda r: r["latency_ms"]), "hypervolume": hv,
-            "fingerprint": t_lat["fingerprint"] if t_lat else None}
+    return references, overhead
 
 
-def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None) -> dict:
+def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None, stored_speedup: bool = True) -> dict:
+    """One trial's point from its latency row `lat`; speedup against the teacher's row `t_lat` (the trial's stored
+    `speedup` metric, a same-round ratio, when `stored_speedup`: it belongs to the objective target)."""
     lat_ms = lat["p50_ms"] if pct == "p50" else lat["p90_ms"]
     t_ms = (t_lat["p50_ms"] if pct == "p50" else t_lat["p90_ms"]) if t_lat else None
+    stored = metric_value(t, "speedup", "dev") if pct == "p50" and stored_speedup else None
     return {
         "trial": t["number"], "kind": t["kind"], "shape": t["config"].get("shape"), "metric": metric_value(t, metric, "dev"),
         "source": "final" if metric_value(t, metric, "dev", "final") is not None else "proxy",
         "proxy_metric": metric_value(t, metric, "dev", "proxy"), "final_metric": metric_value(t, metric, "dev", "final"),
         "test_metric": metric_value(t, metric, "test"), "latency_ms": lat_ms, "p50_ms": lat["p50_ms"],
         "p90_ms": lat["p90_ms"], "cv": lat["cv"], "params": metric_value(t, "params", "dev") or 0,
-        "speedup": (metric_value(t, "speedup", "dev") if pct == "p50" else None) or ((t_ms / lat_ms) if t_ms and lat_ms else None),
-        "runtime": lat.get("runtime"), "dtype": lat.get("dtype"),
+        "speedup": stored or ((t_ms / lat_ms) if t_ms and lat_ms else None),
+        "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
     }
 
 

@@ -32,8 +32,9 @@ def check_ray_address(address: str | None) -> None:
         raise SpecError("--address", f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Local Ray bound to 127.0.0.1 by default; `address` joins an existing cluster."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:
+    """Local Ray bound to 127.0.0.1 by default (its GPUs detected, or `num_gpus` declared: a CPU machine can declare
+    GPUs to test their scheduling); `address` joins an existing cluster."""
     import ray
 
     if ray.is_initialized():
@@ -41,14 +42,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", configure_logging=True, logging_level="ERROR")
 
 
-def run_trials(fn: Callable[..., dict], trial_ids: list[int], ctx, storage_path: pathlib.Path, cpus_per_trial: int,
+def cluster_gpus() -> float:
+    """GPUs the Ray cluster this process is connected to has (declared or detected)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
+
+
+def run_trials(fn: Callable[..., dict], trial_ids: list[int], ctx, storage_path: pathlib.Path, resources: dict,
                max_concurrent: int, name: str, on_result: Callable[[dict], None] | None = None, **task_args) -> None:
     """One Ray Tune trial per store trial id; `fn(trial_id, ctx, **task_args)` runs on a worker (`ctx`, the job's
-    JobContext, reaches it once through Ray's object store) and reports its result dict. Failures are recorded in the
+    JobContext, reaches it once through Ray's object store) and reports its result dict. `resources`: what each trial
+    asks for ({"cpu": n, "gpu": fraction}; a fraction lets several trials share one GPU). Failures are recorded in the
     store by `fn` itself; Tune's own error handling only covers a crashed worker."""
     from ray import tune
 
@@ -61,7 +70,7 @@ def run_trials(fn: Callable[..., dict], trial_ids: list[int], ctx, storage_path:
         tune.report(fn(config["trial_id"], ctx, **task_args))
 
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": cpus_per_trial}),
+        tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {k: v for k, v in resources.items() if v}),
         param_space={"trial_id": tune.grid_search(trial_ids)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0, callbacks=[_Progress()],

@@ -26,19 +26,48 @@ class Objectives(Strict):
     size: bool = False
 
 
+Device = Literal["cpu", "cuda", "auto"]
+DType = Literal["fp32", "fp16", "bf16", "int8"]
+Runtime = Literal["eager", "onnx", "int8"]
+TARGET_FIELDS = ("device", "runtime", "dtype", "batch", "seq_len", "threads")  # what a deployment target may override
+
+
+def default_device() -> str:
+    """`auto` resolved where the spec is parsed (cuda when torch sees a GPU, else cpu), so the job's stored spec says
+    which device its default was; an explicit `device: auto` is resolved where the job is measured."""
+    from nas.latency.measure import resolve_device
+
+    return resolve_device("auto")
+
+
+class LatencyTarget(Strict):
+    """One deployment target: any of the section's device settings overridden, the rest taken from the section."""
+
+    name: str | None = Field(None, min_length=1, max_length=64)  # default: device-runtime[-dtype]-bBATCH
+    device: Device | None = None
+    runtime: Runtime | None = None
+    dtype: DType | None = None  # default: the section's; int8 with runtime int8, fp32 when leaving an int8 section
+    batch: int | None = Field(None, ge=1, le=1024)
+    seq_len: int | None = Field(None, ge=8, le=512)
+    threads: int | None = Field(None, ge=1, le=256)
+
+
 class LatencySettings(Strict):
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: Device = Field(default_factory=default_device)
     batch: int = Field(1, ge=1, le=1024)
     seq_len: int = Field(128, ge=8, le=512)
-    dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
-    runtime: Literal["eager", "onnx", "int8"] = "eager"  # the runtime the front is drawn with
-    extra_runtimes: list[Literal["eager", "onnx", "int8"]] = []  # also measured and stored, as separate rows
+    dtype: DType = "fp32"
+    runtime: Runtime = "eager"  # the runtime the front is drawn with
+    extra_runtimes: list[Runtime] = []  # also measured and stored, as separate rows (of the first target)
     threads: int = Field(2, ge=1, le=256)
     warmup: int = Field(10, ge=0)
     min_runs: int = Field(20, ge=5)
     max_runs: int = Field(200, ge=5)
     rel_ci: float = Field(0.02, gt=0, lt=1)
     rounds: int = Field(10, ge=1, le=20)  # interleaved rounds, the teacher re-measured in each as the reference
+    # deployment targets, each measured for every candidate and kept as its own front; the first is the search
+    # objective. Absent: one target, the section's own settings
+    targets: list[LatencyTarget] = []
 
     @model_validator(mode="after")
     def _runs(self):
@@ -47,6 +76,52 @@ class LatencySettings(Strict):
         if (self.dtype == "int8") != (self.runtime == "int8"):
             raise ValueError("int8 is the int8 runtime: set both runtime and dtype to int8 (dynamic quantisation, CPU)")
         return self
+
+    def resolved_targets(self) -> list[dict]:
+        return latency_targets(self.model_dump())
+
+
+def target_names(targets: list[dict]) -> list[str]:
+    """Default names: device-runtime[-dtype]-bBATCH, then -sSEQ_LEN and -tTHREADS where that alone repeats."""
+    names = [f"{t['device']}-{t['runtime']}{'' if t['dtype'] in ('fp32', 'int8') else '-' + t['dtype']}-b{t['batch']}"
+             for t in targets]
+    for more in ("seq_len", "threads"):
+        names = [n + f"-{more[0]}{t[more]}" if names.count(n) > 1 else n for n, t in zip(names, targets)]
+    return names
+
+
+def latency_targets(lat: dict) -> list[dict]:
+    """Every deployment target of a `latency:` section (a dict, as a job's spec is stored) with all of TARGET_FIELDS and
+    a `name`, the search objective first. Without `targets` the one target is the section's own settings."""
+    base = {f: lat.get(f, LatencySettings.model_fields[f].default) for f in TARGET_FIELDS if f != "device"}
+    base["device"] = lat.get("device", "auto")
+    items = lat.get("targets") or [{}]
+    out = []
+    for item in items:
+        t = {**base, **{k: v for k, v in item.items() if k in TARGET_FIELDS and v is not None}}
+        if item.get("dtype") is None and item.get("runtime") is not None:
+            t["dtype"] = "int8" if t["runtime"] == "int8" else ("fp32" if base["dtype"] == "int8" else base["dtype"])
+        out.append(t)
+    return [{"name": item.get("name") or default, **t} for item, t, default in zip(items, out, target_names(out))]
+
+
+def check_latency_targets(lat: LatencySettings) -> None:
+    """What can be wrong with the targets without looking at the machine: int8 pairs with int8, names and settings are
+    unique. (The device checks, e.g. fp16 needs cuda, are the teacher stage's: they resolve `auto`.)"""
+    seen: dict[str, int] = {}
+    settings: dict[tuple, int] = {}
+    for i, t in enumerate(lat.resolved_targets() if lat.targets else []):
+        field = f"latency.targets[{i}]"
+        if (t["dtype"] == "int8") != (t["runtime"] == "int8"):
+            raise SpecError(f"{field}.dtype", f"int8 is the int8 runtime: set both runtime and dtype to int8; found "
+                                              f"runtime {t['runtime']}, dtype {t['dtype']}")
+        key = tuple(t[f] for f in TARGET_FIELDS)
+        if key in settings:
+            raise SpecError(field, f"the same settings as latency.targets[{settings[key]}]")
+        if t["name"] in seen:
+            raise SpecError(f"{field}.name", f"{t['name']!r} is also the name of latency.targets[{seen[t['name']]}]; "
+                                             "give the targets distinct names")
+        seen[t["name"]], settings[key] = i, i
 
 
 class Constraints(Strict):
@@ -67,6 +142,9 @@ class Budgets(Strict):
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
     time_s: float | None = Field(None, gt=0, le=30 * 86400)
+    # a trial that makes no progress for this long while its process lives (a hung kernel or collective) is killed and
+    # run again, as a trial whose worker died is; training steps and latency measurement both count as progress
+    trial_stale_s: float = Field(300.0, ge=5, le=86400)
 
 
 class SupernetSettings(Strict):
@@ -192,6 +270,29 @@ class ModelReference(Strict):
 REFERENCE_KINDS = ("tfidf-linear",)
 
 
+class ComputePolicy(Strict):
+    """Where every stage trains and infers: the device (auto: CUDA when one is visible), the precision (bf16 / fp16 through
+    torch.autocast, fp16 with a gradient scaler) and what each Ray trial or task asks the scheduler for."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # GPUs one small trial asks for (per-trial students, proxy evaluation, HPO configurations); a fraction lets several
+    # share one GPU. Default on CUDA: 1 / budgets.max_concurrent. Teacher-sized steps (supernet, finals) take a whole GPU.
+    gpus_per_trial: float | None = Field(None, ge=0, le=64)
+    cpus_per_trial: int | None = Field(None, ge=1, le=1024)  # default: the node's CPUs / budgets.max_concurrent
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("fp16 trains on cuda (with a gradient scaler); on the CPU use fp32 or bf16")
+        if self.device == "cpu" and self.gpus_per_trial:
+            raise ValueError(f"device cpu asks for no GPU; found gpus_per_trial {self.gpus_per_trial}")
+        g = self.gpus_per_trial
+        if g is not None and g > 1 and g != int(g):
+            raise ValueError(f"more than one GPU per trial must be a whole number (Ray cannot split it); found {g}")
+        return self
+
+
 class JobSpec(Strict):
     name: str = Field(min_length=1, max_length=200)
     teacher: str = "minilm-l6"
@@ -199,7 +300,8 @@ class JobSpec(Strict):
     task: Literal["classification", "pair"] = "classification"
     search_space: str = "bert_small"
     objectives: Objectives = Objectives()
-    latency: LatencySettings = LatencySettings()
+    latency: LatencySettings = Field(default_factory=LatencySettings)  # a factory: its default device is resolved
+    compute: ComputePolicy = ComputePolicy()
     constraints: Constraints = Constraints()
     references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
     budgets: Budgets = Budgets()
@@ -227,9 +329,11 @@ def parse_spec(data: Any) -> JobSpec:
     if not isinstance(data, dict):
         raise SpecError("(spec)", f"expected a mapping of keys, found {type(data).__name__}")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as err:
         raise explain(err) from None
+    check_latency_targets(spec.latency)
+    return spec
 
 
 def load_spec(path: str | pathlib.Path) -> JobSpec:

@@ -83,12 +83,14 @@ def run_sample_search(store: Store, ctx: JobContext, task: HPOTask, hpo, params:
     scheduler = make_scheduler(hpo.algorithm, hpo.scheduler, "accuracy", hpo.reports)
     record = RecordTrials(store.url, job_id, {
         "shape": shape, "shape_key": key, "algorithm": hpo.algorithm, "scheduler": hpo.scheduler,
-        "sample_fraction": hpo.sample_fraction, "epochs": hpo.epochs}, hpo.reports)
+        "sample_fraction": hpo.sample_fraction, "epochs": hpo.epochs}, hpo.reports,
+        {"device": ctx.compute.device, "precision": ctx.compute.precision})
 
     cpus = max(1, task.threads)
     t0 = time.perf_counter()
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(hpo_trainable, ctx=ctx, task=task), {"cpu": cpus}),
+        tune.with_resources(tune.with_parameters(hpo_trainable, ctx=ctx, task=task),
+                            {"cpu": cpus, **({"gpu": ctx.compute.gpus_per_trial} if ctx.compute.gpus_per_trial else {})}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                     max_concurrent_trials=hpo.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=f"job-{job_id}-hpo-{key}-{int(time.time())}", storage_path=str(storage_dir),
@@ -138,13 +140,14 @@ def run_full_retrain(store: Store, ctx: JobContext, task: HPOTask, hpo, params: 
     todo = [w for w in wanted if w[0] not in done]
     if not todo:
         return 0.0
-    remote = ray.remote(num_cpus=max(1, task.threads))(full_retrain_task)
+    remote = ray.remote(num_cpus=max(1, task.threads), **ctx.compute.ray_resources())(full_retrain_task)
     t0 = time.perf_counter()
     pending = {}
     for label, hp, number in todo:
         t = store.add_trial(job_id, "hpo-full", {"shape": shape, "shape_key": key, "hparams": hp, "label": label,
                                                  "sample_trial": number, "epochs": task.full_epochs}, state="RUNNING")
         store.start_trial(t["id"])
+        store.set_trial_compute(t["id"], {"device": ctx.compute.device, "precision": ctx.compute.precision})
         pending[remote.remote(ctx, task, hp, ctx.seed)] = t["id"]
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -88,13 +88,14 @@ def run_waiting(ctx: JobContext, store: Store, waiting: list[dict], strategy, ge
         else:
             bar.write(f"trial {result.get('trial_number')} failed: {result.get('error')}")
 
-    threads = max(1, ctx.threads // spec.budgets.max_concurrent)
+    threads = ctx.trial_threads()
     # fault injection for tests: these trial numbers get poisoned soft targets (a real NaN loss)
     nan_trials = [int(x) for x in os.environ.get("NAS_INJECT_NAN_TRIALS", "").split(",") if x.strip()]
     rerun = sum(t["attempts"] > 0 for t in waiting)
-    run_trials(run_student_trial, [t["id"] for t in waiting], ctx, nas_home() / "ray_results", threads,
-               spec.budgets.max_concurrent, f"job-{ctx.job_id}-gen-{generation}" + (f"-retry-{rerun}" if rerun else ""),
-               on_result, threads=threads, nan_trial_numbers=nan_trials)
+    run_trials(run_student_trial, [t["id"] for t in waiting], ctx, nas_home() / "ray_results",
+               {"cpu": threads, "gpu": ctx.compute.gpus_per_trial}, spec.budgets.max_concurrent,
+               f"job-{ctx.job_id}-gen-{generation}" + (f"-retry-{rerun}" if rerun else ""), on_result, threads=threads,
+               nan_trial_numbers=nan_trials)
     # a trial whose worker (or node) died past Tune's own retry is still RUNNING: run it again, at most 3 starts
     requeued, lost = store.requeue_lost_trials(ctx.job_id, "student", max_attempts=3)
     if requeued or lost:

@@ -12,20 +12,38 @@ from nas.store.store import Store
 
 
 def check(spec: JobSpec, teacher_config: dict) -> None:
-    """The latency protocol the teacher is measured with (every student after it) and the sequence length it reads."""
+    """The latency protocol the teacher is measured with (every student after it) on each deployment target, and the
+    sequence length it reads."""
     lat = spec.latency
-    if lat.dtype in ("fp16", "bf16") and lat.device == "cpu":
-        raise SpecError("latency.dtype", f"{lat.dtype} is measured on device cuda; found device cpu (use fp32)")
-    if lat.device == "cuda" and (lat.runtime != "eager" or any(r != "eager" for r in lat.extra_runtimes)):
-        raise SpecError("latency.runtime", "onnx and int8 are measured on the CPU; on cuda use runtime eager with fp16/bf16")
-    if lat.device == "cuda":
+    positions = teacher_config.get("max_position_embeddings", 512)
+    for i, t in enumerate(lat.resolved_targets()):
+        field = f"latency.targets[{i}]" if lat.targets else "latency"
+        check_target(t, field, lat.extra_runtimes if i == 0 else [])
+        if t["seq_len"] > positions:
+            raise SpecError(f"{field}.seq_len", f"longer than the teacher's {positions} positions")
+    if spec.budgets.max_seq_len > positions:
+        raise SpecError("budgets.max_seq_len", f"longer than the teacher's {positions} positions")
+
+
+def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
+    """One deployment target (all of its settings) on this machine: `auto` resolved first, then fp16/bf16 need cuda,
+    onnx and int8 are CPU runtimes, and cuda must be visible."""
+    device = t["device"]
+    if device == "auto":
+        from nas.latency.measure import resolve_device
+
+        device = resolve_device(device)
+    if t["dtype"] in ("fp16", "bf16") and device == "cpu":
+        raise SpecError(f"{field}.dtype", f"{t['dtype']} is measured on device cuda; found device cpu (use fp32)")
+    if device == "cuda" and (t["runtime"] != "eager" or any(r != "eager" for r in extra_runtimes)):
+        raise SpecError(f"{field}.runtime",
+                        "onnx and int8 are measured on the CPU; on cuda use runtime eager with fp16/bf16")
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise SpecError("latency.device", "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
-    positions = teacher_config.get("max_position_embeddings", 512)
-    if lat.seq_len > positions or spec.budgets.max_seq_len > positions:
-        raise SpecError("budgets.max_seq_len", f"longer than the teacher's {teacher_config.get('max_position_embeddings')} positions")
+            raise SpecError(f"{field}.device",
+                            "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
 
 
 def run(ctx: JobContext, store: Store) -> None:
@@ -33,7 +51,7 @@ def run(ctx: JobContext, store: Store) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.teachers.load import prepare_teacher, teacher_path
+    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path
 
     hf_logging.set_verbosity_error()
     spec, ds = ctx.spec, ctx.dataset
@@ -42,8 +60,17 @@ def run(ctx: JobContext, store: Store) -> None:
     tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
     torch.set_num_threads(ctx.threads)
-    ctx.teacher = prepare_teacher(spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs,
-                                  spec.budgets.max_seq_len, log=ctx.say)
+    args = (spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    ctx.teacher = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    if ctx.teacher is None and (ctx.compute.cuda or ctx.ray_address):
+        # on a GPU, or a cluster where the driver stays on the head: a Ray task where the GPUs are (no progress bar)
+        import ray
+
+        ctx.say(f"teacher: fine-tuning in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
+        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
+        ctx.teacher = ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute))
+    elif ctx.teacher is None:
+        ctx.teacher = prepare_teacher(*args, log=ctx.say, compute=ctx.compute)
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
     ctx.teacher_shape = trial["config"]["shape"]
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
@@ -58,7 +85,7 @@ def run(ctx: JobContext, store: Store) -> None:
 
 def record_teacher(ctx: JobContext, store: Store) -> dict:
     """The teacher as a trial: its dev/test scores, parameters and measured latency. Returns the trial."""
-    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.measure import measure_targets
     from nas.students.bert_slice import count_parameters
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
@@ -74,7 +101,7 @@ def record_teacher(ctx: JobContext, store: Store) -> dict:
             store.add_metric(t["id"], name, value, split, "final")
     store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
     key = "teacher:" + shape.key
-    rows = measure_models(None, {key: teacher}, settings_from_spec(spec.latency), spec.latency.extra_runtimes)[key]
+    rows = measure_targets(None, {key: teacher}, spec.latency)[key]
     for row in rows:
         store.add_latency(t["id"], key, row)
     lat = rows[-1]

@@ -50,6 +50,7 @@ class Trial(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    compute: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # device, precision, GPU name it trained with
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_trials_job_number"),
         Index("ix_trials_job_state", "job_id", "state"),

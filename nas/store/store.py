@@ -23,7 +23,7 @@ TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 
 
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class Store:
@@ -224,6 +224,11 @@ class Store:
                 .values(state="RUNNING", started_at=now, heartbeat_at=now, attempts=Trial.attempts + 1, error=None)
             )
 
+    def set_trial_compute(self, trial_id: int, compute: dict) -> None:
+        """Where the trial trains: {"device", "precision", "gpu"} (stored beside its latency fingerprint)."""
+        with self.Session.begin() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(compute=compute))
+
     def heartbeat(self, trial_id: int) -> None:
         with self.Session.begin() as s:
             s.execute(update(Trial).where(Trial.id == trial_id).values(heartbeat_at=utcnow()))
@@ -306,7 +311,7 @@ class Store:
                 "id": t["id"], "job_id": t["job_id"], "number": t["number"], "kind": t["kind"], "state": t["state"],
                 "config": t["config"], "created_at": t["created_at"], "started_at": t["started_at"],
                 "finished_at": t["finished_at"], "heartbeat_at": t["heartbeat_at"], "attempts": t["attempts"],
-                "error": t["error"], "metrics": metrics[t["id"]], "latency": latency[t["id"]], "artefacts": artefacts[t["id"]],
+                "error": t["error"], "compute": t.get("compute"), "metrics": metrics[t["id"]], "latency": latency[t["id"]], "artefacts": artefacts[t["id"]],
             }
             for t in trials
         ]

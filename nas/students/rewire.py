@@ -15,7 +15,7 @@ from nas.students.shape import Shape
 
 def importance_scores(model: BertForSequenceClassification, tensors: dict[str, torch.Tensor], labels: torch.Tensor,
                       idx, teacher_logits: torch.Tensor | None = None, batch_size: int = 32,
-                      hidden: bool = False) -> dict[str, torch.Tensor]:
+                      hidden: bool = False, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Accumulated |d loss / d mask| over the rows `idx` (a held-out slice of train, never dev), masks all ones.
 
     tensors: input_ids etc. (n, seq) for the whole dataset; labels (n,); teacher_logits (n, classes) optional: the loss is
@@ -23,31 +23,32 @@ def importance_scores(model: BertForSequenceClassification, tensors: dict[str, t
     teacher_logits only when `model` is not that teacher (e.g. a supernet being re-rooted at an assistant): at the
     teacher itself the KL sits at its minimum and every gradient, hence every score, is ~0.
     Returns "head" (layers, heads), "ffn" (layers, ffn) and, when `hidden`, "hidden" (hidden,) summed over the embedding
-    output and every layer's output. Higher = more important.
+    output and every layer's output. Higher = more important. `model` must be on `device`; the masks and each batch are
+    made there, the scores are returned on the CPU.
     """
     cfg = model.config
     full = Shape.of_config(cfg)
     n_layers = cfg.num_hidden_layers
-    masks = {"head": torch.ones(n_layers, full.heads), "ffn": torch.ones(n_layers, full.ffn)}
+    masks = {"head": torch.ones(n_layers, full.heads, device=device), "ffn": torch.ones(n_layers, full.ffn, device=device)}
     if hidden:
-        masks["hidden"] = torch.ones(n_layers + 1, full.hidden)
+        masks["hidden"] = torch.ones(n_layers + 1, full.hidden, device=device)
     masks = {k: m.requires_grad_() for k, m in masks.items()}
     acc = {k: torch.zeros_like(m) for k, m in masks.items()}
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     for i in range(0, len(idx), batch_size):
         b = idx[i:i + batch_size]
-        logits, _ = supernet_forward(model, full, {k: v[b] for k, v in tensors.items()}, masks=masks)
+        logits, _ = supernet_forward(model, full, {k: v[b].to(device) for k, v in tensors.items()}, masks=masks)
         if teacher_logits is not None:
-            loss = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher_logits[b].float(), -1),
+            loss = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher_logits[b].float().to(device), -1),
                             reduction="batchmean", log_target=True)
         else:
-            loss = F.cross_entropy(logits, labels[b])
+            loss = F.cross_entropy(logits, labels[b].to(device))
         # autograd.grad, not backward: only the masks' gradients are wanted, the parameters' .grad stay untouched
         for k, g in zip(masks, torch.autograd.grad(loss, list(masks.values()))):
             acc[k] += g.abs()
     if hidden:
         acc["hidden"] = acc["hidden"].sum(0)
-    return acc
+    return {k: v.cpu() for k, v in acc.items()}
 
 
 @torch.no_grad()
@@ -104,10 +105,12 @@ def permute_units(model: BertForSequenceClassification, head_order: torch.Tensor
 
 def rewire(model: BertForSequenceClassification, tensors: dict[str, torch.Tensor], labels: torch.Tensor, idx,
            teacher_logits: torch.Tensor | None = None, batch_size: int = 32,
-           reorder_hidden: bool = False) -> BertForSequenceClassification:
-    """Score heads and FFN neurons (and hidden dims when `reorder_hidden`) with `importance_scores` on rows `idx` and
-    permute `model` in place so that, in every layer, the most important units come first. Returns `model`, whose
-    outputs are unchanged (up to float summation order)."""
-    s = importance_scores(model, tensors, labels, idx, teacher_logits, batch_size, hidden=reorder_hidden)
+           reorder_hidden: bool = False, device: str = "cpu") -> BertForSequenceClassification:
+    """Score heads and FFN neurons (and hidden dims when `reorder_hidden`) with `importance_scores` on rows `idx` (on
+    `device`) and permute `model` in place so that, in every layer, the most important units come first. Returns
+    `model` on the CPU, whose outputs are unchanged (up to float summation order)."""
+    model.to(device)
+    s = importance_scores(model, tensors, labels, idx, teacher_logits, batch_size, hidden=reorder_hidden, device=device)
+    model.to("cpu")
     order = {k: torch.argsort(v, dim=-1, descending=True, stable=True) for k, v in s.items()}
     return permute_units(model, order["head"], order["ffn"], order.get("hidden"))

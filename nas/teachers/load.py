@@ -12,6 +12,7 @@ import time
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
+from nas.compute import CPU, Compute
 from nas.data import Dataset, cache_dir
 from nas.distill.evaluate import predict_logits, scores
 from nas.distill.loop import DistillSettings, distill, steps_for
@@ -72,16 +73,27 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int) -> pathlib.Path:
+    """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len) is cached."""
+    key = _key(str(teacher_path(name).resolve()), ds.fingerprint(), seed, epochs, max_len)
+    return cache_dir() / "teachers" / key
+
+
+def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int) -> dict | None:
+    """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len) / "teacher.json"
+    return json.loads(info.read_text()) if info.is_file() else None
+
+
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
-                    log=print) -> dict:
+                    log=print, compute: Compute = CPU) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
-    disk by (teacher, dataset, seed, epochs, max_len)."""
+    disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device."""
     src = teacher_path(name)
-    key = _key(str(src.resolve()), ds.fingerprint(), seed, epochs, max_len)
-    out = cache_dir() / "teachers" / key
-    info_path = out / "teacher.json"
-    if info_path.is_file():
-        return json.loads(info_path.read_text())
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len)
+    key = out.name
+    if (out / "teacher.json").is_file():
+        return json.loads((out / "teacher.json").read_text())
     labels = torch.as_tensor(ds.labels)
     tmp = out.with_name(key + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -104,14 +116,14 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         from tqdm import tqdm
 
         bar = tqdm(total=steps, desc="teacher", unit="step", leave=False)
-        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], None, settings, steps, seed,
+        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], None, settings, steps, seed, compute=compute,
                 on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
         bar.close()
         fine_tuned = True
     model.config.architectures = ["BertForSequenceClassification"]
     model.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(src).save_pretrained(tmp / "model")
-    logits = predict_logits(model, tensors)
+    logits = predict_logits(model, tensors, compute=compute)
     torch.save(logits, tmp / "logits.pt")
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,

@@ -220,28 +220,44 @@ def trials(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
 
 @app.command()
 def pareto(job: int = typer.Argument(..., help="Job id."), storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
-           as_json: bool = typer.Option(False, "--json", help="Print the front as JSON.")):
-    """The Pareto front of JOB (dev metric up, measured latency down), with the teacher as reference."""
+           as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
+           target: Optional[str] = typer.Option(None, "--target", help="Only this latency target (its name or index); "
+                                                "default: every target of the job, the search objective first.")):
+    """The Pareto front of JOB (dev metric up, measured latency down) on each latency target, with the teacher as
+    reference."""
     from nas.spec.errors import SpecError
 
     store = _store(storage)
     try:
-        _print_front(store, job, as_json)
+        _print_front(store, job, as_json, target)
     except SpecError as exc:
         _user_error(exc)
 
 
-def _print_front(store, job_id: int, as_json: bool) -> None:
-    from nas.results.front import front_rows
+FRONT_KEYS = ("metric", "latency", "teacher", "assistant", "front", "hypervolume", "fingerprint", "references",
+              "student_tokenizer_ms")
 
-    f = front_rows(store, job_id)
+
+def _print_front(store, job_id: int, as_json: bool, target: str | None = None) -> None:
+    """Every target's front (or `target`'s). JSON: the first one's keys at the top, and `fronts`, one per target."""
+    from nas.results.front import all_fronts, front_rows
+
+    fronts = all_fronts(store, job_id) if target is None else [front_rows(store, job_id, target=target)]
     if as_json:
-        typer.echo(json.dumps({k: f[k] for k in ("metric", "latency", "teacher", "assistant", "front", "hypervolume",
-                                                  "fingerprint", "references", "student_tokenizer_ms")}, default=str))
+        each = [{"target": f["target"], **{k: f[k] for k in FRONT_KEYS}} for f in fronts]
+        typer.echo(json.dumps({**each[0], "fronts": each}, default=str))
         return
+    for f in fronts:
+        _print_one_front(job_id, f, named=len(f["targets"]) > 1)
+
+
+def _print_one_front(job_id: int, f: dict, named: bool) -> None:
     t = f["teacher"]
     fp = f["fingerprint"] or {}
-    typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency "
+    tg = f["target"]
+    on = (f" on target {tg['name']}: {tg['runtime']} {tg['dtype']}, batch {tg['batch']}, seq {tg['seq_len']}"
+          if named else "")
+    typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
                f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
     typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<18} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10}")
     if t:

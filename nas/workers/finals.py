@@ -10,7 +10,7 @@ import numpy as np
 from nas.context import JobContext
 from nas.store.store import Store
 from nas.students.shape import Shape
-from nas.workers.setup import save_model, worker_setup
+from nas.workers.setup import record_compute, save_model, with_oom_retry, worker_setup
 from nas.workers.supernet import soft_targets
 
 
@@ -50,7 +50,7 @@ def transfer_set_task(ctx: JobContext, texts: list[str]) -> str:
     settings = AugmentSettings(copies=int(ctx.spec.search.final.augment), seed=ctx.seed)
     cache = pathlib.Path(ctx.teacher["logits_path"]).parent
     teacher_transfer_set(teacher, tok, ds, train, ctx.spec.budgets.max_seq_len, settings, cache_dir=cache,
-                         log=lambda m: None)
+                         log=lambda m: None, compute=ctx.compute)
     return str(transfer_set_path(cache, train, settings))
 
 
@@ -83,11 +83,11 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
     tid, prefix = task.trial_id, task.metric_prefix
     try:
         store.heartbeat(tid)
+        record_compute(store, tid, ctx)
         # the source of the student's weights: the supernet, the distilled assistant, or the fine-tuned teacher
         init_path = task.init_dir or supernet_dir
         source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
         shape = Shape.from_dict(task.shape)
-        model = extract_subnet(source, shape)
         settings = final_settings(ctx, shape)
         # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
         # and only heads and FFN neurons are reordered, so its hidden dims are the ones every slice keeps); when the
@@ -96,16 +96,21 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         if settings.hidden_weight > 0 or settings.attention_weight > 0:
             inner_teacher = (source if init_path == ctx.teacher["dir"] else BertForSequenceClassification
                              .from_pretrained(ctx.teacher["dir"], attn_implementation="eager").eval())
-        del source
         transfer = torch.load(task.transfer_path) if task.transfer_path else None
         t_soft = soft_targets(task.transfer_soft_paths) if transfer is not None and task.transfer_soft_paths else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
                                           transfer, t_soft)
         steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
-        info = distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
-                       on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
-                       teacher=inner_teacher)
-        del inner_teacher
+
+        def train_once(accumulate: int) -> tuple:
+            model = extract_subnet(source, shape)
+            return model, distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
+                                  on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
+                                  teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate)
+
+        model, info = with_oom_retry(train_once, lambda reason: store.add_metric(tid, prefix + "oom_retries", 1, "train",
+                                                                                 "final"))
+        inner_teacher = source = None  # free them before scoring
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
         for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on
@@ -129,7 +134,7 @@ def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, 
     out = {}
     for split in ("dev", "test"):
         idx = torch.as_tensor(getattr(ctx, f"{split}_idx"))
-        sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
+        sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=ctx.compute), labels[idx])
         for name, value in sc.items():
             store.add_metric(task.trial_id, task.metric_prefix + name, value, split, "final", step=steps)
         out[split] = sc
@@ -147,11 +152,11 @@ def save_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, t
     out = {"model_path": save_model(model, ctx, path / "model")}
     store.add_artefact(ctx.job_id, tid, "model", out["model_path"])
     if task.save_logits:
-        torch.save(predict_logits(model, tensors), path / "logits.pt")
+        torch.save(predict_logits(model, tensors, compute=ctx.compute), path / "logits.pt")
         store.add_artefact(ctx.job_id, tid, "logits", str(path / "logits.pt"))
         out["logits_path"] = str(path / "logits.pt")
         if transfer is not None:
-            torch.save(predict_logits(model, transfer["tensors"]), path / "transfer_logits.pt")
+            torch.save(predict_logits(model, transfer["tensors"], compute=ctx.compute), path / "transfer_logits.pt")
             store.add_artefact(ctx.job_id, tid, "transfer_logits", str(path / "transfer_logits.pt"))
             out["transfer_logits_path"] = str(path / "transfer_logits.pt")
     return out

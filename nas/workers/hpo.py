@@ -56,7 +56,8 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
 
     def evaluate(step: int) -> None:
         state["train_s"] += time.perf_counter() - state.get("t", t0)
-        dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}), labels[dev])
+        dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}, compute=ctx.compute),
+                            labels[dev])
         student.train()
         state.update(dev_scores, steps=step, data_seen=step * settings.batch_size, t=time.perf_counter())
         if on_report:
@@ -69,11 +70,12 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
 
     distill(student, {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train], settings, steps,
             seed=seed, on_step=on_step, teacher=teacher if needs_teacher else None,
-            aux_probs=aux[train] if (aux is not None and settings.relevance_weight > 0) else None)
+            aux_probs=aux[train] if (aux is not None and settings.relevance_weight > 0) else None, compute=ctx.compute)
     out = {k: state[k] for k in ("accuracy", "f1_macro", "steps", "train_s")}
     if with_test:
         test = torch.as_tensor(ctx.test_idx)
-        out["test"] = scores(predict_logits(student, {k: v[test] for k, v in tensors.items()}), labels[test])
+        out["test"] = scores(predict_logits(student, {k: v[test] for k, v in tensors.items()}, compute=ctx.compute),
+                             labels[test])
     return out
 
 

@@ -11,7 +11,7 @@ from nas.context import JobContext
 from nas.spec.space import StudentSpace
 from nas.store.store import Store
 from nas.students.shape import Shape
-from nas.workers.setup import worker_setup
+from nas.workers.setup import record_compute, worker_setup
 
 
 @dataclass
@@ -49,6 +49,7 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
     tensors, labels = worker_setup(ctx)
     store = Store(ctx.storage, migrate=False)
     store.start_trial(trial_id)
+    record_compute(store, trial_id, ctx)
     try:
         sn = ctx.spec.search.supernet
         if rnd.init_dir:
@@ -58,7 +59,7 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
         teacher_logits = soft_targets(rnd.target_logits_paths or [ctx.teacher["logits_path"]])
         if sn.rewire:
             # importance from cross-entropy on held-out train rows: KL to the teacher's own logits is flat at the teacher
-            rewire(model, tensors, labels, rnd.rewire_idx)
+            rewire(model, tensors, labels, rnd.rewire_idx, device=ctx.compute.device)
         out = pathlib.Path(ctx.artefact_dir) / rnd.out_name
         out.mkdir(parents=True, exist_ok=True)
         settings = DistillSettings(**{**ctx.space.distill.model_dump(), "lr": sn.lr})
@@ -72,7 +73,8 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
 
         info = train_supernet(model, teacher_logits, tensors, labels, rnd.train_idx, StudentSpace(**rnd.space), rnd.steps,
                               settings, n_random=sn.n_random, hidden_weight=sn.hidden_weight, seed=ctx.seed,
-                              checkpoint_path=out / "checkpoint.pt", checkpoint_every=sn.checkpoint_every, on_step=on_step)
+                              checkpoint_path=out / "checkpoint.pt", checkpoint_every=sn.checkpoint_every, on_step=on_step,
+                              compute=ctx.compute)
         save_model(model, ctx, out / "model")
         store.add_artefact(ctx.job_id, trial_id, "checkpoint", str(out / "checkpoint.pt"))
         store.add_artefact(ctx.job_id, trial_id, "supernet", str(out / "model"))
@@ -98,9 +100,10 @@ def evaluate_shapes_task(ctx: JobContext, supernet_dir: str, items: list[dict], 
     tensors, labels = worker_setup(ctx)
     store = Store(ctx.storage, migrate=False)
     model = BertForSequenceClassification.from_pretrained(supernet_dir, attn_implementation="eager").eval()
+    model.to(ctx.compute.device)  # every shape is scored on the device; its extracted copy lands on the CPU
     results, subs = [], {}
     try:
-        with heavy_work():
+        with heavy_work(ctx.compute.device):
             for item in items:
                 r, sub = score_shape(ctx, store, model, supernet_dir, item, tensors, labels, probe_idx)
                 results.append(r)
@@ -122,11 +125,12 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
 
     tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
     store.start_trial(tid)
+    record_compute(store, tid, ctx)
     try:
         dev = labels[ctx.dev_idx]
-        head = scores(shape_logits(model, shape, tensors, ctx.dev_idx), dev)
+        head = scores(shape_logits(model, shape, tensors, ctx.dev_idx, compute=ctx.compute), dev)
         if ctx.spec.search.supernet.proxy == "probe":  # the ranking metric is the probe's; the head's is kept beside it
-            sc = scores(probe_logits(model, shape, tensors, labels, probe_idx, ctx.dev_idx), dev)
+            sc = scores(probe_logits(model, shape, tensors, labels, probe_idx, ctx.dev_idx, compute=ctx.compute), dev)
             store.add_metric(tid, "head_accuracy", head["accuracy"], "dev", "proxy")
         else:
             sc = head
@@ -145,14 +149,12 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
 
 def measure_shapes(ctx: JobContext, store: Store, subs: dict, results: list[dict]) -> None:
     """Measure the scored shapes together (the teacher re-measured in every round) and finish their trials."""
-    from nas.latency.measure import measure_models, settings_from_spec
+    from nas.latency.measure import measure_targets
     from nas.teachers.load import load_teacher
 
-    lat = ctx.spec.latency
     try:
         teacher = load_teacher(ctx.teacher)
-        rows = measure_models(store, {s.key: m for s, m in subs.values()}, settings_from_spec(lat), lat.extra_runtimes,
-                              reference=teacher)
+        rows = measure_targets(store, {s.key: m for s, m in subs.values()}, ctx.spec.latency, reference=teacher)
     except Exception as exc:
         for r in results:
             if r["trial_id"] in subs:

@@ -18,7 +18,7 @@ def distil(state: SupernetRun, task: FinalTask) -> dict:
     """One standalone distillation in a Ray task (a whole node's CPUs)."""
     import ray
 
-    remote = ray.remote(num_cpus=state.ctx.threads)(final_distill_task)
+    remote = ray.remote(num_cpus=state.ctx.threads, **state.ctx.compute.ray_resources(whole_gpu=True))(final_distill_task)
     return ray.get(remote.remote(state.ctx, task, state.supernet_dir))
 
 
@@ -30,7 +30,7 @@ def transfer_set(state: SupernetRun) -> None:
     if fin.augment and state.transfer_path is None:
         ctx.say(f"final: labelling {fin.augment} augmented copies of {len(ctx.train_idx)} train texts with the "
                 "teacher (cached)")
-        task = ray.remote(num_cpus=ctx.threads)(transfer_set_task)
+        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(transfer_set_task)
         state.transfer_path = ray.get(task.remote(ctx, list(ctx.dataset.texts)))
 
 

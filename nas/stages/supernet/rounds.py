@@ -73,7 +73,8 @@ def supernet_round(state: SupernetRun, round_no: int, space: StudentSpace, steps
     tid = sup[-1]["id"] if sup else store.add_trial(ctx.job_id, "supernet", config)["id"]
     rnd = SupernetRound(space=space.model_dump(), steps=steps, train_idx=state.sn_train.tolist(),
                         rewire_idx=state.held.tolist(), **overrides)
-    ref = ray.remote(num_cpus=ctx.threads)(train_supernet_task).remote(ctx, tid, rnd)
+    task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(train_supernet_task)
+    ref = task.remote(ctx, tid, rnd)
     bar = tqdm(total=steps, desc="supernet" if round_no == 1 else f"supernet (round {round_no})", unit="step",
                disable=not ctx.progress)
     while True:

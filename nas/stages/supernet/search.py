@@ -27,7 +27,7 @@ def evaluate(state: SupernetRun, items: list[dict]) -> list[dict]:
 
     from nas.workers.supernet import evaluate_shapes_task
 
-    task = ray.remote(num_cpus=state.ctx.threads)(evaluate_shapes_task)
+    task = ray.remote(num_cpus=state.ctx.threads, **state.ctx.compute.ray_resources())(evaluate_shapes_task)
     return ray.get(task.remote(state.ctx, state.supernet_dir, items, state.probe_idx))
 
 

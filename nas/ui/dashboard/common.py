@@ -1,5 +1,6 @@
 """What every dashboard page shares: the access gate, the read-only store, cached loaders, the job picker and the
-front figure. The pages themselves are the scripts in dashboard/views/ (`dashboard/app.py` is the entry point).
+front figures (one latency target's, and every target's front together). The pages themselves are the scripts in
+dashboard/views/ (`dashboard/app.py` is the entry point).
 
 Started by `nas dashboard` (127.0.0.1 by default). It reads the store through a read-only connection (SQLite mode=ro,
 PostgreSQL read-only transactions), so it never takes a write lock on a running job's database; the submit page alone
@@ -16,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from nas.results.front import front_rows
+from nas.results.front import all_fronts
 from nas.store import Store
 from nas.ui.dashboard import data as dd
 
@@ -78,11 +79,12 @@ def load_jobs() -> pd.DataFrame:
 
 @st.cache_data(ttl=LIVE_S, show_spinner=False)
 def load_job(job_id: int) -> dict:
+    """The job's trials as a frame, the front of its first latency target (the search objective) and every target's."""
     store = store_or_stop()
     trials = store.trials(job_id)
-    f = front_rows(store, job_id, trials)
-    df = dd.trial_frame(trials, f["metric"])
-    return {"front": f, "df": df}
+    fronts = all_fronts(store, job_id, trials)
+    df = dd.trial_frame(trials, fronts[0]["metric"])
+    return {"front": fronts[0], "fronts": fronts, "df": df}
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -143,4 +145,29 @@ def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
                       height=480, margin={"t": 30}, legend={"orientation": "h"})
     if x in ("p50_ms", "p90_ms"):
         fig.update_xaxes(type="log")
+    return fig
+
+
+def target_label(t: dict) -> str:
+    return (f"{t['name']} · {t['device']} {t['runtime']} {t['dtype']}, batch {t['batch']}, seq {t['seq_len']}"
+            + (f", {t['threads']} threads" if t["device"] != "cuda" else ""))
+
+
+def targets_figure(fronts: list[dict]) -> go.Figure:
+    """Every latency target's front (and its teacher) on one figure: x is each target's own measured latency."""
+    fig = go.Figure()
+    for f in fronts:
+        name, pts, t = f["target"]["name"], f["front"], f["teacher"]
+        fig.add_trace(go.Scatter(
+            x=[r["latency_ms"] for r in pts], y=[r["metric"] for r in pts], mode="lines+markers", line={"shape": "hv"},
+            name=f"front · {name}", customdata=[[r["trial"], r["speedup"] or 0] for r in pts],
+            hovertemplate="trial %{customdata[0]}<br>%{x:.3f} ms · %{customdata[1]:.1f}x the teacher<br>%{y:.4f}"
+                          f"<extra>{name}</extra>"))
+        if t:
+            fig.add_trace(go.Scatter(x=[t["latency_ms"]], y=[t["metric"]], mode="markers", name=f"teacher · {name}",
+                                     marker={"symbol": "star", "size": 14}))
+    f0 = fronts[0]
+    fig.update_layout(xaxis_title=f"{f0['latency']} ms on each target", yaxis_title=f"{f0['metric']} (dev)", height=420,
+                      margin={"t": 30}, legend={"orientation": "h"})
+    fig.update_xaxes(type="log")
     return fig

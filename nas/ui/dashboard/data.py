@@ -62,6 +62,38 @@ def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TARGET_COLS = ("p50_ms", "p90_ms", "cv", "runtime", "dtype", "fingerprint_id")
+
+
+def target_frame(df: pd.DataFrame, front: dict) -> pd.DataFrame:
+    """The trial frame as measured on one latency target: each student's latency columns from its row on the target
+    (`front_rows(...)["rows"]`); students without one are left out, the other kinds kept as they are."""
+    if df.empty:
+        return df
+    by_trial = {r["trial"]: r for r in front["rows"]}
+    out = df[(df["kind"] != "student") | df["trial"].isin(list(by_trial))].copy()
+    students = out["kind"] == "student"
+    for col in TARGET_COLS:
+        out[col] = out[col].astype(object)
+        out.loc[students, col] = [by_trial[t][col] for t in out.loc[students, "trial"]]
+    for col in ("p50_ms", "p90_ms", "cv"):
+        out[col] = pd.to_numeric(out[col])
+    return out
+
+
+def targets_table(fronts: list[dict]) -> pd.DataFrame:
+    """One row per latency target: its settings, the teacher's latency on it, the front's size and hypervolume."""
+    rows = []
+    for f in fronts:
+        t, teacher = f["target"], f["teacher"] or {}
+        settings = {k: t[k] for k in ("device", "runtime", "dtype", "batch", "seq_len", "threads")}
+        rows.append({"target": t["name"], **settings, "teacher_ms": teacher.get("latency_ms"), "students": len(f["rows"]),
+                     "front points": len(f["front"]),
+                     "best speedup": max((r["speedup"] or 0 for r in f["front"]), default=None),
+                     "hypervolume": f["hypervolume"]})
+    return pd.DataFrame(rows)
+
+
 def front_mask(df: pd.DataFrame, x: str = "p50_ms", y: str = "metric") -> np.ndarray:
     """Boolean mask of the non-dominated rows (y up, x down) among rows with both values."""
     from nas.search.pareto import pareto_front

@@ -1,0 +1,141 @@
+"""The compute policy (issue 24): spec validation, resolution, GPU requests scheduled by real Ray on GPUs declared on
+this CPU machine, one retry at half the batch after a real torch.OutOfMemoryError, and a hung trial killed by its
+watchdog and run again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import real_job, tiny_job_spec
+
+from nas.compute import Compute, resolve
+from nas.spec.errors import SpecError
+from nas.spec.job import ComputePolicy, parse_spec
+from nas.workers.setup import with_oom_retry
+
+
+def spec_with(compute: dict):
+    return parse_spec({"name": "x", "dataset": "bbc-news", "compute": compute})
+
+
+@pytest.mark.parametrize("compute, field, words", [
+    ({"device": "cpu", "precision": "fp16"}, "compute", "fp16 trains on cuda"),
+    ({"device": "cpu", "gpus_per_trial": 0.5}, "compute", "asks for no GPU"),
+    ({"device": "cuda", "gpus_per_trial": 1.5}, "compute", "whole number"),
+    ({"device": "tpu"}, "compute.device", "Input should be"),
+    ({"precision": "fp8"}, "compute.precision", "Input should be"),
+])
+def test_impossible_compute_policies_are_spec_errors(compute, field, words):
+    with pytest.raises(SpecError) as err:
+        spec_with(compute)
+    assert err.value.field == field and words in err.value.message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+@pytest.mark.parametrize("compute, field", [({"device": "cuda"}, "compute.device"),
+                                            ({"precision": "fp16"}, "compute.precision")])
+def test_what_this_machine_cannot_run_is_refused_before_anything_is_written(compute, field, sqlite_url):
+    from nas.pipeline import run_job
+    from nas.store import Store
+
+    store = Store(sqlite_url)
+    with pytest.raises(SpecError) as err:
+        run_job(spec_with(compute), store)
+    assert err.value.field == field
+    assert store.list_jobs() == []
+
+
+def test_resolution_auto_is_cuda_only_where_a_gpu_is_seen():
+    auto = ComputePolicy()
+    assert resolve(auto, cuda_available=False) == Compute("cpu", "fp32")
+    gpu = resolve(auto, max_concurrent=4, cuda_available=True)
+    assert (gpu.device, gpu.gpus_per_trial, gpu.gpus_per_task) == ("cuda", 0.25, 1.0)  # 4 small trials share a GPU
+    assert gpu.ray_resources() == {"num_gpus": 0.25} and gpu.ray_resources(whole_gpu=True) == {"num_gpus": 1.0}
+    assert resolve(ComputePolicy(gpus_per_trial=2), cuda_available=True).ray_resources() == {"num_gpus": 2.0}
+    assert resolve(ComputePolicy(device="cpu"), cuda_available=True).ray_resources() == {}
+
+
+def test_out_of_memory_is_retried_once_at_half_the_batch():
+    calls = []
+
+    def train(accumulate: int):
+        calls.append(accumulate)
+        if accumulate == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "trained"
+
+    reasons = []
+    assert with_oom_retry(train, reasons.append) == "trained" and calls == [1, 2]
+    assert "OutOfMemoryError" in reasons[0]
+
+    def always(accumulate: int):
+        raise torch.OutOfMemoryError(f"CUDA out of memory at accumulate {accumulate}")
+
+    with pytest.raises(RuntimeError, match="at the full batch .* and at half the batch"):
+        with_oom_retry(always)
+
+
+def test_accumulated_half_batches_train_like_the_whole_batch():
+    """The OOM retry's promise: the same effective batch. Two accumulated halves give the gradients of the whole."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nas.distill.loop import DistillSettings, distill
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     max_position_embeddings=16, num_labels=2, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    base = BertForSequenceClassification(cfg)
+    x = {"input_ids": torch.randint(1, 100, (16, 8)), "attention_mask": torch.ones(16, 8, dtype=torch.long)}
+    y, soft = torch.randint(0, 2, (16,)), torch.randn(16, 2)
+    settings = DistillSettings(lr=1e-2, batch_size=16, warmup_ratio=0.0)
+    outs = []
+    for accumulate in (1, 2):
+        model = BertForSequenceClassification(cfg)
+        model.load_state_dict(base.state_dict())
+        info = distill(model, x, y, soft, settings, steps=3, accumulate=accumulate)
+        outs.append((model, info["final_loss"]))
+    for a, b in zip(outs[0][0].parameters(), outs[1][0].parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
+
+
+GPU_JOB = tiny_job_spec("gpu-sched").replace("budgets: {trials: 3,", "budgets: {trials: 2, max_concurrent: 2,") + \
+    "compute: {device: cuda, gpus_per_trial: 0.5, cpus_per_trial: 1}\n"
+
+
+def test_trials_ask_ray_for_gpu_fractions_and_share_one_declared_gpu(tmp_path, monkeypatch):
+    """Real Ray with one GPU declared on this CPU machine: the job's two students each ask for half of it, run at
+    once, and each records what Ray assigned to it (NAS_GPU_AS_CPU keeps the tensors on the CPU)."""
+    from nas.service.cluster import init_ray
+
+    monkeypatch.setenv("NAS_GPU_AS_CPU", "1")
+    init_ray(num_cpus=2, num_gpus=1)
+    with real_job(tmp_path, GPU_JOB) as j:
+        students = j["store"].trials(j["job_id"], kind="student")
+        assert [t["state"] for t in students] == ["COMPLETE", "COMPLETE"]
+        assert all(t["compute"]["assigned"].get("GPU") == 0.5 for t in students), [t["compute"] for t in students]
+        assert all(t["compute"]["device"] == "cpu" and t["compute"]["precision"] == "fp32" for t in students)
+        a, b = sorted(students, key=lambda t: t["started_at"])
+        assert b["started_at"] < a["finished_at"], "the two half-GPU trials should overlap on the one GPU"
+
+
+def test_a_trial_out_of_gpu_memory_is_retried_at_half_the_batch_and_the_job_goes_on(tmp_path):
+    with real_job(tmp_path, tiny_job_spec("oom"), NAS_INJECT_OOM_TRIALS="2") as j:
+        students = {t["number"]: t for t in j["store"].trials(j["job_id"], kind="student")}
+        assert all(t["state"] == "COMPLETE" for t in students.values())
+        retried = [m for m in students[2]["metrics"] if m["name"] == "oom_retries"]
+        assert retried and retried[0]["value"] == 1
+        assert not any(m["name"] == "oom_retries" for n, t in students.items() if n != 2 for m in t["metrics"])
+
+
+def test_a_hung_trial_is_killed_after_the_staleness_limit_and_runs_again(tmp_path):
+    spec = tiny_job_spec("hang").replace("budgets: {trials: 3,", "budgets: {trials: 2, trial_stale_s: 8,")
+    with real_job(tmp_path, spec, NAS_INJECT_HANG_TRIALS="2") as j:
+        t = j["store"].get_trial_by_number(j["job_id"], 2)
+        assert t["state"] == "COMPLETE" and t["attempts"] >= 2, (t["state"], t["attempts"], t["error"])
+        job = j["store"].get_job(j["job_id"])
+        assert job["status"] == "COMPLETE"
+        # killed within the limit plus the watchdog's poll, not after the hour the hook sleeps
+        assert (job["finished_at"] - job["started_at"]).total_seconds() < 600
