@@ -105,37 +105,46 @@ GPU_JOB = tiny_job_spec("gpu-sched").replace("budgets: {trials: 3,", "budgets: {
     "compute: {device: cuda, gpus_per_trial: 0.5, cpus_per_trial: 1}\n"
 
 
-def test_trials_ask_ray_for_gpu_fractions_and_share_one_declared_gpu(tmp_path, monkeypatch):
-    """Real Ray with one GPU declared on this CPU machine: the job's two students each ask for half of it, run at
-    once, and each records what Ray assigned to it (NAS_GPU_AS_CPU keeps the tensors on the CPU)."""
+@pytest.fixture(scope="module")
+def gpu_job(tmp_path_factory):
+    """One real job for two checks: one GPU declared to real Ray on this CPU machine (NAS_GPU_AS_CPU keeps the tensors
+    on the CPU), two students asking for half of it each, and trial 2 hit by a real torch.OutOfMemoryError at its first
+    whole-batch step (NAS_INJECT_OOM_TRIALS)."""
+    import os
+
     from nas.service.cluster import init_ray
 
-    monkeypatch.setenv("NAS_GPU_AS_CPU", "1")
-    init_ray(num_cpus=2, num_gpus=1)
-    with real_job(tmp_path, GPU_JOB) as j:
-        students = j["store"].trials(j["job_id"], kind="student")
-        assert [t["state"] for t in students] == ["COMPLETE", "COMPLETE"]
-        assert all(t["compute"]["assigned"].get("GPU") == 0.5 for t in students), [t["compute"] for t in students]
-        assert all(t["compute"]["device"] == "cpu" and t["compute"]["precision"] == "fp32" for t in students)
-        a, b = sorted(students, key=lambda t: t["started_at"])
-        assert b["started_at"] < a["finished_at"], "the two half-GPU trials should overlap on the one GPU"
+    hooks = {"NAS_GPU_AS_CPU": "1", "NAS_INJECT_OOM_TRIALS": "2"}  # set before Ray starts: its workers inherit them
+    old = {k: os.environ.get(k) for k in hooks}
+    os.environ.update(hooks)
+    try:
+        init_ray(num_cpus=2, num_gpus=1)
+        with real_job(tmp_path_factory.mktemp("gpu"), GPU_JOB) as j:
+            yield j
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def test_a_trial_out_of_gpu_memory_is_retried_at_half_the_batch_and_the_job_goes_on(tmp_path):
-    with real_job(tmp_path, tiny_job_spec("oom"), NAS_INJECT_OOM_TRIALS="2") as j:
-        students = {t["number"]: t for t in j["store"].trials(j["job_id"], kind="student")}
-        assert all(t["state"] == "COMPLETE" for t in students.values())
-        retried = [m for m in students[2]["metrics"] if m["name"] == "oom_retries"]
-        assert retried and retried[0]["value"] == 1
-        assert not any(m["name"] == "oom_retries" for n, t in students.items() if n != 2 for m in t["metrics"])
+def test_trials_ask_ray_for_gpu_fractions_and_share_one_declared_gpu(gpu_job):
+    """Each student asks for half of the one declared GPU, the two run at once, and each records what Ray assigned it."""
+    students = gpu_job["store"].trials(gpu_job["job_id"], kind="student")
+    assert [t["state"] for t in students] == ["COMPLETE", "COMPLETE"]
+    assert all(t["compute"]["assigned"].get("GPU") == 0.5 for t in students), [t["compute"] for t in students]
+    assert all(t["compute"]["device"] == "cpu" and t["compute"]["precision"] == "fp32" for t in students)
+    a, b = sorted(students, key=lambda t: t["started_at"])
+    assert b["started_at"] < a["finished_at"], "the two half-GPU trials should overlap on the one GPU"
 
 
-def test_a_hung_trial_is_killed_after_the_staleness_limit_and_runs_again(tmp_path):
-    spec = tiny_job_spec("hang").replace("budgets: {trials: 3,", "budgets: {trials: 2, trial_stale_s: 8,")
-    with real_job(tmp_path, spec, NAS_INJECT_HANG_TRIALS="2") as j:
-        t = j["store"].get_trial_by_number(j["job_id"], 2)
-        assert t["state"] == "COMPLETE" and t["attempts"] >= 2, (t["state"], t["attempts"], t["error"])
-        job = j["store"].get_job(j["job_id"])
-        assert job["status"] == "COMPLETE"
-        # killed within the limit plus the watchdog's poll, not after the hour the hook sleeps
-        assert (job["finished_at"] - job["started_at"]).total_seconds() < 600
+def test_a_trial_out_of_gpu_memory_is_retried_at_half_the_batch_and_the_job_goes_on(gpu_job):
+    students = {t["number"]: t for t in gpu_job["store"].trials(gpu_job["job_id"], kind="student")}
+    assert gpu_job["store"].get_job(gpu_job["job_id"])["status"] == "COMPLETE"
+    assert all(t["state"] == "COMPLETE" for t in students.values())
+    retried = [m for m in students[2]["metrics"] if m["name"] == "oom_retries"]
+    assert retried and retried[0]["value"] == 1
+    assert not any(m["name"] == "oom_retries" for n, t in students.items() if n != 2 for m in t["metrics"])
+    assert students[2]["attempts"] == 1  # retried inside its attempt, not by a restart
+
+
+# the hung trial (NAS_INJECT_HANG_TRIALS, budgets.trial_stale_s) shares the real job of tests/test_latency_targets.py:
+# test_a_hung_trial_is_killed_after_the_staleness_limit_and_runs_again
