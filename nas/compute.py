@@ -78,11 +78,12 @@ def device_of(model) -> str:
 
 
 def gpu_name(device: str) -> str | None:
+    """The GPU's name on a cuda device this process sees; None elsewhere (a driver on a cluster's GPU-less head)."""
     if device != "cuda":
         return None
     import torch
 
-    return torch.cuda.get_device_name(torch.cuda.current_device())
+    return torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else None
 
 
 def cuda_visible() -> bool:
