@@ -132,6 +132,8 @@ def test_trials_ask_ray_for_gpu_fractions_and_share_one_declared_gpu(gpu_job):
     assert [t["state"] for t in students] == ["COMPLETE", "COMPLETE"]
     assert all(t["compute"]["assigned"].get("GPU") == 0.5 for t in students), [t["compute"] for t in students]
     assert all(t["compute"]["device"] == "cpu" and t["compute"]["precision"] == "fp32" for t in students)
+    teacher = gpu_job["store"].trials(gpu_job["job_id"], kind="teacher")[0]
+    assert teacher["compute"] == {"device": "cpu", "precision": "fp32", "gpu": None}  # the fine-tuned teacher too
     a, b = sorted(students, key=lambda t: t["started_at"])
     assert b["started_at"] < a["finished_at"], "the two half-GPU trials should overlap on the one GPU"
 

@@ -3,6 +3,7 @@ fill the job context with the splits and the token cache every later stage reads
 
 from __future__ import annotations
 
+from nas.compute import gpu_name
 from nas.context import JobContext
 from nas.data import split_indices, stratified_sample, token_cache_path, tokenize
 from nas.spec.errors import SpecError
@@ -96,6 +97,9 @@ def record_teacher(ctx: JobContext, store: Store) -> dict:
     t = store.add_trial(ctx.job_id, "teacher", {"shape": shape.as_dict(), "source": info["source"], "dir": info["dir"],
                                                 "fine_tuned": info["fine_tuned"]}, state="RUNNING")
     store.start_trial(t["id"])
+    if info["fine_tuned"]:  # where the fine-tuning of this run (or of the run that filled the cache) trained
+        store.set_trial_compute(t["id"], {"device": ctx.compute.device, "precision": ctx.compute.precision,
+                                          "gpu": gpu_name(ctx.compute.device)})
     for split in ("dev", "test"):
         for name, value in info[split].items():
             store.add_metric(t["id"], name, value, split, "final")
