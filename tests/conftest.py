@@ -23,6 +23,10 @@ DEFAULT_TEST_CACHE = REPO / ".nas" / "test-cache"
 
 # Keep the suite light on a shared 2-core machine: torch runs on one thread in this process (see pytest_configure).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every real job the suite runs (in this process, a `nas` subprocess or a Ray worker) has torch's default device set to
+# `meta` in its stages and workers, so a tensor made without an explicit device fails the test that ran it: the CUDA
+# path differs from the tested one only in the device's name (nas/compute.py, tests/test_strict_devices.py)
+os.environ.setdefault("NAS_STRICT_DEVICES", "1")
 
 
 def pytest_configure(config):

@@ -45,13 +45,14 @@ def embedding_neighbours(tokenizer, embeddings: torch.Tensor, k: int = 8, chunk:
     special = set(tokenizer.all_special_tokens)
     words = sorted((i, w) for w, i in vocab.items()
                    if w.isalpha() and w not in special and not w.startswith("##") and len(w) > 1 and i < len(embeddings))
-    ids = torch.tensor([i for i, _ in words])
+    ids = torch.tensor([i for i, _ in words], device="cpu")
     names = [w for _, w in words]
     e = torch.nn.functional.normalize(embeddings[ids].float(), dim=1)
     out: dict[str, list[str]] = {}
     for start in range(0, len(ids), chunk):
         sim = e[start:start + chunk] @ e.T
-        sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -2.0  # not itself
+        rows = torch.arange(sim.shape[0], device="cpu")
+        sim[rows, rows + start] = -2.0  # not itself
         top = sim.topk(k, dim=1).indices
         for r, row in enumerate(top.tolist()):
             out[names[start + r]] = [names[j] for j in row]
@@ -103,21 +104,22 @@ def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: Aug
                          cache_dir: str | pathlib.Path | None = None, log=print, compute: Compute = CPU) -> dict:
     """Augmented copies of the train rows, tokenised and labelled by `teacher`: {"tensors": {...} (m, seq), "logits":
     (m, classes), "source": (m,) row index into the dataset}. Cached under `cache_dir` when given."""
+    from nas.data import encode
     from nas.distill.evaluate import predict_logits
 
     if ds.task != "classification":
         raise ValueError("augmentation is implemented for single-text classification")
     path = transfer_set_path(cache_dir, train_idx, s) if cache_dir else None
     if path is not None and path.is_file():
-        return torch.load(path)
+        return torch.load(path, map_location="cpu")
     train_idx = np.asarray(train_idx)
     texts = [ds.texts[i] for i in train_idx]
     emb = teacher.get_input_embeddings().weight.detach()
     new, src = augment_texts(texts, tokenizer, emb, s)
-    enc = tokenizer(new, truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
-    tensors = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    tensors = encode(tokenizer, new, max_len)
     log(f"labelling {len(new)} augmented rows with the teacher (cached afterwards)")
-    out = {"tensors": tensors, "logits": predict_logits(teacher, tensors, compute=compute), "source": torch.as_tensor(train_idx[src])}
+    out = {"tensors": tensors, "logits": predict_logits(teacher, tensors, compute=compute),
+           "source": torch.as_tensor(train_idx[src], device="cpu")}
     if path is not None:
         save_atomic(out, path)
     return out
@@ -127,14 +129,14 @@ def with_transfer_set(tensors: dict, labels: torch.Tensor, soft: torch.Tensor, t
                       transfer_soft: torch.Tensor | None = None):
     """Train rows plus the transfer set, as the arguments of `distill`: (tensors, labels, soft, hard_mask). Augmented
     rows take the label of their source text as a placeholder (masked out of the hard loss)."""
-    tr = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
+    tr = torch.as_tensor(np.asarray(train_idx), dtype=torch.long, device="cpu")
     x = {k: v[tr] for k, v in tensors.items()}
-    y, t, hard = labels[tr], soft[tr], torch.ones(len(tr), dtype=torch.bool)
+    y, t, hard = labels[tr], soft[tr], torch.ones(len(tr), dtype=torch.bool, device="cpu")
     if transfer is None:
         return x, y, t, hard
     extra = transfer["logits"] if transfer_soft is None else transfer_soft
     x = {k: torch.cat([v, transfer["tensors"][k]]) for k, v in x.items()}
     y = torch.cat([y, labels[transfer["source"]]])
     t = torch.cat([t, extra.to(t.dtype)])
-    hard = torch.cat([hard, torch.zeros(len(extra), dtype=torch.bool)])
+    hard = torch.cat([hard, torch.zeros(len(extra), dtype=torch.bool, device="cpu")])
     return x, y, t, hard

@@ -97,7 +97,8 @@ def aux_probs_path(dataset, train_idx, dev_idx, seed: int, log=print) -> pathlib
         return path
     probs = fit_aux_probs(dataset.texts, np.asarray(dataset.labels), train, dataset.task, seed)
     dev = np.asarray(dev_idx)
-    acc = scores(torch.as_tensor(probs[dev]), torch.as_tensor(np.asarray(dataset.labels)[dev]))["accuracy"]
+    acc = scores(torch.as_tensor(probs[dev], device="cpu"),
+                 torch.as_tensor(np.asarray(dataset.labels)[dev], device="cpu"))["accuracy"]
     log(f"auxiliary teacher (gradient-boosted trees on lexical features): dev accuracy {acc:.4f}")
-    save_atomic(torch.as_tensor(probs, dtype=torch.float32), path)
+    save_atomic(torch.as_tensor(probs, dtype=torch.float32, device="cpu"), path)
     return path

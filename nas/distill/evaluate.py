@@ -13,7 +13,9 @@ def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Row order by true length (shortest first), so that batches of similar length trim most of their padding."""
     mask = tensors.get("attention_mask")
     n = len(next(iter(tensors.values())))
-    return torch.argsort(mask.sum(1), stable=True) if mask is not None and mask.dim() == 2 else torch.arange(n)
+    if mask is not None and mask.dim() == 2:
+        return torch.argsort(mask.sum(1), stable=True)
+    return torch.arange(n, device="cpu")
 
 
 @torch.inference_mode()

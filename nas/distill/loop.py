@@ -113,7 +113,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
         opt.zero_grad(set_to_none=True)
         last = 0.0
         for part in (np.array_split(idx, accumulate) if accumulate > 1 else [idx]):
-            rows = torch.as_tensor(part)
+            rows = torch.as_tensor(part, device="cpu")
             batch = {"labels": labels[rows], **({"soft": teacher_logits[rows]} if teacher_logits is not None else {}),
                      **({"hard": hard_mask[rows]} if hard_mask is not None else {}),
                      **({"aux": aux_probs[rows]} if settings.relevance_weight > 0 else {})}

@@ -17,7 +17,7 @@ from nas.students.shape import Shape
 def _by_length(shape_fn, tensors: dict[str, torch.Tensor], idx, batch_size: int, compute: Compute = CPU) -> torch.Tensor:
     """`shape_fn(batch)` over rows `idx` in length-sorted batches with padding trimmed (on the compute device, in its
     precision), rows back in `idx` order, on the CPU."""
-    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device="cpu")
     if len(idx) == 0:
         raise ValueError("no rows to evaluate")
     sub = {k: v[idx] for k, v in tensors.items()}
@@ -58,15 +58,16 @@ def probe_logits(model, shape: Shape, tensors: dict[str, torch.Tensor], labels: 
     fit_idx = np.asarray(fit_idx)
     if len(np.intersect1d(fit_idx, np.asarray(idx))):
         raise ValueError("probe rows overlap the rows it is evaluated on")
-    y = labels[torch.as_tensor(fit_idx, dtype=torch.long)].numpy()
+    y = labels[torch.as_tensor(fit_idx, dtype=torch.long, device="cpu")].numpy()
     x_fit = shape_features(model, shape, tensors, fit_idx, compute=compute).numpy()
     scaler = StandardScaler().fit(x_fit)
     clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x_fit), y)
     proba = clf.predict_proba(scaler.transform(shape_features(model, shape, tensors, idx, compute=compute).numpy()))
     logp = np.log(np.clip(proba, 1e-12, 1.0))  # finite: a saturated class must not turn into -inf downstream (AUC)
     n_classes = int(labels.max()) + 1
-    out = torch.full((len(logp), n_classes), -1e9, dtype=torch.float32)
-    out[:, torch.as_tensor(clf.classes_, dtype=torch.long)] = torch.as_tensor(logp, dtype=torch.float32)
+    out = torch.full((len(logp), n_classes), -1e9, dtype=torch.float32, device="cpu")
+    cols = torch.as_tensor(clf.classes_, dtype=torch.long, device="cpu")
+    out[:, cols] = torch.as_tensor(logp, dtype=torch.float32, device="cpu")
     return out
 
 
@@ -74,4 +75,5 @@ def evaluate_shape(model, shape: Shape, tensors: dict[str, torch.Tensor], labels
                    batch_size: int = 64) -> float:
     """Accuracy of `shape` with inherited weights (a `proxy` metric) on rows `idx`; tensors (n, seq), labels (n,)."""
     logits = shape_logits(model, shape, tensors, idx, batch_size)
-    return float((logits.argmax(-1) == labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]).float().mean())
+    rows = torch.as_tensor(np.asarray(idx), dtype=torch.long, device="cpu")
+    return float((logits.argmax(-1) == labels[rows]).float().mean())

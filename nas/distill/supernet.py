@@ -137,7 +137,7 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     cfg = model.config
     for s in (largest_shape(space), smallest_shape(space)):
         check_shape(cfg, s)
-    train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
+    train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long, device="cpu")
     ckpt_path = pathlib.Path(checkpoint_path) if checkpoint_path else None
     meta = {"seed": seed, "steps": steps, "n_random": n_random, "batch_size": settings.batch_size, "n": len(train_idx)}
     ckpt = load_checkpoint(ckpt_path, meta)
@@ -165,7 +165,7 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     shape_losses: dict[str, float] = {}
     model.train(dropout)
     for step, pos in enumerate(itertools.islice(batches(len(train_idx), bs, steps, seed), start, None), start):
-        rows = train_idx[torch.as_tensor(pos)]
+        rows = train_idx[torch.as_tensor(pos, device="cpu")]
         inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
         t_hidden = None
         if hidden_weight > 0:

@@ -93,9 +93,9 @@ def fingerprint_id(fp: dict) -> str:
 
 
 def dummy_inputs(batch: int, seq_len: int, vocab: int = 30522, device: str = "cpu") -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device="cpu").manual_seed(0)
     low = 1000 if vocab > 2000 else 1
-    ids = torch.randint(low, min(vocab, 29000), (batch, seq_len), generator=g)
+    ids = torch.randint(low, min(vocab, 29000), (batch, seq_len), generator=g, device="cpu")
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "token_type_ids": torch.zeros_like(ids).to(device)}
 

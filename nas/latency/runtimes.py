@@ -56,7 +56,8 @@ def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], path: s
     levels = [lg.level for lg in quiet]
     for lg in quiet:
         lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # the exporter traces on the CPU copy it is given; its own tensors are made there too
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.device("cpu"):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapped, args, str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["logits"], dynamic_shapes=shapes, dynamo=True, external_data=False,
@@ -123,7 +124,7 @@ def runtime_logits(model: torch.nn.Module, runtime: str, inputs: dict[str, torch
     finally:
         cleanup()
     if isinstance(out, list):
-        return torch.as_tensor(out[0])
+        return torch.as_tensor(out[0], device="cpu")
     return out.logits.float()
 
 

@@ -48,7 +48,8 @@ def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object
     model = model.eval()
 
     def predict(texts: list[str]):
-        enc = tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
+        with torch.device("cpu"):  # host-side token ids, named explicitly
+            enc = tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
         with torch.inference_mode():
             return model(**enc).logits
 
@@ -56,7 +57,13 @@ def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object
 
 
 def tokenizer_only(tokenizer, seq_len: int) -> Callable[[list[str]], object]:
-    return lambda texts: tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
+    import torch
+
+    def encode(texts: list[str]):
+        with torch.device("cpu"):  # host-side token ids, named explicitly
+            return tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
+
+    return encode
 
 
 def sklearn_predictor(pipe) -> Callable[[list[str]], object]:

@@ -38,12 +38,14 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
     if models and pathlib.Path(models[-1]).is_dir():
         shutil.copytree(models[-1], out / "model")
     else:  # a proxy-only point: its weights are the supernet's slice, extracted now (identical outputs)
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from transformers import AutoTokenizer
+
+        from nas.teachers import load_pretrained
 
         from nas.students.bert_slice import extract_subnet
         from nas.students.shape import Shape
 
-        sub = extract_subnet(BertForSequenceClassification.from_pretrained(supernets[-1], attn_implementation="eager"),
+        sub = extract_subnet(load_pretrained(supernets[-1]),
                              Shape.from_dict(trial["config"]["shape"]))
         sub.config.architectures = ["BertForSequenceClassification"]
         sub.save_pretrained(out / "model")
@@ -145,9 +147,10 @@ def evaluate_export(out_dir: str | pathlib.Path) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     tok = AutoTokenizer.from_pretrained(out / "model")
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    dev = torch.as_tensor(split_indices(ds.labels, spec.seed)["dev"])
+    dev = torch.as_tensor(split_indices(ds.labels, spec.seed)["dev"], device="cpu")
     tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
-    acc = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), torch.as_tensor(ds.labels)[dev])["accuracy"]
+    labels = torch.as_tensor(ds.labels, device="cpu")
+    acc = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), labels[dev])["accuracy"]
     dev_acc = [m for m in card["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"]
     final = [m for m in dev_acc if m["source"] == "final"]
     # a probe proxy scored a classifier the export does not carry: its weights reproduce the inherited head's figure

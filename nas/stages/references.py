@@ -116,24 +116,22 @@ def model_reference(ctx: JobContext, store: Store, ref, name: str, splits: dict,
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from nas.compute import on_host
+    from nas.data import encode
     from nas.distill.evaluate import predict_logits, scores
 
     ds, max_len = ctx.dataset, ctx.spec.budgets.max_seq_len
     path = str(pathlib.Path(ref.model).expanduser().resolve())
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with on_host():
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     if model.config.num_labels != ds.num_labels:
         raise SpecError("references", f"{path} has {model.config.num_labels} labels, the dataset {ds.num_labels}")
-    if ds.task == "pair":
-        enc = tok([q for q, _ in ds.texts], [d for _, d in ds.texts], truncation="only_second", max_length=max_len,
-                  padding="max_length", return_tensors="pt")
-    else:
-        enc = tok(list(ds.texts), truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
-    tensors = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    labels = torch.as_tensor(np.asarray(ds.labels))
+    tensors = encode(tok, ds.texts, max_len, pair=ds.task == "pair")
+    labels = torch.as_tensor(np.asarray(ds.labels), device="cpu")
     info = {}
     for split in ("dev", "test"):
-        idx = torch.as_tensor(splits[split])
+        idx = torch.as_tensor(splits[split], device="cpu")
         info[split] = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
     lat = measure_text_latency(hf_predictor(model, tok, timing[0].seq_len), timing[1], timing[0])
     record(ctx, store, name, "model", info, lat, {"path": path}, artefact=("model", path))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.activations import ACT2FN
 
+from nas.compute import on_host
 from nas.students.shape import Shape, layer_indices
 
 
@@ -46,7 +47,8 @@ def extract_subnet(model: BertForSequenceClassification, shape: Shape) -> BertFo
     """A standalone model holding the prefix slices of `model`'s weights for `shape`."""
     base = model.config
     check_shape(base, shape)
-    student = BertForSequenceClassification(shape_config(base, shape))
+    with on_host():
+        student = BertForSequenceClassification(shape_config(base, shape))
     src = model.state_dict()
     idx = layer_indices(shape.layers, base.num_hidden_layers)
     new_state = {}

@@ -34,7 +34,7 @@ def importance_scores(model: BertForSequenceClassification, tensors: dict[str, t
         masks["hidden"] = torch.ones(n_layers + 1, full.hidden, device=device)
     masks = {k: m.requires_grad_() for k, m in masks.items()}
     acc = {k: torch.zeros_like(m) for k, m in masks.items()}
-    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device="cpu")
     for i in range(0, len(idx), batch_size):
         b = idx[i:i + batch_size]
         logits, _ = supernet_forward(model, full, {k: v[b].to(device) for k, v in tensors.items()}, masks=masks)
@@ -66,7 +66,7 @@ def permute_units(model: BertForSequenceClassification, head_order: torch.Tensor
     d = cfg.hidden_size // cfg.num_attention_heads
     for li, layer in enumerate(model.bert.encoder.layer):
         sa, attn_out = layer.attention.self, layer.attention.output.dense
-        rows = (head_order[li].long()[:, None] * d + torch.arange(d)).reshape(-1)
+        rows = (head_order[li].long()[:, None] * d + torch.arange(d, device="cpu")).reshape(-1)
         for lin in (sa.query, sa.key, sa.value):
             lin.weight.copy_(lin.weight[rows])
             lin.bias.copy_(lin.bias[rows])

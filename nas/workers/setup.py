@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from nas.compute import enable_tf32
+from nas.compute import enable_tf32, strict_devices_here
 from nas.context import JobContext
 
 
@@ -27,8 +27,10 @@ def worker_setup(ctx: JobContext, threads: int | None = None, tensors: bool = Tr
     torch.set_num_threads(int(threads or ctx.threads))
     if ctx.compute.cuda:
         enable_tf32()
-    labels = torch.as_tensor(ctx.labels)
-    return (torch.load(ctx.tokens_path) if tensors else None), labels
+    labels = torch.as_tensor(ctx.labels, device="cpu")
+    tokens = torch.load(ctx.tokens_path, map_location="cpu") if tensors else None
+    strict_devices_here()  # for the rest of this worker's life (a no-op unless the test hook is set)
+    return tokens, labels
 
 
 def record_compute(store, trial_id: int, ctx: JobContext) -> None:

@@ -45,7 +45,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     tc = trial["config"]
     shape = Shape.from_dict(tc["shape"])
     teacher_logits = torch.load(ctx.teacher["logits_path"])
-    train, dev = torch.as_tensor(ctx.train_idx), torch.as_tensor(ctx.dev_idx)
+    train, dev = torch.as_tensor(ctx.train_idx, device="cpu"), torch.as_tensor(ctx.dev_idx, device="cpu")
     teacher = load_teacher(ctx.teacher)
     watchdog.beat()  # loading counts as progress
     if number in nan_trial_numbers:  # fault injection (NAS_INJECT_NAN_TRIALS): a real NaN loss

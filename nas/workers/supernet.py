@@ -38,7 +38,7 @@ def soft_targets(paths: list[str]):
 
 def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> str:
     """Rewire and sandwich-train a supernet; returns its saved model directory."""
-    from transformers import BertForSequenceClassification
+    from nas.teachers import load_pretrained
 
     from nas.distill.loop import DistillSettings
     from nas.distill.supernet import train_supernet
@@ -53,7 +53,7 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
     try:
         sn = ctx.spec.search.supernet
         if rnd.init_dir:
-            model = BertForSequenceClassification.from_pretrained(rnd.init_dir, attn_implementation="eager").eval()
+            model = load_pretrained(rnd.init_dir)
         else:
             model = load_teacher(ctx.teacher)
         teacher_logits = soft_targets(rnd.target_logits_paths or [ctx.teacher["logits_path"]])
@@ -93,13 +93,13 @@ def evaluate_shapes_task(ctx: JobContext, supernet_dir: str, items: list[dict], 
     """Proxy dev metric with inherited weights, parameters and measured latency of each shape; one trial per item
     ({"trial_id", "shape"}). Latency: all shapes of the batch measured together in interleaved rounds with the teacher
     as the reference."""
-    from transformers import BertForSequenceClassification
+    from nas.teachers import load_pretrained
 
     from nas.latency.slot import heavy_work
 
     tensors, labels = worker_setup(ctx)
     store = Store(ctx.storage, migrate=False)
-    model = BertForSequenceClassification.from_pretrained(supernet_dir, attn_implementation="eager").eval()
+    model = load_pretrained(supernet_dir)
     model.to(ctx.compute.device)  # every shape is scored on the device; its extracted copy lands on the CPU
     results, subs = [], {}
     try:
