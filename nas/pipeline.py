@@ -15,7 +15,7 @@ from nas.context import JobContext
 from nas.data import Dataset, load_dataset
 from nas.service.cluster import cluster_gpus, init_ray
 from nas.spec.errors import SpecError
-from nas.spec.job import JobSpec, parse_spec
+from nas.spec.job import JobSpec, parse_spec, with_latency_device
 from nas.spec.space import SearchSpace, load_search_space
 from nas.stages import hpo, references, search, supernet, teacher
 from nas.store.engine import nas_home
@@ -35,8 +35,11 @@ class Prepared:
 
 def prepare(spec: JobSpec, cluster: bool = False) -> Prepared:
     """Everything that can be wrong with the user's input is found here, before the store is touched. `cluster`: the
-    job joins a Ray cluster (its GPUs are the workers')."""
+    job does not run on this machine's devices (it joins a Ray cluster, whose GPUs are the workers', or it is only
+    queued), so whether a GPU is visible here is not checked."""
     compute.check(spec.compute, cluster)
+    if not cluster:
+        teacher.check_visible(spec)
     tcfg = teacher_config(spec.teacher)
     space = load_search_space(spec.search_space, tcfg)
     for stage in CHECKED:
@@ -81,6 +84,10 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     try:
         init_ray(ray_address)
         ctx.compute = compute.resolve(spec.compute, spec.budgets.max_concurrent, cuda_available=cluster_gpus() > 0)
+        # latency.device auto follows the compute: measured on cuda where the job trains on cuda
+        ctx.spec = with_latency_device(spec, "cuda" if ctx.compute.cuda else "cpu")
+        if ctx.spec is not spec:
+            store.set_job_spec(job_id, ctx.spec.model_dump(mode="json"))
         with compute.strict_devices():  # a no-op unless the test hook is set
             teacher.run(ctx, store)
             budget = search_budget_s or spec.budgets.time_s

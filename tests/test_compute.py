@@ -46,6 +46,32 @@ def test_what_this_machine_cannot_run_is_refused_before_anything_is_written(comp
     assert store.list_jobs() == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_a_gpu_job_is_queued_from_a_machine_without_one_and_refused_where_it_would_run(tmp_path, monkeypatch):
+    """`nas submit` (and `nas validate --cluster`) leave the GPU checks to the machine that runs the job; `nas run` and
+    `nas validate` here refuse it with the field's path, exit 2, nothing written."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from nas.store import Store
+    from nas.ui.cli import app
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    monkeypatch.setenv("NAS_HOME", str(tmp_path))
+    for extra, field in (({"compute": {"device": "cuda"}}, "compute.device"),
+                         ({"latency": {"device": "cuda", "batch": 32}}, "latency.device")):
+        path = tmp_path / "gpu.yaml"
+        path.write_text(yaml.safe_dump({"name": "gpu", "dataset": {"name": "bbc-news", "max_rows": 100}, **extra}))
+        runner = CliRunner()
+        refused = runner.invoke(app, ["run", str(path), "--storage", url])
+        assert refused.exit_code == 2 and field in refused.output, refused.output
+        assert runner.invoke(app, ["validate", str(path)]).exit_code == 2
+        assert runner.invoke(app, ["validate", str(path), "--cluster"]).exit_code == 0
+        queued = runner.invoke(app, ["submit", str(path), "--storage", url])
+        assert queued.exit_code == 0 and "queued" in queued.output, queued.output
+    assert [j["status"] for j in Store(url).list_jobs()] == ["QUEUED", "QUEUED"]
+
+
 def test_resolution_auto_is_cuda_only_where_a_gpu_is_seen():
     auto = ComputePolicy()
     assert resolve(auto, cuda_available=False) == Compute("cpu", "fp32")

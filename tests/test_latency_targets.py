@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from nas.latency.measure import fingerprint_id, planned_settings, resolve_device, target_settings
 from nas.results.front import all_fronts, front_rows
 from nas.spec.errors import SpecError
-from nas.spec.job import parse_spec
+from nas.spec.job import latency_targets, parse_spec, with_latency_device
 from nas.store import Store
 from nas.store.records import trial_objectives
 
@@ -32,11 +32,20 @@ def spec_with(latency: dict) -> dict:
 
 
 # -- the spec -----------------------------------------------------------------------------------------------------------
-def test_device_auto_is_the_default_and_resolved_where_the_spec_is_parsed():
+def test_device_auto_is_the_default_and_resolved_to_the_jobs_compute_device_when_it_starts():
     spec = parse_spec({"name": "t", "dataset": "bbc-news"})
-    assert spec.latency.device == resolve_device("auto") and spec.latency.device in ("cpu", "cuda")
-    assert parse_spec(spec.model_dump(mode="json")) == spec  # the stored spec names the device it resolved to
-    assert parse_spec(spec_with({"device": "auto"})).latency.device == "auto"  # explicit: resolved where it is measured
+    assert spec.latency.device == "auto"  # not resolved on the machine that parses (or submits) the spec
+    assert with_latency_device(spec, "cuda").latency.device == "cuda"
+    assert with_latency_device(spec, "cuda").latency.resolved_targets()[0]["device"] == "cuda"
+    two = parse_spec(spec_with({"targets": [{}, {"device": "cpu", "runtime": "onnx", "batch": 8}]}))
+    names = [t["name"] for t in two.latency.resolved_targets()]
+    assert names == ["auto-eager-b1", "cpu-onnx-b8"]
+    run = with_latency_device(two, "cpu")  # the names the measurements are stored under stay what the spec said
+    assert [t["name"] for t in run.latency.resolved_targets()] == names
+    assert [t["device"] for t in run.latency.resolved_targets()] == ["cpu", "cpu"]
+    assert parse_spec(run.model_dump(mode="json")) == run  # the job's stored spec, as it runs
+    explicit = parse_spec(spec_with({"device": "cpu"}))
+    assert with_latency_device(explicit, "cuda") is explicit  # nothing auto: unchanged
 
 
 def test_without_targets_the_one_target_is_the_section():
@@ -159,12 +168,20 @@ def job(tmp_path_factory):
     step on its first attempt (NAS_INJECT_HANG_TRIALS) under an 8-second staleness limit."""
     home = tmp_path_factory.mktemp("targets")
     spec = yaml.safe_load(tiny_job_spec("two-targets"))
-    spec["latency"].update({"rounds": 3, "targets": TARGETS})
+    spec["latency"].update({"rounds": 3, "targets": TARGETS, "device": "auto"})
     spec["budgets"].update({"trials": 2, "trial_stale_s": 8})
     spec["references"] = []
     with real_job(home, yaml.safe_dump(spec), NAS_STORAGE=f"sqlite:///{home / 'nas.db'}",
                   NAS_INJECT_HANG_TRIALS="3") as j:
         yield j
+
+
+def test_the_job_stores_its_spec_with_the_auto_latency_device_resolved_to_its_compute(job):
+    spec = job["store"].get_job(job["job_id"])["spec"]["latency"]
+    assert spec["device"] == "cpu"  # this machine's compute resolves to cpu
+    assert [(t["name"], t["device"]) for t in latency_targets(spec)] == [("eager-b1", "cpu"), ("onnx-b8", "cpu")]
+    students = job["store"].trials(job["job_id"], kind="student", state="COMPLETE")
+    assert students and all(r["device"] == "cpu" for t in students for r in t["latency"])
 
 
 def test_a_hung_trial_is_killed_after_the_staleness_limit_and_runs_again(job):

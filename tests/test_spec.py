@@ -79,7 +79,7 @@ def test_defaults():
     assert spec.seed == 0
     assert spec.objectives.metric == "accuracy" and spec.objectives.latency == "p50" and spec.objectives.size is False
     lat = spec.latency
-    assert (lat.device, lat.batch, lat.seq_len, lat.dtype, lat.threads) == ("cpu", 1, 128, "fp32", 2)
+    assert (lat.device, lat.batch, lat.seq_len, lat.dtype, lat.threads) == ("auto", 1, 128, "fp32", 2)
     assert (lat.warmup, lat.min_runs, lat.max_runs, lat.rel_ci) == (10, 20, 200, 0.02)
     b = spec.budgets
     assert (b.trials, b.epochs, b.steps, b.data_fraction, b.max_seq_len, b.teacher_epochs, b.max_concurrent) == (

@@ -32,14 +32,6 @@ Runtime = Literal["eager", "onnx", "int8"]
 TARGET_FIELDS = ("device", "runtime", "dtype", "batch", "seq_len", "threads")  # what a deployment target may override
 
 
-def default_device() -> str:
-    """`auto` resolved where the spec is parsed (cuda when torch sees a GPU, else cpu), so the job's stored spec says
-    which device its default was; an explicit `device: auto` is resolved where the job is measured."""
-    from nas.latency.measure import resolve_device
-
-    return resolve_device("auto")
-
-
 class LatencyTarget(Strict):
     """One deployment target: any of the section's device settings overridden, the rest taken from the section."""
 
@@ -53,7 +45,9 @@ class LatencyTarget(Strict):
 
 
 class LatencySettings(Strict):
-    device: Device = Field(default_factory=default_device)
+    # auto: the device the job's compute policy resolves to when the job starts (cuda where the cluster has GPUs);
+    # the job's stored spec then names it (JobSpec.with_latency_device)
+    device: Device = "auto"
     batch: int = Field(1, ge=1, le=1024)
     seq_len: int = Field(128, ge=8, le=512)
     dtype: DType = "fp32"
@@ -300,7 +294,7 @@ class JobSpec(Strict):
     task: Literal["classification", "pair"] = "classification"
     search_space: str = "bert_small"
     objectives: Objectives = Objectives()
-    latency: LatencySettings = Field(default_factory=LatencySettings)  # a factory: its default device is resolved
+    latency: LatencySettings = LatencySettings()
     compute: ComputePolicy = ComputePolicy()
     constraints: Constraints = Constraints()
     references: list[Literal["tfidf-linear"] | ModelReference] = []  # the teacher is always a reference
@@ -323,6 +317,19 @@ class JobSpec(Strict):
         if not v.strip() or any(c in v for c in "\n\r\t"):
             raise ValueError("must be a non-empty single-line string")
         return v
+
+
+def with_latency_device(spec: JobSpec, device: str) -> JobSpec:
+    """`spec` with every `auto` latency device (the section's, each target's) replaced by `device`: the device the
+    job's compute resolved to. Target names are kept as they were (they name the stored measurements)."""
+    lat = spec.latency
+    if lat.device != "auto" and all(t.device != "auto" for t in lat.targets):
+        return spec
+    names = [t["name"] for t in lat.resolved_targets()]
+    targets = [t.model_copy(update={"device": device if t.device == "auto" else t.device,
+                                    "name": t.name or name}) for t, name in zip(lat.targets, names)]
+    new = lat.model_copy(update={"device": device if lat.device == "auto" else lat.device, "targets": targets})
+    return spec.model_copy(update={"latency": new})
 
 
 def parse_spec(data: Any) -> JobSpec:

@@ -27,8 +27,8 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
 
 
 def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
-    """One deployment target (all of its settings) on this machine: `auto` resolved first, then fp16/bf16 need cuda,
-    onnx and int8 are CPU runtimes, and cuda must be visible."""
+    """One deployment target (all of its settings): `auto` resolved first, then fp16/bf16 need cuda and onnx and int8
+    are CPU runtimes. (Whether cuda is visible is `check_visible`'s, on the machine that runs the job.)"""
     device = t["device"]
     if device == "auto":
         from nas.latency.measure import resolve_device
@@ -39,11 +39,17 @@ def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
     if device == "cuda" and (t["runtime"] != "eager" or any(r != "eager" for r in extra_runtimes)):
         raise SpecError(f"{field}.runtime",
                         "onnx and int8 are measured on the CPU; on cuda use runtime eager with fp16/bf16")
-    if device == "cuda":
-        import torch
 
-        if not torch.cuda.is_available():
-            raise SpecError(f"{field}.device",
+
+def check_visible(spec: JobSpec) -> None:
+    """On the machine that runs the job (not one that only submits it to a cluster or a queue): a cuda target needs a
+    CUDA device visible here."""
+    import torch
+
+    lat = spec.latency
+    for i, t in enumerate(lat.resolved_targets()):
+        if t["device"] == "cuda" and not torch.cuda.is_available():
+            raise SpecError(f"latency.targets[{i}].device" if lat.targets else "latency.device",
                             "cuda was asked for but no CUDA device is visible here (use cpu or auto)")
 
 
@@ -84,9 +90,22 @@ def run(ctx: JobContext, store: Store) -> None:
     ctx.labels = ds.labels.tolist()
 
 
+def measure_teacher(key: str, teacher, lat) -> list[dict]:
+    """The teacher's latency rows on every target: here, or, where a target is cuda and this driver sees no GPU (a
+    cluster's head), in a Ray task on a GPU node (the students are measured where they train, in workers)."""
+    import torch
+
+    from nas.latency.measure import measure_targets
+
+    if any(t["device"] == "cuda" for t in lat.resolved_targets()) and not torch.cuda.is_available():
+        import ray
+
+        return ray.get(ray.remote(num_cpus=1, num_gpus=1)(measure_targets).remote(None, {key: teacher}, lat))[key]
+    return measure_targets(None, {key: teacher}, lat)[key]
+
+
 def record_teacher(ctx: JobContext, store: Store) -> dict:
     """The teacher as a trial: its dev/test scores, parameters and measured latency. Returns the trial."""
-    from nas.latency.measure import measure_targets
     from nas.students.bert_slice import count_parameters
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
@@ -105,7 +124,7 @@ def record_teacher(ctx: JobContext, store: Store) -> dict:
             store.add_metric(t["id"], name, value, split, "final")
     store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
     key = "teacher:" + shape.key
-    rows = measure_targets(None, {key: teacher}, spec.latency)[key]
+    rows = measure_teacher(key, teacher, spec.latency)
     for row in rows:
         store.add_latency(t["id"], key, row)
     lat = rows[-1]

@@ -76,6 +76,11 @@ class Store:
             s.flush()
             return job.id
 
+    def set_job_spec(self, job_id: int, spec: dict) -> None:
+        """The job's spec as it runs (its `auto` latency devices resolved when the job starts)."""
+        with self.Session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(spec=spec))
+
     def set_job_status(self, job_id: int, status: str, stage: str | None = None, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}
         if stage is not None:

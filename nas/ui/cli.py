@@ -49,7 +49,7 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
         spec = load_spec(spec_file)
         if storage:
             spec = spec.model_copy(update={"storage": storage})
-        prepare(spec)  # all input errors surface before the store is opened or written
+        prepare(spec, cluster=address is not None)  # all input errors surface before the store is opened or written
         check_ray_address(address)
         if export_dir:
             from nas.paths import confined_path
@@ -115,7 +115,7 @@ def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")
         spec = load_spec(spec_file)
         if storage:
             spec = spec.model_copy(update={"storage": storage})
-        prepare(spec)
+        prepare(spec, cluster=True)  # the devices are those of the machine that runs it (`nas serve` checks them)
     except SpecError as exc:
         _user_error(exc)
     store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
@@ -321,14 +321,16 @@ def check_export(out_dir: str = typer.Argument(..., help="A directory written by
 
 
 @app.command()
-def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")):
+def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
+             cluster: bool = typer.Option(False, "--cluster", help="The job runs elsewhere (a Ray cluster, or the "
+                                          "machine of a `nas serve`): skip the checks of this machine's GPUs.")):
     """Check a spec (and its search space and dataset) without running anything."""
     from nas.pipeline import prepare
     from nas.spec.errors import SpecError
     from nas.spec.job import load_spec
 
     try:
-        prep = prepare(load_spec(spec_file))
+        prep = prepare(load_spec(spec_file), cluster=cluster)
     except SpecError as exc:
         _user_error(exc)
     typer.echo(f"ok: {prep.spec.name}: {len(prep.dataset.labels)} rows, {prep.dataset.num_labels} classes")

@@ -9,7 +9,7 @@ from typing import Callable
 from ray import tune
 
 from nas.context import JobContext
-from nas.workers.setup import worker_setup
+from nas.workers.setup import with_oom_retry, worker_setup
 
 
 @dataclass
@@ -42,7 +42,6 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     teacher_logits = torch.load(ctx.teacher["logits_path"])
     aux = torch.load(task.aux_path) if task.aux_path else None
     teacher = load_teacher(ctx.teacher)
-    student = extract_subnet(teacher, Shape.from_dict(task.shape))
     settings = DistillSettings.from_dict({**task.defaults, **hp})
     if settings.relevance_weight > 0 and aux is None:
         settings.relevance_weight = 0.0  # no auxiliary teacher in this job: the axis is inert
@@ -51,14 +50,14 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     dev = torch.as_tensor(ctx.dev_idx, device="cpu")
     steps = steps_for(len(train), settings.batch_size, epochs, None)
     marks = sorted({max(1, round(steps * (r + 1) / reports)) for r in range(reports)})
-    t0 = time.perf_counter()
-    state: dict = {"train_s": 0.0}
+    state: dict = {}
+    box: dict = {}  # the student of the current attempt
 
     def evaluate(step: int) -> None:
-        state["train_s"] += time.perf_counter() - state.get("t", t0)
-        dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}, compute=ctx.compute),
-                            labels[dev])
-        student.train()
+        state["train_s"] += time.perf_counter() - state["t"]
+        dev_scores = scores(predict_logits(box["student"], {k: v[dev] for k, v in tensors.items()},
+                                           compute=ctx.compute), labels[dev])
+        box["student"].train()
         state.update(dev_scores, steps=step, data_seen=step * settings.batch_size, t=time.perf_counter())
         if on_report:
             on_report({**dev_scores, "steps": step, "data_seen": step * settings.batch_size,
@@ -68,9 +67,17 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
         if step + 1 in marks:
             evaluate(step + 1)
 
-    distill(student, {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train], settings, steps,
-            seed=seed, on_step=on_step, teacher=teacher if needs_teacher else None,
-            aux_probs=aux[train] if (aux is not None and settings.relevance_weight > 0) else None, compute=ctx.compute)
+    def train_once(accumulate: int):
+        box["student"] = extract_subnet(teacher, Shape.from_dict(task.shape))
+        state.clear()
+        state.update(train_s=0.0, t=time.perf_counter())
+        distill(box["student"], {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train],
+                settings, steps, seed=seed, on_step=on_step, teacher=teacher if needs_teacher else None,
+                aux_probs=aux[train] if (aux is not None and settings.relevance_weight > 0) else None,
+                compute=ctx.compute, accumulate=accumulate)
+
+    with_oom_retry(train_once)  # out of GPU memory: once more at half the batch, accumulated
+    student = box["student"]
     out = {k: state[k] for k in ("accuracy", "f1_macro", "steps", "train_s")}
     if with_test:
         test = torch.as_tensor(ctx.test_idx, device="cpu")
