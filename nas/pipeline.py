@@ -38,12 +38,12 @@ def prepare(spec: JobSpec, cluster: bool = False) -> Prepared:
     job does not run on this machine's devices (it joins a Ray cluster, whose GPUs are the workers', or it is only
     queued), so whether a GPU is visible here is not checked."""
     compute.check(spec.compute, cluster)
-    if not cluster:
-        teacher.check_visible(spec)
     tcfg = teacher_config(spec.teacher)
     space = load_search_space(spec.search_space, tcfg)
     for stage in CHECKED:
         stage.check(spec, tcfg)
+    if not cluster:  # after what is wrong with the spec itself: whether this machine can run it
+        teacher.check_visible(spec)
     return Prepared(spec, tcfg, space, load_dataset(spec.dataset, spec.task, spec.seed))
 
 
