@@ -2,38 +2,20 @@
 
 Under the NAS_STRICT_DEVICES hook torch's default device is `meta` in a job's stages and in every worker: a tensor or
 module made without an explicit device is a meta tensor there, which fails at its first real use (or, as an index,
-reads garbage, hence the checks on the job's results and not only on its states). conftest turns the hook on for every
-real job of the suite (per-trial KD, the supernet schedule, HPO, pairs, references, the CLI, the cluster); the job here
-runs, with `compute.device: cpu` named, every path that trains or infers in one tiny job, the teacher fine-tuned and
-labelling from a cold cache. So the CUDA path differs from the one tested here only in the device's name."""
+reads garbage, which the jobs' own result checks catch). conftest turns the hook on for every real job of the suite, so
+each of them is this test for its paths: per-trial KD (test_job_e2e), the supernet schedule with AutoDisc assistants,
+the transfer set and the finals (test_supernet_job), HPO samples and full retrains (test_hpo), pairs, references, the
+CLI, the cluster and the faults; on a fresh clone the first of them fine-tunes and labels the teacher from a cold cache.
+(A dedicated job here ran all of those paths at once in 55 s; the suite already runs each of them strict.) So the CUDA
+path differs from the tested one only in the device's name. Here: the hook itself."""
 
 from __future__ import annotations
 
+import os
+
 import torch
-from conftest import real_job
 
 from nas.compute import on_host, strict_devices
-from nas.store.records import metric_value
-
-SCHEDULE = """
-name: strict-devices
-teacher: minilm-l6
-dataset: {name: bbc-news, max_rows: 150}
-task: classification
-search_space: tiny
-compute: {device: cpu}
-latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
-budgets: {trials: 4, max_seq_len: 32, teacher_epochs: 1}
-search:
-  strategy: evolution
-  population: 2
-  supernet: {steps: 2, n_random: 1, rewire_rows: 16}
-  final: {top_k: 1, epochs: 1, one_step_baseline: false, augment: 1}
-hpo: {algorithm: optuna-tpe, samples: 2, sample_fraction: 0.5, epochs: 1, reports: 1, top_k: 1, space: relevance}
-references: [tfidf-linear]
-seed: 5
-"""
-
 
 def test_the_hook_makes_the_default_device_meta_and_the_host_stays_explicit(monkeypatch):
     monkeypatch.setenv("NAS_STRICT_DEVICES", "1")
@@ -48,32 +30,34 @@ def test_the_hook_makes_the_default_device_meta_and_the_host_stays_explicit(monk
         assert torch.zeros(2).device.type == "cpu"  # without the hook it changes nothing
 
 
-def _check_trained(store, job_id: int, kinds: set[str]) -> None:
-    trials = store.trials(job_id)
-    failed = [(t["kind"], t["error"]) for t in trials if t["state"] == "FAILED"]
-    assert not failed, failed
-    assert kinds <= {t["kind"] for t in trials}
-    for t in trials:
-        if t["kind"] in ("student", "assistant", "hpo-full") and t["state"] == "COMPLETE":
-            acc = metric_value(t, "accuracy", "dev", "final")
-            if acc is not None:
-                assert 0.0 <= acc <= 1.0
-        if t["kind"] in ("teacher", "student", "assistant", "supernet") and t["state"] == "COMPLETE":
-            assert t["compute"]["device"] == "cpu", (t["kind"], t["compute"])
+def test_every_real_job_of_the_suite_runs_strict():
+    assert os.environ.get("NAS_STRICT_DEVICES") == "1"  # conftest's, inherited by `nas` subprocesses and Ray workers
 
 
-def test_a_job_runs_with_torchs_default_device_set_to_meta(tmp_path):
-    """Teacher fine-tuning and labelling, rewiring, the supernet, proxy evaluation, the AutoDisc assistants, the transfer
-    set, the finals, HPO samples and full retrains, the references: all on explicitly named devices."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"NAS_STRICT_DEVICES": "1", "NAS_CACHE": str(tmp_path / "cache")}
-    with real_job(home, SCHEDULE, **env) as j:
-        store, job_id = j["store"], j["job_id"]
-        assert store.get_job(job_id)["status"] == "COMPLETE"
-        _check_trained(store, job_id, {"teacher", "supernet", "assistant", "student", "hpo-sample", "hpo-full",
-                                       "reference"})
-        teacher = store.trials(job_id, kind="teacher")[0]
-        assert metric_value(teacher, "accuracy", "dev", "final") is not None
-        finals = [t for t in store.trials(job_id, kind="student") if metric_value(t, "accuracy", "dev", "final")]
-        assert finals, "no final was distilled"
+def test_a_ray_worker_thread_that_sets_up_is_strict_for_the_rest_of_its_life():
+    """What `worker_setup` calls, in a Ray worker, in a thread of its own (Ray Tune runs a trainable in one): every
+    later tensor of that thread without a device is a meta tensor."""
+    import ray
+
+    def worker() -> list[str]:
+        import threading
+
+        from nas.compute import strict_devices_here
+
+        seen = []
+
+        def trainable() -> None:
+            strict_devices_here()
+            seen.append(torch.zeros(1).device.type)
+            seen.append(torch.as_tensor([1], device="cpu").device.type)
+
+        t = threading.Thread(target=trainable)
+        t.start()
+        t.join()
+        return seen
+
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        assert ray.get(ray.remote(worker).remote()) == ["meta", "cpu"]
+    finally:
+        ray.shutdown()
