@@ -17,6 +17,7 @@ import torch
 
 from nas.compute import on_host, strict_devices
 
+
 def test_the_hook_makes_the_default_device_meta_and_the_host_stays_explicit(monkeypatch):
     monkeypatch.setenv("NAS_STRICT_DEVICES", "1")
     with strict_devices():
