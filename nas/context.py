@@ -23,7 +23,7 @@ DRIVER_ONLY = ("dataset", "log")
 class JobContext:
     spec: JobSpec
     space: SearchSpace
-    teacher_config: dict  # the teacher's config.json, as checked
+    teacher_config: dict  # the config.json students slice: the teacher's, or spec.student_init's
     job_id: int
     storage: str  # the store's URL: every worker opens its own connection
     artefact_dir: str  # where the job's models, logits and checkpoints go
@@ -32,7 +32,10 @@ class JobContext:
 
     # filled by the teacher stage
     teacher: dict = field(default_factory=dict)  # the cached teacher.json: dir, logits_path, source, fine_tuned, dev, test
-    teacher_shape: dict | None = None  # Shape.as_dict() of the teacher
+    # what students slice (the cached teacher.json of the teacher itself, or of the student initialiser distilled from
+    # its logits) and its shape; the teacher's logits are the targets either way
+    source: dict = field(default_factory=dict)
+    teacher_shape: dict | None = None  # Shape.as_dict() of what students slice (the source)
     teacher_p50_ms: float | None = None  # the teacher's measured p50 (the front's reference)
     teacher_params: int | None = None
     tokens_path: str | None = None  # the token cache: input_ids etc. (n, seq) for every row of the dataset

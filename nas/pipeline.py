@@ -20,7 +20,7 @@ from nas.spec.space import SearchSpace, load_search_space
 from nas.stages import hpo, references, search, supernet, teacher
 from nas.store.engine import nas_home
 from nas.store.store import Store
-from nas.teachers.load import teacher_config
+from nas.teachers.load import root_of, teacher_config
 
 CHECKED = (teacher, search, supernet, hpo, references)  # every stage checks its part, whether or not the job runs it
 
@@ -28,7 +28,7 @@ CHECKED = (teacher, search, supernet, hpo, references)  # every stage checks its
 @dataclass
 class Prepared:
     spec: JobSpec
-    teacher_config: dict
+    teacher_config: dict  # of what students slice: the teacher, or spec.student_init (`root_of`)
     space: SearchSpace
     dataset: Dataset
 
@@ -38,7 +38,8 @@ def prepare(spec: JobSpec, cluster: bool = False) -> Prepared:
     job does not run on this machine's devices (it joins a Ray cluster, whose GPUs are the workers', or it is only
     queued), so whether a GPU is visible here is not checked."""
     compute.check(spec.compute, cluster)
-    tcfg = teacher_config(spec.teacher)
+    # the search space, the shapes and the sequence length are checked against what students slice
+    _, tcfg = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))
     space = load_search_space(spec.search_space, tcfg)
     for stage in CHECKED:
         stage.check(spec, tcfg)

@@ -40,11 +40,22 @@ class AugmentSettings:
 
 def embedding_neighbours(tokenizer, embeddings: torch.Tensor, k: int = 8, chunk: int = 2048) -> dict[str, list[str]]:
     """Whole-word vocabulary entries -> their k nearest whole-word neighbours by cosine in the input embedding matrix
-    (vocab, dim). Sub-word pieces (##...), special tokens and non-alphabetic entries are left out."""
+    (vocab, dim). Sub-word pieces, special tokens and non-alphabetic entries are left out. WordPiece vocabularies
+    (BERT, ELECTRA, MPNet, DistilBERT) mark continuations with ##; byte-level BPE (RoBERTa: Ġ) and SentencePiece
+    (XLM-R: ▁) mark the start of a word instead, so there only the marked entries are words (named without the mark)."""
     vocab = tokenizer.get_vocab()
     special = set(tokenizer.all_special_tokens)
-    words = sorted((i, w) for w, i in vocab.items()
-                   if w.isalpha() and w not in special and not w.startswith("##") and len(w) > 1 and i < len(embeddings))
+    start = next((m for m in ("\u0120", "\u2581") if sum(w.startswith(m) for w in vocab) > len(vocab) // 10), None)
+
+    def word(w: str) -> str | None:
+        if w in special:
+            return None
+        if start is not None:
+            return w[1:] if w.startswith(start) else None
+        return None if w.startswith("##") else w
+
+    words = sorted((i, word(w)) for w, i in vocab.items() if i < len(embeddings))
+    words = [(i, w) for i, w in words if w is not None and w.isalpha() and len(w) > 1]
     ids = torch.tensor([i for i, _ in words], device="cpu")
     names = [w for _, w in words]
     e = torch.nn.functional.normalize(embeddings[ids].float(), dim=1)
@@ -101,9 +112,12 @@ def transfer_set_path(cache_dir: str | pathlib.Path, train_idx, s: AugmentSettin
 
 
 def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: AugmentSettings,
-                         cache_dir: str | pathlib.Path | None = None, log=print, compute: Compute = CPU) -> dict:
+                         cache_dir: str | pathlib.Path | None = None, log=print, compute: Compute = CPU,
+                         student_tokenizer=None) -> dict:
     """Augmented copies of the train rows, tokenised and labelled by `teacher`: {"tensors": {...} (m, seq), "logits":
-    (m, classes), "source": (m,) row index into the dataset}. Cached under `cache_dir` when given."""
+    (m, classes), "source": (m,) row index into the dataset}. Cached under `cache_dir` when given (a directory of this
+    teacher and student tokenizer). `student_tokenizer`: the students read another tokenizer than the teacher (they
+    are sliced from a student initialiser): the teacher labels its own tokens, "tensors" are the students'."""
     from nas.data import encode
     from nas.distill.evaluate import predict_logits
 
@@ -117,8 +131,9 @@ def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: Aug
     emb = teacher.get_input_embeddings().weight.detach()
     new, src = augment_texts(texts, tokenizer, emb, s)
     tensors = encode(tokenizer, new, max_len)
+    students = encode(student_tokenizer, new, max_len) if student_tokenizer is not None else tensors
     log(f"labelling {len(new)} augmented rows with the teacher (cached afterwards)")
-    out = {"tensors": tensors, "logits": predict_logits(teacher, tensors, compute=compute),
+    out = {"tensors": students, "logits": predict_logits(teacher, tensors, compute=compute),
            "source": torch.as_tensor(train_idx[src], device="cpu")}
     if path is not None:
         save_atomic(out, path)

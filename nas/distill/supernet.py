@@ -120,7 +120,7 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
                    hidden_weight: float = 1.0, seed: int = 0, teacher=None, dropout: bool = True,
                    checkpoint_path: str | pathlib.Path | None = None, checkpoint_every: int = 100,
                    on_step: Callable[[int, float], None] | None = None, compute: Compute = CPU) -> dict:
-    """Train the shared weights of `model` (a rewired `BertForSequenceClassification`) in place by the sandwich rule.
+    """Train the shared weights of `model` (a rewired teacher of any family in nas/teachers) in place by the sandwich rule.
 
     tensors: input_ids etc. (n, seq) and labels (n,) for the whole dataset; teacher_logits (n, classes) precomputed on the
     same rows; train_idx: the rows to train on. Loss per shape = alpha_soft * soft(T) + beta_hard * CE + hidden_weight *

@@ -170,12 +170,15 @@ class _Runner:
     """A model prepared once in its runtime on fixed inputs, timed as often as asked."""
 
     def __init__(self, model: torch.nn.Module, settings: MeasureSettings):
-        from nas.latency.runtimes import make_runner
+        from nas.latency.runtimes import input_names, make_runner
+        from nas.teachers import FAMILIES
 
         self.settings = settings
         self.device = _check(settings)
         vocab = getattr(getattr(model, "config", None), "vocab_size", 30522)
         inputs = dummy_inputs(settings.batch, settings.seq_len, vocab, "cpu")
+        if getattr(getattr(model, "config", None), "model_type", None) in FAMILIES:
+            inputs = {k: inputs[k] for k in input_names(model)}  # no token types where the family has none
         with _threads(settings, self.device):
             self.run, self.cleanup = make_runner(model, settings.runtime, settings.dtype, self.device, inputs,
                                                  settings.threads)

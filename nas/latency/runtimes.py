@@ -1,4 +1,4 @@
-"""Runtimes a model can be measured in. Each turns a `BertForSequenceClassification` into a zero-argument callable that runs
+"""Runtimes a model can be measured in. Each turns a sequence-classification model into a zero-argument callable that runs
 one forward pass on fixed inputs; each is a separate measurement row (runtime and dtype are part of its settings).
 
 - eager: PyTorch, fp32 on the CPU; fp16/bf16 weights on CUDA.
@@ -32,8 +32,18 @@ class LogitsOnly(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+def input_names(model) -> list[str]:
+    """The inputs `model`'s family reads: token types only where it has them (not RoBERTa-style single-type models
+    fed without them, MPNet, DistilBERT)."""
+    from nas.teachers import family
+
+    fam = family(model.config.model_type)
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if fam.token_type is not None else [])
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -49,9 +59,10 @@ def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], path: s
     """Export the logits of `model` to ONNX at `path` with dynamic batch and sequence axes."""
     path = pathlib.Path(path)
     wrapped = LogitsOnly(model.eval())
-    args = (inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+    names = [n for n in input_names(model) if n in inputs]
+    args = tuple(inputs[n] for n in names)
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=4096)
-    shapes = {name: {0: batch, 1: seq} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    shapes = {name: {0: batch, 1: seq} for name in names}
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
     levels = [lg.level for lg in quiet]
     for lg in quiet:
@@ -59,7 +70,7 @@ def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], path: s
     # the exporter traces on the CPU copy it is given; its own tensors are made there too
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.device("cpu"):
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, args, str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
+        torch.onnx.export(wrapped, args, str(path), input_names=names,
                           output_names=["logits"], dynamic_shapes=shapes, dynamo=True, external_data=False,
                           verbose=False)
     for lg, level in zip(quiet, levels):
@@ -112,7 +123,8 @@ def make_runner(model: torch.nn.Module, runtime: str, dtype: str, device: str, i
     tmp = tempfile.TemporaryDirectory(prefix="nas-onnx-")
     path = export_onnx(model, inputs, pathlib.Path(tmp.name) / "model.onnx")
     sess = onnx_session(path, threads)
-    feed = {k: v.numpy() for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    wanted = {i.name for i in sess.get_inputs()}
+    feed = {k: v.numpy() for k, v in inputs.items() if k in wanted}
     return (lambda: sess.run(["logits"], feed)), tmp.cleanup
 
 

@@ -47,7 +47,7 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
 
         sub = extract_subnet(load_pretrained(supernets[-1]),
                              Shape.from_dict(trial["config"]["shape"]))
-        sub.config.architectures = ["BertForSequenceClassification"]
+        sub.config.architectures = [type(sub).__name__]
         sub.save_pretrained(out / "model")
         AutoTokenizer.from_pretrained(supernets[-1]).save_pretrained(out / "model")
     spec = job["spec"]

@@ -290,6 +290,9 @@ class ComputePolicy(Strict):
 class JobSpec(Strict):
     name: str = Field(min_length=1, max_length=200)
     teacher: str = "minilm-l6"
+    # what students are sliced from: default the teacher where its family slices (nas/teachers), else minilm-l6,
+    # distilled from the teacher's logits first; or a local directory of a family the service slices
+    student_init: str | None = None
     dataset: DatasetRef
     task: Literal["classification", "pair"] = "classification"
     search_space: str = "bert_small"

@@ -81,9 +81,13 @@ def load_search_space(name: str, teacher_config: dict | None = None) -> SearchSp
             if not any(h % a == 0 for a in sub.heads):
                 raise SpecError(f"search_space.{part}.hidden", f"{h} is not divisible by any head count in {sub.heads}")
         if teacher_config:
-            limits = TEACHER_FAMILIES[teacher_config.get("model_type", "bert")]().shape_limits(teacher_config)
-            for axis, limit in limits.items():
+            fam = TEACHER_FAMILIES[teacher_config.get("model_type", "bert")]()
+            for axis, limit in fam.shape_limits(teacher_config).items():
                 for x in getattr(sub, axis):
                     if x > limit:
                         raise SpecError(f"search_space.{part}.{axis}", f"{x} is larger than the teacher's {limit}")
+            for h in sub.hidden:
+                why = fam.hidden_refused(teacher_config, h)
+                if why:
+                    raise SpecError(f"search_space.{part}.hidden", why)
     return space

@@ -196,16 +196,17 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
     """The hyperparameter space parses and every explicit shape fits inside the teacher."""
     if spec.hpo is None:
         return
-    from transformers import BertConfig
-
-    from nas.students.bert_slice import check_shape
+    from nas.teachers import family
 
     load_hpo_space(spec.hpo.space)
-    base = BertConfig(**{k: teacher_config[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                                        "intermediate_size") if k in teacher_config})
+    limits = Shape(**family(teacher_config.get("model_type", "bert")).shape_limits(teacher_config))
     for i, sh in enumerate(spec.hpo.shapes):
+        shape = Shape.from_dict(sh.model_dump())
         try:
-            check_shape(base, Shape.from_dict(sh.model_dump()))
+            if not shape.is_valid():
+                raise ValueError(f"hidden {shape.hidden} is not divisible by heads {shape.heads}")
+            if not shape.fits_in(limits):
+                raise ValueError(f"shape {shape.key} exceeds the source model {limits.key}")
         except ValueError as exc:
             raise SpecError(f"hpo.shapes[{i}]", str(exc)) from None
 

@@ -15,8 +15,10 @@ from nas.store.store import Store
 def check(spec: JobSpec, teacher_config: dict) -> None:
     """The latency protocol the teacher is measured with (every student after it) on each deployment target, and the
     sequence length it reads."""
+    from nas.teachers import family
+
     lat = spec.latency
-    positions = teacher_config.get("max_position_embeddings", 512)
+    positions = family(teacher_config.get("model_type", "bert")).usable_positions(teacher_config)
     for i, t in enumerate(lat.resolved_targets()):
         field = f"latency.targets[{i}]" if lat.targets else "latency"
         check_target(t, field, lat.extra_runtimes if i == 0 else [])
@@ -58,7 +60,8 @@ def run(ctx: JobContext, store: Store) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path
+    from nas.teachers import family
+    from nas.teachers.load import root_of, teacher_config, teacher_path
 
     hf_logging.set_verbosity_error()
     spec, ds = ctx.spec, ctx.dataset
@@ -67,19 +70,19 @@ def run(ctx: JobContext, store: Store) -> None:
     tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
     torch.set_num_threads(ctx.threads)
-    args = (spec.teacher, ds, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
-    ctx.teacher = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
-    if ctx.teacher is None and (ctx.compute.cuda or ctx.ray_address):
-        # on a GPU, or a cluster where the driver stays on the head: a Ray task where the GPUs are (no progress bar)
-        import ray
-
-        ctx.say(f"teacher: fine-tuning in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
-        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
-        ctx.teacher = ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute))
-    elif ctx.teacher is None:
-        ctx.teacher = prepare_teacher(*args, log=ctx.say, compute=ctx.compute)
+    ctx.teacher = prepared(ctx, spec.teacher, tensors, splits)
+    root, _ = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))
+    if root == spec.teacher:
+        ctx.source = ctx.teacher
+    else:  # students slice a student initialiser, distilled from the teacher's logits first (its own tokenizer)
+        tok = AutoTokenizer.from_pretrained(teacher_path(root, "student_init"))
+        ctx.source = prepared(ctx, root, tokenize(tok, ds, spec.budgets.max_seq_len), splits,
+                              soft_from=ctx.teacher["logits_path"])
+        ctx.say(f"student initialiser {root}: distilled from the teacher, dev accuracy "
+                f"{ctx.source['dev']['accuracy']:.4f}; students are sliced from it")
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
-    ctx.teacher_shape = trial["config"]["shape"]
+    limits = family(ctx.teacher_config.get("model_type", "bert")).shape_limits(ctx.teacher_config)
+    ctx.teacher_shape = trial["config"]["shape"] if ctx.source is ctx.teacher else limits
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
     ctx.teacher_params = int(metric_value(trial, "params", "dev"))
     train_idx = splits["train"]
@@ -88,6 +91,25 @@ def run(ctx: JobContext, store: Store) -> None:
     ctx.tokens_path = str(token_cache_path(tok, ds, spec.budgets.max_seq_len))
     ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
     ctx.labels = ds.labels.tolist()
+
+
+def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from: str | None = None) -> dict:
+    """`prepare_teacher`'s info: from the cache, or trained now (in a Ray task where the GPUs are, on a GPU or a
+    cluster whose driver stays on the head; else here, with a progress bar)."""
+    from nas.teachers.load import cached_teacher, prepare_teacher
+
+    spec = ctx.spec
+    args = (name, ctx.dataset, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from)
+    if info is not None:
+        return info
+    if ctx.compute.cuda or ctx.ray_address:
+        import ray
+
+        ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
+        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
+        return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from))
+    return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

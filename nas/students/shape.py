@@ -37,7 +37,11 @@ class Shape:
 
     @classmethod
     def of_config(cls, cfg) -> "Shape":
-        return cls(cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size)
+        """The shape of a transformers config of any family in nas/teachers (each names the axes its own way); another
+        family's (a teacher that is only distilled from) by BERT's names."""
+        from nas.teachers import FAMILIES, family
+
+        return cls(*family(cfg.model_type if cfg.model_type in FAMILIES else "bert").shape_of(cfg))
 
     def is_valid(self) -> bool:
         return self.hidden % self.heads == 0

@@ -1,18 +1,8 @@
-"""The BERT teacher family: a `BertForSequenceClassification`, sliced directly by `nas/students/bert_slice.py`."""
+"""BERT itself: its pooler (dense + tanh on [CLS]) is the head's dense, positions count from 0, token types."""
 
 from __future__ import annotations
 
-MODEL_TYPE = "bert"
-DESCRIPTION = "a BERT-family model (model_type: bert)"
+from nas.teachers.adapter import Family
 
-
-def model_class():
-    from transformers import BertForSequenceClassification
-
-    return BertForSequenceClassification
-
-
-def shape_limits(config: dict) -> dict[str, int]:
-    """The largest student shape this teacher's weights can be sliced into, by axis."""
-    return {"layers": config["num_hidden_layers"], "hidden": config["hidden_size"],
-            "heads": config["num_attention_heads"], "ffn": config["intermediate_size"]}
+FAMILY = Family("bert", "BERT (bert)", "BertForSequenceClassification", "bert",
+                head_dense="bert.pooler.dense", head_out="classifier", head_dropout_first=False)

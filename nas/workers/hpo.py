@@ -41,7 +41,7 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     tensors, labels = worker_setup(ctx, task.threads)
     teacher_logits = torch.load(ctx.teacher["logits_path"])
     aux = torch.load(task.aux_path) if task.aux_path else None
-    teacher = load_teacher(ctx.teacher)
+    teacher = load_teacher(ctx.source)  # what students slice (and whose hidden states they may match)
     settings = DistillSettings.from_dict({**task.defaults, **hp})
     if settings.relevance_weight > 0 and aux is None:
         settings.relevance_weight = 0.0  # no auxiliary teacher in this job: the axis is inert

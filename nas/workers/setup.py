@@ -51,12 +51,13 @@ def heartbeat_every(store, trial_id: int, seconds: float) -> Callable[[int, floa
 
 
 def save_model(model, ctx: JobContext, out: str | pathlib.Path) -> str:
-    """`model` (a sliced BERT) and the teacher's tokenizer in `out`, loadable by AutoModelForSequenceClassification."""
+    """`model` (a slice of what students slice) and the tokenizer it reads in `out`, loadable by
+    AutoModelForSequenceClassification."""
     from transformers import AutoTokenizer
 
-    model.config.architectures = ["BertForSequenceClassification"]
+    model.config.architectures = [type(model).__name__]
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(ctx.teacher["dir"]).save_pretrained(out)
+    AutoTokenizer.from_pretrained((ctx.source or ctx.teacher)["dir"]).save_pretrained(out)  # what it reads
     return str(out)
 
 

@@ -46,14 +46,15 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     shape = Shape.from_dict(tc["shape"])
     teacher_logits = torch.load(ctx.teacher["logits_path"])
     train, dev = torch.as_tensor(ctx.train_idx, device="cpu"), torch.as_tensor(ctx.dev_idx, device="cpu")
-    teacher = load_teacher(ctx.teacher)
+    source = load_teacher(ctx.source)  # what students slice: the teacher, or the student initialiser distilled from it
+    teacher = source if ctx.source == ctx.teacher else load_teacher(ctx.teacher)  # the latency reference
     watchdog.beat()  # loading counts as progress
     if number in nan_trial_numbers:  # fault injection (NAS_INJECT_NAN_TRIALS): a real NaN loss
         teacher_logits = teacher_logits * float("nan")
     hang = injected_fault("hang", number, trial["attempts"])
 
     def train_once(accumulate: int) -> tuple:
-        student = extract_subnet(teacher, shape)
+        student = extract_subnet(source, shape)
         oom = injected_fault("oom", number, trial["attempts"], accumulate)
 
         def on_step(step: int, loss: float) -> None:

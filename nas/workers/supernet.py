@@ -55,7 +55,7 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
         if rnd.init_dir:
             model = load_pretrained(rnd.init_dir)
         else:
-            model = load_teacher(ctx.teacher)
+            model = load_teacher(ctx.source)
         teacher_logits = soft_targets(rnd.target_logits_paths or [ctx.teacher["logits_path"]])
         if sn.rewire:
             # importance from cross-entropy on held-out train rows: KL to the teacher's own logits is flat at the teacher

@@ -75,7 +75,7 @@ def final_sources(state: SupernetRun) -> dict:
                 torch.save(torch.load(state.transfer_path)["logits"], t_path)
                 out["transfer_soft"].append(str(t_path))
     if fin.student_init == "teacher":
-        out["init_dir"], out["fits_in"] = ctx.teacher["dir"], None
+        out["init_dir"], out["fits_in"] = ctx.source["dir"], None
         ctx.say("final: students are sliced from the fine-tuned teacher")
     return out
 

@@ -1,0 +1,206 @@
+"""Issue 25's figures: a 110M teacher (all-mpnet-base-v2, MPNet 12 x 768) distilled ~10x on Rotten Tomatoes fresh/rotten,
+the service's own schedule against the plain recipe at the same shapes. Last line of output: one JSON object.
+
+    python benchmarks/large_teacher.py                    # CPU: every dev and test row, a stratified train slice
+    python benchmarks/large_teacher.py --train-rows 0     # all train rows (what a GPU run uses)
+    python benchmarks/large_teacher.py --quick            # a tiny smoke run (minutes; not a figure)
+
+It runs a real job of the service (teacher `mpnet-base` fine-tuned once and cached; rewiring, the supernet, the AutoDisc
+assistant, evolution on inherited weights, finals with the teacher-labelled transfer set, the TF-IDF reference) into a
+SQLite store in --workdir, so a stopped run resumes where it stopped (`python benchmarks/large_teacher.py` again: the
+store's resume contract, the teacher cache, the supernet checkpoints). Then the plain recipe (each final's shape sliced
+from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the search space's lr, no transfer set) trains for as many steps on
+the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same rounds as
+the teacher (a plain student has the same shape, hence the same latency, as ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def job_spec(args) -> dict:
+    """The service's schedule on mpnet-base, sized for --train-rows on this machine's device."""
+    from nas.data import load_dataset, split_indices
+    from nas.spec.job import DatasetRef
+
+    fraction = 1.0
+    if args.train_rows:
+        ds = load_dataset(DatasetRef(name="rotten-tomatoes"), "classification", 0)
+        fraction = min(1.0, args.train_rows / len(split_indices(ds.labels, 0)["train"]))
+    quick = args.quick
+    return {
+        "name": "large-teacher" + ("-quick" if quick else ""), "teacher": "mpnet-base",
+        "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
+        "search_space": str(ROOT / "search_spaces" / "base_large.yaml"),
+        "compute": {"device": args.device},
+        "latency": {"device": "cpu", "batch": 1, "seq_len": args.seq, "threads": 2, "rounds": 3 if quick else 5},
+        "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
+                    "teacher_epochs": 0.2 if quick else args.teacher_epochs},
+        "search": {"strategy": "evolution", "population": 2 if quick else 8,
+                   "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
+                                "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
+                   "autodisc": {"lambda": 0.2},
+                   "final": {"top_k": 1 if quick else args.top_k, "epochs": 0.5 if quick else args.final_epochs,
+                             "one_step_baseline": True, "augment": 1 if quick else args.augment}},
+        "references": ["tfidf-linear"], "seed": 0,
+    }
+
+
+def run_or_resume(spec: dict, store) -> int:
+    from nas.pipeline import resume_job, run_job
+    from nas.spec.job import parse_spec
+
+    job = next((j for j in store.list_jobs() if j["name"] == spec["name"]), None)
+    if job is None:
+        return run_job(parse_spec({**spec, "storage": store.url}), store)
+    if job["status"] != "COMPLETE":
+        print(f"resuming job {job['id']} ({job['status']}, stage {job.get('stage')})", flush=True)
+        resume_job(store, job["id"])
+    return job["id"]
+
+
+def stage_walls(trials: list[dict]) -> dict[str, float]:
+    """Wall seconds per kind of trial: first start to last finish (the stages run one after the other)."""
+    out: dict[str, float] = {}
+    for kind in sorted({t["kind"] for t in trials}):
+        ts = [t for t in trials if t["kind"] == kind and t["started_at"] and t["finished_at"]]
+        if ts:
+            out[kind] = round((max(t["finished_at"] for t in ts) - min(t["started_at"] for t in ts)).total_seconds(), 1)
+    return out
+
+
+def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
+    """Each final's shape, sliced from the fine-tuned teacher and distilled the plain way for as many steps as ours;
+    {shape key: {"dev", "test", "steps", "train_s"}}, kept in workdir/plain.json (a rerun skips what is there)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from nas.data import load_dataset, split_indices, stratified_sample, tokenize
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.distill.loop import DistillSettings, distill
+    from nas.spec.job import parse_spec
+    from nas.spec.space import load_search_space
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    path = workdir / "plain.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    spec = parse_spec(store.get_job(job_id)["spec"])
+    teacher_trial = store.trials(job_id, kind="teacher")[0]
+    info = {"dir": teacher_trial["config"]["dir"]}
+    info["logits_path"] = str(pathlib.Path(info["dir"]).parent / "logits.pt")
+    teacher = load_teacher(info)
+    ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    tensors = tokenize(AutoTokenizer.from_pretrained(info["dir"]), ds, spec.budgets.max_seq_len)
+    splits = split_indices(ds.labels, spec.seed)
+    train = splits["train"]
+    if spec.budgets.data_fraction < 1:
+        train = train[stratified_sample(ds.labels[train], spec.budgets.data_fraction, spec.seed)]
+    labels, soft = torch.as_tensor(ds.labels, device="cpu"), torch.load(info["logits_path"])
+    tr = torch.as_tensor(train, device="cpu")
+    settings = load_search_space(spec.search_space).distill.model_dump()
+    for t in finals:
+        shape = Shape.from_dict(t["config"]["shape"])
+        if shape.key in done:
+            continue
+        steps = max(m["step"] or 0 for m in t["metrics"] if m["name"] == "accuracy" and m["source"] == "final")
+        model = extract_subnet(teacher, shape)
+        t0 = time.perf_counter()
+        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr], DistillSettings(**settings),
+                int(steps), seed=spec.seed)
+        row = {"steps": int(steps), "train_s": round(time.perf_counter() - t0, 1)}
+        for split in ("dev", "test"):
+            idx = torch.as_tensor(splits[split], device="cpu")
+            row[split] = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])["accuracy"]
+        done[shape.key] = row
+        path.write_text(json.dumps(done, indent=1))
+        print(f"plain {shape.key}: dev {row['dev']:.4f} test {row['test']:.4f} ({row['steps']} steps)", flush=True)
+    return done
+
+
+def retention(rows: list[dict], key: str, teacher_test: float, at: float) -> dict | None:
+    """The best test accuracy among rows at >= `at` speedup, as a share of the teacher's."""
+    fast = [r for r in rows if r["speedup"] >= at and r.get(key) is not None]
+    if not fast:
+        return None
+    best = max(fast, key=lambda r: r[key])
+    return {"shape": best["shape"], "speedup": round(best["speedup"], 2), "test": round(best[key], 4),
+            "retention": round(best[key] / teacher_test, 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workdir", default=str(ROOT / ".nas" / "bench-large"), help="NAS_HOME of the run (resumable)")
+    ap.add_argument("--train-rows", type=int, default=3000, help="stratified train slice (0: all train rows)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--seq", type=int, default=48, help="tokens per text (Rotten Tomatoes reviews: ~30 on average)")
+    ap.add_argument("--teacher-epochs", type=float, default=1.0)
+    ap.add_argument("--supernet-steps", type=int, default=150)
+    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--final-epochs", type=float, default=2.0)
+    ap.add_argument("--augment", type=int, default=2)
+    args = ap.parse_args()
+    workdir = pathlib.Path(args.workdir + ("-quick" if args.quick else ""))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["NAS_HOME"] = str(workdir)
+    t0 = time.perf_counter()
+
+    from nas.data import cache_dir
+    from nas.latency.measure import device_fingerprint
+    from nas.results.front import front_rows
+    from nas.store import Store
+    from nas.store.records import metric_value
+    from nas.students.shape import Shape
+    from nas.teachers.assemble import assemble_mpnet
+
+    assemble_mpnet(cache_dir() / "teachers-src")
+    store = Store(f"sqlite:///{workdir / 'nas.db'}")
+    spec = job_spec(args)
+    job_id = run_or_resume(spec, store)
+    trials = store.trials(job_id)
+    teacher = next(t for t in trials if t["kind"] == "teacher")
+    teacher_test = metric_value(teacher, "accuracy", "test", "final")
+    f = front_rows(store, job_id, trials)
+    speed = {r["trial"]: r["speedup"] for r in f["rows"]}
+    finals = [t for t in trials if t["kind"] == "student" and t["state"] == "COMPLETE"
+              and metric_value(t, "accuracy", "test", "final") is not None]
+    t_plain = time.perf_counter()
+    plain = plain_recipe(store, job_id, finals, workdir)
+    plain_s = time.perf_counter() - t_plain
+    rows = []
+    for t in finals:
+        shape = Shape.from_dict(t["config"]["shape"]).key
+        rows.append({"trial": t["number"], "shape": shape, "speedup": speed.get(t["number"], 0.0),
+                     "ours": metric_value(t, "accuracy", "test", "final"),
+                     "one_step": metric_value(t, "one_step_accuracy", "test", "final"),
+                     "plain": plain.get(shape, {}).get("test")})
+    walls = stage_walls(trials)
+    walls["plain_recipe"] = round(plain_s, 1)
+    result = {
+        "teacher": "mpnet-base", "dataset": "rotten-tomatoes", "train_rows": args.train_rows or "all",
+        "teacher_test_acc": teacher_test, "teacher_dev_acc": metric_value(teacher, "accuracy", "dev", "final"),
+        "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
+        **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
+        "finals": sorted(rows, key=lambda r: -r["speedup"]),
+        "front": [{"trial": r["trial"], "shape": r["shape"], "dev_acc": round(r["metric"], 4),
+                   "speedup": round(r["speedup"], 2)} for r in f["front"]],
+        "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
+        "fingerprint": {k: (f.get("fingerprint") or device_fingerprint()).get(k) for k in ("cpu", "cores", "threads")},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

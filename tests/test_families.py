@@ -1,0 +1,282 @@
+"""Teachers of every family whose layers have BERT's structure (BERT, RoBERTa, XLM-R, ELECTRA, MPNet, DistilBERT):
+students slice the teacher's own weights, and every export is a stock model of the teacher's family.
+
+Each teacher is tiny, randomly initialised and built here (no download), saved without a task head (so the service
+fine-tunes one) beside the MiniLM tokenizer. The unit checks compare the two views of the weights (a standalone slice
+and the supernet's forward on views) and rewiring; one real job per family (Ray, SQLite, the supernet schedule with an
+AutoDisc assistant and a final) then checks the supernet's slices, and that an export reloads with
+`AutoModelForSequenceClassification` and reproduces the stored dev accuracy."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+
+import pytest
+import torch
+import transformers as tr
+import yaml
+from conftest import real_job
+
+from nas.students.bert_slice import extract_subnet, supernet_forward
+from nas.students.rewire import rewire
+from nas.students.shape import Shape
+from nas.teachers import FAMILIES, family
+
+VOCAB = 30522  # the MiniLM tokenizer's, saved beside every tiny teacher
+SIZE = dict(layers=3, hidden=96, heads=4, ffn=192)
+COMMON = dict(vocab_size=VOCAB, max_position_embeddings=72, pad_token_id=0)
+SLICING = ["bert", "roberta", "xlm-roberta", "electra", "mpnet", "distilbert"]
+
+
+def tiny_config(model_type: str, num_labels: int = 2):
+    fam = family(model_type)
+    axes = {fam.keys[a]: v for a, v in SIZE.items()}
+    extra = {"embedding_size": 48} if model_type == "electra" else {}  # its embeddings projected to the hidden size
+    cfg = fam.config_class()(**axes, **COMMON, **extra, num_labels=num_labels)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def tiny_model(model_type: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return family(model_type).model_class()(tiny_config(model_type)).eval()
+
+
+def batch(model_type: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 5000, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    ids[1, 8:] = 0
+    out = {"input_ids": ids, "attention_mask": mask}
+    if family(model_type).token_type is not None:
+        out["token_type_ids"] = torch.zeros_like(ids)
+    return out
+
+
+def test_every_slicing_family_is_registered():
+    assert set(SLICING) <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("model_type", SLICING)
+def test_the_supernet_view_equals_the_standalone_slice_and_the_stock_model(model_type):
+    model, inputs = tiny_model(model_type), batch(model_type)
+    with torch.no_grad():
+        full, _ = supernet_forward(model, Shape.of_config(model.config), inputs)
+        assert (full - model(**inputs).logits).abs().max() <= 1e-5  # at full size: the stock model itself
+        for shape in (Shape(2, 64, 4, 128), Shape(1, 64, 2, 96)):
+            sub = extract_subnet(model, shape)
+            assert type(sub) is type(model) and Shape.of_config(sub.config) == shape
+            out = sub(**inputs, output_hidden_states=True)
+            view, hidden = supernet_forward(model, shape, inputs, output_hidden_states=True)
+            assert (out.logits - view).abs().max() <= 1e-4, shape
+            assert len(hidden) == len(out.hidden_states) == shape.layers + 1
+            assert max(float((a - b).abs().max()) for a, b in zip(hidden, out.hidden_states)) <= 1e-4
+
+
+@pytest.mark.parametrize("model_type", SLICING)
+def test_rewiring_reorders_units_without_changing_the_function(model_type):
+    model, inputs = tiny_model(model_type), batch(model_type)
+    rewired = copy.deepcopy(model)
+    rows = {k: v.repeat(4, 1) for k, v in inputs.items()}
+    rewire(rewired, rows, torch.tensor([0, 1, 1] * 4), list(range(12)), batch_size=4, reorder_hidden=True)
+    moved = max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(),
+                                                            rewired.state_dict().values()))
+    assert moved > 1e-3  # units really moved
+    with torch.no_grad():
+        assert (rewired(**inputs).logits - model(**inputs).logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("model_type", SLICING)
+def test_a_slice_saves_as_a_stock_model_of_its_family(model_type, tmp_path):
+    model, inputs = tiny_model(model_type), batch(model_type)
+    sub = extract_subnet(model, Shape(2, 64, 4, 128))
+    sub.save_pretrained(tmp_path)
+    again = tr.AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert type(again) is type(model)
+    with torch.no_grad():
+        assert (again(**inputs).logits - sub(**inputs).logits).abs().max() <= 1e-6
+
+
+def test_an_electra_student_as_wide_as_the_embeddings_is_refused():
+    with pytest.raises(ValueError, match="embedding_size"):
+        extract_subnet(tiny_model("electra"), Shape(1, 48, 4, 96))
+
+
+# -- one real job per family ----------------------------------------------------------------------------------------
+SPACE = {"student": {"layers": [1, 2], "hidden": [32, 64], "heads": [2, 4], "ffn": [64, 128]},
+         "assistant": {"layers": [2], "hidden": [96], "heads": [4], "ffn": [192]},
+         "distill": {"lr": 1.0e-3, "alpha_soft": 0.5, "beta_hard": 0.5, "temperature": 2.0, "warmup_ratio": 0.1,
+                     "batch_size": 32, "weight_decay": 0.01}}
+
+
+def write_teacher(model_type: str, out: pathlib.Path) -> pathlib.Path:
+    """A tiny random teacher of `model_type` without a task head, and the MiniLM tokenizer, in `out`."""
+    from transformers import AutoTokenizer
+
+    from nas.teachers.load import teacher_path
+
+    torch.manual_seed(0)
+    tr.AutoModel.from_config(tiny_config(model_type)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(teacher_path("minilm-l6")).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module", params=[t for t in SLICING if t != "bert"])  # BERT: every other job of the suite
+def family_job(request, tmp_path_factory):
+    model_type = request.param
+    home = tmp_path_factory.mktemp(f"family-{model_type}")
+    space = home / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    spec = {"name": f"tiny-{model_type}", "teacher": str(write_teacher(model_type, home / "teacher")),
+            "dataset": {"name": "bbc-news", "max_rows": 150}, "task": "classification", "search_space": str(space),
+            "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
+                        "max_runs": 20, "rounds": 2},
+            "budgets": {"trials": 4, "max_seq_len": 32, "teacher_epochs": 1},
+            "search": {"strategy": "evolution", "population": 2,
+                       "supernet": {"steps": 3, "n_random": 1, "rewire_rows": 16},
+                       "final": {"top_k": 1, "epochs": 1}},
+            "seed": 3}
+    with real_job(home, yaml.safe_dump(spec)) as j:
+        yield {**j, "model_type": model_type}
+
+
+def test_a_job_runs_end_to_end_on_a_teacher_of_the_family(family_job):
+    store, job_id = family_job["store"], family_job["job_id"]
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    trials = store.trials(job_id)
+    assert not [t for t in trials if t["state"] == "FAILED"]
+    assert {"teacher", "supernet", "assistant", "student"} <= {t["kind"] for t in trials}
+    teacher = next(t for t in trials if t["kind"] == "teacher")
+    assert teacher["config"]["fine_tuned"]  # it had no head: the service fine-tuned one
+    saved = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())
+    assert saved["model_type"] == family_job["model_type"]
+
+
+def test_the_supernets_slices_equal_its_extracted_students(family_job):
+    from nas.teachers import load_pretrained
+
+    store, job_id = family_job["store"], family_job["job_id"]
+    supernet = store.job_artefacts(job_id, kind="supernet")[-1]["path"]
+    model = load_pretrained(supernet)
+    assert model.config.model_type == family_job["model_type"]
+    inputs = batch(family_job["model_type"])
+    students = store.trials(job_id, kind="student", state="COMPLETE")
+    with torch.no_grad():
+        for t in students:
+            shape = Shape.from_dict(t["config"]["shape"])
+            view, _ = supernet_forward(model, shape, inputs)
+            assert (extract_subnet(model, shape)(**inputs).logits - view).abs().max() <= 1e-4
+
+
+def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(family_job, tmp_path):
+    from nas.results.export import evaluate_export, export_trial
+    from nas.store.records import metric_value
+
+    store, job_id = family_job["store"], family_job["job_id"]
+    final = next(t for t in store.trials(job_id, kind="student", state="COMPLETE")
+                 if metric_value(t, "accuracy", "dev", "final") is not None)
+    out = export_trial(store, job_id, final["number"], tmp_path / "export")
+    model = tr.AutoModelForSequenceClassification.from_pretrained(pathlib.Path(out) / "model")
+    assert model.config.model_type == family_job["model_type"]
+    result = evaluate_export(out)
+    assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
+
+
+@pytest.mark.parametrize("field", ["teacher", "student_init"])
+def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
+    """A vision model is no teacher (AutoModelForSequenceClassification cannot load it); a student initialiser must be
+    of a family the service slices (a DeBERTa one is refused, though it may teach)."""
+    from typer.testing import CliRunner
+
+    from nas.ui.cli import app
+
+    model = tmp_path / "model"
+    if field == "teacher":
+        tr.ViTModel(tr.ViTConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                 intermediate_size=32)).save_pretrained(model)
+        words = "'vit' model, which the service cannot use as a teacher; families it slices: BERT (bert)"
+    else:
+        tr.DebertaV2Model(tr.DebertaV2Config(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                             intermediate_size=32, vocab_size=100)).save_pretrained(model)
+        words = "'deberta-v2' model, which the service cannot use as a student initialiser (its weights are sliced)"
+    (model / "vocab.txt").write_text("[PAD]\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "g", "dataset": "bbc-news", field: str(model)}))
+    res = CliRunner().invoke(app, ["validate", str(spec)])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and field in line and words in line, line
+    assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
+
+
+# -- a teacher whose family does not slice: DeBERTa-v2 with its own tokenizer ---------------------------------------
+def own_tokenizer(out: pathlib.Path, texts: list[str]):
+    """A WordPiece tokenizer of ~800 entries trained on `texts` (not MiniLM's: teacher and students tokenise apart)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=800, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(out)
+    return fast
+
+
+@pytest.fixture(scope="module")
+def distil_only_job(tmp_path_factory):
+    from nas.data import load_dataset
+    from nas.spec.job import DatasetRef
+
+    home = tmp_path_factory.mktemp("family-deberta")
+    texts = list(load_dataset(DatasetRef(name="bbc-news", max_rows=150), "classification", 3).texts)
+    tok = own_tokenizer(home / "teacher", texts)
+    torch.manual_seed(0)
+    tr.DebertaV2Model(tr.DebertaV2Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=128,
+                                         pad_token_id=0)).save_pretrained(home / "teacher")
+    spec = {"name": "tiny-deberta", "teacher": str(home / "teacher"), "dataset": {"name": "bbc-news", "max_rows": 150},
+            "task": "classification", "search_space": "tiny",
+            "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
+                        "max_runs": 20, "rounds": 2},
+            "budgets": {"trials": 4, "max_seq_len": 32, "teacher_epochs": 1},
+            "search": {"strategy": "evolution", "population": 2,
+                       "supernet": {"steps": 3, "n_random": 1, "rewire_rows": 16},
+                       "final": {"top_k": 1, "epochs": 1, "augment": 1}},
+            "seed": 3}
+    # transformers' own DeBERTa code makes 0-dim tensors without a device (`scaled_size_sqrt`), which CUDA accepts
+    # beside its tensors but the meta-device hook cannot: this one job runs without it (the service's code is the same)
+    with real_job(home, yaml.safe_dump(spec), NAS_STRICT_DEVICES="") as j:
+        yield j
+
+
+def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_only_job):
+    """DeBERTa-v2 (relative attention, its own tokenizer): its logits distil MiniLM-L6 first, which every student is
+    then sliced from; the students read MiniLM's tokenizer, and their exports are BERT models beside it."""
+    from nas.results.export import evaluate_export, export_trial
+    from nas.store.records import metric_value
+    from nas.teachers import load_pretrained
+
+    store, job_id = distil_only_job["store"], distil_only_job["job_id"]
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    trials = store.trials(job_id)
+    assert not [(t["kind"], t["error"]) for t in trials if t["state"] == "FAILED"]
+    teacher = next(t for t in trials if t["kind"] == "teacher")
+    config = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())
+    assert config["model_type"] == "deberta-v2"
+    supernet = load_pretrained(store.job_artefacts(job_id, kind="supernet")[-1]["path"])
+    assert supernet.config.model_type == "bert" and Shape.of_config(supernet.config) == Shape(6, 384, 12, 1536)
+    final = next(t for t in store.trials(job_id, kind="student", state="COMPLETE")
+                 if metric_value(t, "accuracy", "dev", "final") is not None)
+    out = export_trial(store, job_id, final["number"], distil_only_job["home"] / "export")
+    vocab = tr.AutoTokenizer.from_pretrained(pathlib.Path(out) / "model").get_vocab()
+    assert len(vocab) == VOCAB  # MiniLM's tokenizer, not the teacher's 800 entries
+    result = evaluate_export(out)
+    assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
