@@ -155,6 +155,8 @@ def main() -> None:
     workdir = pathlib.Path(args.workdir + ("-quick" if args.quick else ""))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["NAS_HOME"] = str(workdir)
+    # the assembled mpnet-base and the fine-tuned teachers are shared with every other run (a 419 MB source)
+    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
     t0 = time.perf_counter()
 
     from nas.data import cache_dir
@@ -194,7 +196,7 @@ def main() -> None:
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
         **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
         "finals": sorted(rows, key=lambda r: -r["speedup"]),
-        "front": [{"trial": r["trial"], "shape": r["shape"], "dev_acc": round(r["metric"], 4),
+        "front": [{"trial": r["trial"], "shape": Shape.from_dict(r["shape"]).key, "dev_acc": round(r["metric"], 4),
                    "speedup": round(r["speedup"], 2)} for r in f["front"]],
         "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
         "fingerprint": {k: (f.get("fingerprint") or device_fingerprint()).get(k) for k in ("cpu", "cores", "threads")},

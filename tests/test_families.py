@@ -252,7 +252,11 @@ def distil_only_job(tmp_path_factory):
                        "final": {"top_k": 1, "epochs": 1, "augment": 1}},
             "seed": 3}
     # transformers' own DeBERTa code makes 0-dim tensors without a device (`scaled_size_sqrt`), which CUDA accepts
-    # beside its tensors but the meta-device hook cannot: this one job runs without it (the service's code is the same)
+    # beside its tensors but the meta-device hook cannot: this one job runs without it (the service's code is the same),
+    # on a Ray started afresh (workers inherit the environment Ray starts with; a family job's may still be up)
+    import ray
+
+    ray.shutdown()
     with real_job(home, yaml.safe_dump(spec), NAS_STRICT_DEVICES="") as j:
         yield j
 
