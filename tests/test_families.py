@@ -173,6 +173,7 @@ def test_the_supernets_slices_equal_its_extracted_students(family_job):
 
 def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(family_job, tmp_path):
     from nas.results.export import evaluate_export, export_trial
+    from nas.results.formats import formats_of
     from nas.store.records import metric_value
 
     store, job_id = family_job["store"], family_job["job_id"]
@@ -181,8 +182,10 @@ def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(
     out = export_trial(store, job_id, final["number"], tmp_path / "export")
     model = tr.AutoModelForSequenceClassification.from_pretrained(pathlib.Path(out) / "model")
     assert model.config.model_type == family_job["model_type"]
-    result = evaluate_export(out)
-    assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
+    assert formats_of(out) == ["hf", "onnx", "int8"]
+    for fmt in formats_of(out):  # transformers, ONNX Runtime fp32 and int8, each from raw text
+        result = evaluate_export(out, fmt)
+        assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
 
 
 @pytest.mark.parametrize("field", ["teacher", "student_init"])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import real_job, tiny_job_spec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -66,11 +67,25 @@ def test_pareto_cli_and_export_reload_in_a_fresh_process(job, tmp_path):
                           "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert (dest / "config.yaml").is_file() and (dest / "model" / "config.json").is_file()
+    assert (dest / "onnx" / "model.onnx").is_file() and (dest / "onnx" / "tokenizer.json").is_file()
+    card = yaml.safe_load((dest / "config.yaml").read_text())
+    assert set(card["formats"]) == {"hf", "onnx", "int8"} and card["formats"]["int8"] < card["formats"]["onnx"] / 2
     check = subprocess.run([sys.executable, "-m", "nas", "check-export", str(dest)], capture_output=True, text=True,
                            env=env, cwd=ROOT)
     assert check.returncode == 0, check.stderr
     res = json.loads(check.stdout.strip().splitlines()[-1])
-    assert res["abs_diff"] <= 0.005, res
+    assert set(res["formats"]) == {"hf", "onnx", "int8"}  # each reloaded in a fresh process, from raw text
+    assert all(r["abs_diff"] <= 0.005 for r in res["formats"].values()), res
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Shares fell sharply as the bank cut its profit forecast\nThe striker scored twice\n")
+    pred = subprocess.run([sys.executable, "-m", "nas", "predict", str(dest), "Election campaign enters final week",
+                           "--file", str(texts), "--format", "int8"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert pred.returncode == 0, pred.stderr
+    rows = [json.loads(line) for line in pred.stdout.strip().splitlines()]
+    assert len(rows) == 3 and all(r["label"] in card["labels"] and abs(sum(r["probs"]) - 1) < 1e-4 for r in rows)
+    bad = subprocess.run([sys.executable, "-m", "nas", "predict", str(dest), "x", "--format", "sklearn"],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "--format" in bad.stderr
     # exporting into a non-empty directory is a user error, not an overwrite
     again = subprocess.run([sys.executable, "-m", "nas", "export", str(job["job_id"]), "--trial", str(best["trial"]),
                             "--out", str(dest), "--storage", job["url"]], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -121,3 +136,19 @@ def test_references_are_scored_timed_end_to_end_and_shown(job, tmp_path):
 
     bundle = joblib.load(tmp_path / "tfidf" / "model.joblib")
     assert len(bundle["model"].predict(["shares fell sharply on the stock market"])) == 1 and bundle["sklearn"]
+
+
+def test_predict_and_check_export_refuse_what_is_not_an_export(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas.ui.cli import app
+
+    runner = CliRunner()
+    for args in (["predict", str(tmp_path), "some text"], ["check-export", str(tmp_path)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "OUT_DIR" in res.output and "no config.yaml" in res.output, res.output
+    (tmp_path / "config.yaml").write_text("spec: {}\n")
+    res = runner.invoke(app, ["predict", str(tmp_path)])
+    assert res.exit_code == 2 and "TEXTS" in res.output
+    res = runner.invoke(app, ["predict", str(tmp_path), "--file", str(tmp_path / "missing.txt")])
+    assert res.exit_code == 2 and "--file" in res.output

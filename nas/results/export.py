@@ -1,5 +1,6 @@
-"""Winner -> a directory a user can deploy: config.yaml (shape, distillation settings, measured figures, provenance), a
-`save_pretrained` model with its tokenizer, and a short model card."""
+"""Winner -> a directory a user can deploy: config.yaml (shape, distillation settings, measured figures, provenance, the
+formats and their sizes), a `save_pretrained` model with its tokenizer, ONNX fp32 and int8 beside their tokenizer
+(nas/results/formats.py), and a short model card."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import yaml
 
 from nas import __version__
 from nas.paths import confined_path
+from nas.results.formats import FORMATS, size_mb, write_onnx
 from nas.spec.errors import SpecError
 from nas.store.records import metric_value
 from nas.store.store import Store
 
 
-def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pathlib.Path) -> pathlib.Path:
+def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pathlib.Path,
+                 formats: tuple[str, ...] = FORMATS) -> pathlib.Path:
+    """Trial `trial_number` of job `job_id` in `out_dir` (created; must be empty or absent), in `formats` (a student:
+    hf always, onnx, int8; a TF-IDF reference: its joblib file)."""
     job = store.get_job(job_id)
     if job is None:
         raise SpecError("JOB", f"no job {job_id} in {store.url}")
@@ -52,10 +57,16 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
         AutoTokenizer.from_pretrained(supernets[-1]).save_pretrained(out / "model")
     spec = job["spec"]
     lat = trial["latency"][-1] if trial["latency"] else None
+    sizes = {"hf": size_mb(out / "model" / "model.safetensors")}
+    if "onnx" in formats or "int8" in formats:
+        sizes.update(write_onnx(out, int8="int8" in formats))
+    id2label = yaml.safe_load((out / "model" / "config.json").read_text()).get("id2label") or {}
     card = {
         "job": {"id": job_id, "name": job["name"], "storage": _safe_url(store.url)},
         "trial": {"number": trial_number, "kind": trial["kind"], "state": trial["state"]},
         "shape": trial["config"].get("shape"),
+        "labels": [id2label[k] for k in sorted(id2label, key=int)] or None,
+        "formats": sizes,  # MB on disk
         "distillation": trial["config"].get("distill"),
         "training_steps": trial["config"].get("steps"),
         "metrics": [{k: m[k] for k in ("name", "value", "split", "source")} for m in trial["metrics"]],
@@ -94,7 +105,7 @@ def _export_sklearn(store: Store, job: dict, trial: dict, path: str, out_dir) ->
     card = {
         "job": {"id": job["id"], "name": job["name"], "storage": _safe_url(store.url)},
         "trial": {"number": trial["number"], "kind": trial["kind"], "state": trial["state"]},
-        "reference": trial["config"], "sklearn": sklearn.__version__,
+        "reference": trial["config"], "sklearn": sklearn.__version__, "formats": {"sklearn": size_mb(out / "model.joblib")},
         "metrics": [{k: m[k] for k in ("name", "value", "split", "source")} for m in trial["metrics"]],
         "latency": None if lat is None else {k: lat[k] for k in ("device", "runtime", "batch", "seq_len", "threads", "n",
                                                                   "p50_ms", "p90_ms", "cv", "fingerprint")},
@@ -131,29 +142,27 @@ def _model_card(card: dict, trial: dict) -> str:
     )
 
 
-def evaluate_export(out_dir: str | pathlib.Path) -> dict:
-    """Load an exported model the way a user would (transformers only) and score it on the job's dev split, rebuilt from
-    the provenance in config.yaml. Returns {"dev_accuracy", "stored_dev_accuracy", "abs_diff"}."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def evaluate_export(out_dir: str | pathlib.Path, fmt: str | None = None) -> dict:
+    """Load an exported model the way a user would (transformers, ONNX Runtime or joblib: format `fmt`, default the
+    first the export holds) and score it on the job's dev split, rebuilt from the provenance in config.yaml, from raw
+    text. Returns {"format", "dev_accuracy", "stored_dev_accuracy", "abs_diff"}."""
+    import numpy as np
 
-    from nas.data import load_dataset, split_indices, tokenize
-    from nas.distill.evaluate import predict_logits, scores
+    from nas.data import load_dataset, split_indices
+    from nas.results.formats import formats_of, predictor
     from nas.spec.job import parse_spec
 
     out = pathlib.Path(out_dir)
     card = yaml.safe_load((out / "config.yaml").read_text())
     spec = parse_spec(card["spec"])
-    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
-    tok = AutoTokenizer.from_pretrained(out / "model")
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    dev = torch.as_tensor(split_indices(ds.labels, spec.seed)["dev"], device="cpu")
-    tensors = tokenize(tok, ds, spec.budgets.max_seq_len)
-    labels = torch.as_tensor(ds.labels, device="cpu")
-    acc = scores(predict_logits(model, {k: v[dev] for k, v in tensors.items()}), labels[dev])["accuracy"]
+    dev = split_indices(ds.labels, spec.seed)["dev"]
+    probs = predictor(out, fmt)([ds.texts[i] for i in dev])
+    acc = float((probs.argmax(-1) == np.asarray(ds.labels)[dev]).mean())
     dev_acc = [m for m in card["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"]
     final = [m for m in dev_acc if m["source"] == "final"]
     # a probe proxy scored a classifier the export does not carry: its weights reproduce the inherited head's figure
     head = [m for m in card["metrics"] if m["name"] == "head_accuracy" and m["split"] == "dev"]
     stored = (final or head or dev_acc or [{"value": None}])[-1]["value"]
-    return {"dev_accuracy": acc, "stored_dev_accuracy": stored, "abs_diff": None if stored is None else abs(acc - stored)}
+    return {"format": fmt or formats_of(out)[0], "dev_accuracy": acc,
+            "stored_dev_accuracy": stored, "abs_diff": None if stored is None else abs(acc - stored)}

@@ -144,6 +144,7 @@ def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None, sto
         "proxy_metric": metric_value(t, metric, "dev", "proxy"), "final_metric": metric_value(t, metric, "dev", "final"),
         "test_metric": metric_value(t, metric, "test"), "latency_ms": lat_ms, "p50_ms": lat["p50_ms"],
         "p90_ms": lat["p90_ms"], "cv": lat["cv"], "params": metric_value(t, "params", "dev") or 0,
+        "size_mb": metric_value(t, "size_mb", "dev") or round((metric_value(t, "params", "dev") or 0) * 4e-6, 3),
         "speedup": stored or ((t_ms / lat_ms) if t_ms and lat_ms else None),
         "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
     }

@@ -128,7 +128,7 @@ def measure_teacher(key: str, teacher, lat) -> list[dict]:
 
 def record_teacher(ctx: JobContext, store: Store) -> dict:
     """The teacher as a trial: its dev/test scores, parameters and measured latency. Returns the trial."""
-    from nas.students.bert_slice import count_parameters
+    from nas.students.bert_slice import count_parameters, size_mb
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
 
@@ -145,6 +145,7 @@ def record_teacher(ctx: JobContext, store: Store) -> dict:
         for name, value in info[split].items():
             store.add_metric(t["id"], name, value, split, "final")
     store.add_metric(t["id"], "params", count_parameters(teacher), "dev", "final")
+    store.add_metric(t["id"], "size_mb", size_mb(teacher), "dev", "final")
     key = "teacher:" + shape.key
     rows = measure_teacher(key, teacher, spec.latency)
     for row in rows:

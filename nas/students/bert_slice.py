@@ -67,6 +67,12 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def size_mb(model: torch.nn.Module) -> float:
+    """The model's weights and buffers as saved in fp32 (safetensors), in MB (10^6 bytes)."""
+    n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return round(n / 1e6, 3)
+
+
 def _linear(x: torch.Tensor, layer: torch.nn.Linear, n_out: int | None, n_in: int) -> torch.Tensor:
     """x @ W[:n_out, :n_in].T + b[:n_out] on views of `layer`'s parameters (n_out None keeps all outputs)."""
     w = layer.weight[:n_out, :n_in] if n_out is not None else layer.weight[:, :n_in]

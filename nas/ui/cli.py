@@ -9,26 +9,14 @@ from typing import Optional
 
 import typer
 
+from nas.ui import exports
+from nas.ui.base import STORAGE_HELP
+from nas.ui.base import open_store as _store
+from nas.ui.base import user_error as _user_error
+
 app = typer.Typer(help=__doc__ + "\n\nA job spec (YAML) says which teacher, dataset, search space, objectives, latency "
                   "settings and budgets to use; see examples/.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
-
-
-STORAGE_HELP = "Database URL (default: $NAS_STORAGE, else sqlite under $NAS_HOME or ./.nas/)."
-
-
-def _user_error(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(2)
-
-
-def _store(storage: str | None):
-    from nas.store import Store, StoreError
-
-    try:
-        return Store(storage or os.environ.get("NAS_STORAGE") or None)
-    except StoreError as exc:
-        _user_error(exc)
 
 
 @app.command()
@@ -259,17 +247,17 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
           if named else "")
     typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
                f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
-    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<18} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10}")
+    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<18} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
     if t:
         typer.echo(f"{'T':>5}  {_shape(t['shape']):<18} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
-                   f"{1.0:>7.1f}x {int(t['params']):>10,}  (teacher)")
+                   f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher)")
     a = f.get("assistant")
     if a:
         typer.echo(f"{'A':>5}  {_shape(a['shape']):<18} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
-                   f"{(a['speedup'] or 0):>7.1f}x {int(a['params']):>10,}  (assistant, τ {a['tau']:.4f}, {a['source']})")
+                   f"{(a['speedup'] or 0):>7.1f}x {int(a['params']):>10,} {a['size_mb']:>7.1f}  (assistant, τ {a['tau']:.4f}, {a['source']})")
     for r in f["front"]:
         typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
-                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,}  {r['source']}"
+                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,} {r['size_mb']:>7.1f}  {r['source']}"
                    + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else ""))
     n_all = len(f["rows"])
     hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
@@ -295,29 +283,9 @@ def _shape(s: dict | None) -> str:
     return f"{s.get('layers')}/{s.get('hidden')}/{s.get('heads')}/{s.get('ffn')}"
 
 
-@app.command()
-def export(job: int = typer.Argument(..., help="Job id."), trial: int = typer.Option(..., help="Trial number."),
-           out: str = typer.Option(..., help="Directory to create (must be empty or absent)."),
-           storage: Optional[str] = typer.Option(None, help=STORAGE_HELP)):
-    """Export a trial: DIR/config.yaml, DIR/model (save_pretrained + tokenizer), DIR/README.md."""
-    from nas.results.export import export_trial
-    from nas.spec.errors import SpecError
-
-    store = _store(storage)
-    try:
-        path = export_trial(store, job, trial, out)
-    except SpecError as exc:
-        _user_error(exc)
-    typer.echo(f"exported job {job} trial {trial} to {path}")
-    typer.echo(f"load it with AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
-
-
-@app.command("check-export")
-def check_export(out_dir: str = typer.Argument(..., help="A directory written by `nas export`.")):
-    """Reload an export with plain transformers and re-score it on the job's dev split; compare with the stored value."""
-    from nas.results.export import evaluate_export
-
-    typer.echo(json.dumps(evaluate_export(out_dir)))
+app.command()(exports.export)
+app.command("check-export")(exports.check_export)
+app.command()(exports.predict)
 
 
 @app.command()

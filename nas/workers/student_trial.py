@@ -35,7 +35,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     from nas.distill.loop import DistillSettings, distill
     from nas.latency.measure import measure_targets
     from nas.latency.slot import heavy_work
-    from nas.students.bert_slice import count_parameters, extract_subnet
+    from nas.students.bert_slice import count_parameters, extract_subnet, size_mb
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
 
@@ -80,6 +80,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
         store.add_metric(trial_id, name, value, "dev", "final", step=info["steps"])
     params = count_parameters(student)
     store.add_metric(trial_id, "params", params, "dev", "final")
+    store.add_metric(trial_id, "size_mb", size_mb(student), "dev", "final")
     with watchdog.measuring():
         rows = measure_targets(store, {shape.key: student}, ctx.spec.latency, reference=teacher)
     for row in rows[shape.key]:

@@ -121,7 +121,7 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
     (FAILED result, None)."""
     from nas.distill.evaluate import scores
     from nas.distill.proxy import probe_logits, shape_logits
-    from nas.students.bert_slice import count_parameters, extract_subnet
+    from nas.students.bert_slice import count_parameters, extract_subnet, size_mb
 
     tid, shape = item["trial_id"], Shape.from_dict(item["shape"])
     store.start_trial(tid)
@@ -139,6 +139,7 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
         sub = extract_subnet(model, shape)
         params = count_parameters(sub)
         store.add_metric(tid, "params", params, "dev", "proxy")
+        store.add_metric(tid, "size_mb", size_mb(sub), "dev", "proxy")
         # the supernet this proxy was read from (a second round has its own): an export slices the same
         store.add_artefact(ctx.job_id, tid, "proxy_source", supernet_dir)
         return {"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params}, (shape, sub)
