@@ -29,7 +29,7 @@ def jobs_table(store: Store) -> pd.DataFrame:
         rows.append({"id": j["id"], "name": j["name"], "status": j["status"], "stage": j["stage"],
                      "done": j["trials_complete"], "budget": budget,
                      "progress": min(1.0, j["trials_complete"] / budget) if budget else None,
-                     f"best dev": best.get((j["id"], metric)), "metric": metric, "created": j["created_at"]})
+                     "best dev": best.get((j["id"], metric)), "metric": metric, "created": j["created_at"]})
     return pd.DataFrame(rows, columns=["id", "name", "status", "stage", "done", "budget", "progress", "best dev", "metric",
                                        "created"])
 
