@@ -96,9 +96,8 @@ def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) 
     path = workdir / "plain.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
     spec = parse_spec(store.get_job(job_id)["spec"])
-    teacher_trial = store.trials(job_id, kind="teacher")[0]
-    info = {"dir": teacher_trial["config"]["dir"]}
-    info["logits_path"] = str(pathlib.Path(info["dir"]).parent / "logits.pt")
+    teacher_dir = pathlib.Path(store.trials(job_id, kind="teacher")[0]["config"]["dir"])
+    info = json.loads((teacher_dir.parent / "teacher.json").read_text())  # prepare_teacher's, beside the model
     teacher = load_teacher(info)
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     tensors = tokenize(AutoTokenizer.from_pretrained(info["dir"]), ds, spec.budgets.max_seq_len)

@@ -137,7 +137,7 @@ def strict_devices():
     the test hook is set: then torch's default device is `meta`, so every tensor in the training, labelling, proxy,
     final and HPO paths must name its device (the compute device, or the CPU for host-side data), and the CUDA path
     differs from the tested one only in the device's name. (A meta index into a CPU tensor reads garbage rather than
-    failing, so the test that sets the hook checks the job's results, not only that it ran.)"""
+    failing, which the jobs' own checks of their results catch.)"""
     import torch
 
     old = torch.get_default_device()

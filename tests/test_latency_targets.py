@@ -16,7 +16,7 @@ import yaml
 from conftest import real_job, tiny_job_spec
 from typer.testing import CliRunner
 
-from nas.latency.measure import fingerprint_id, planned_settings, resolve_device, target_settings
+from nas.latency.measure import fingerprint_id, planned_settings, target_settings
 from nas.results.front import all_fronts, front_rows
 from nas.spec.errors import SpecError
 from nas.spec.job import latency_targets, parse_spec, with_latency_device

@@ -45,11 +45,12 @@ def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object
     """Raw texts -> logits through the model's own tokenizer, padded to the job's sequence length like the students."""
     import torch
 
+    from nas.data import encode
+
     model = model.eval()
 
     def predict(texts: list[str]):
-        with torch.device("cpu"):  # host-side token ids, named explicitly
-            enc = tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
+        enc = encode(tokenizer, texts, seq_len)
         with torch.inference_mode():
             return model(**enc).logits
 
@@ -57,13 +58,9 @@ def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object
 
 
 def tokenizer_only(tokenizer, seq_len: int) -> Callable[[list[str]], object]:
-    import torch
+    from nas.data import encode
 
-    def encode(texts: list[str]):
-        with torch.device("cpu"):  # host-side token ids, named explicitly
-            return tokenizer(texts, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
-
-    return encode
+    return lambda texts: encode(tokenizer, texts, seq_len)
 
 
 def sklearn_predictor(pipe) -> Callable[[list[str]], object]:

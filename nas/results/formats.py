@@ -28,7 +28,6 @@ def size_mb(path: pathlib.Path) -> float:
 
 def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
     """DIR/onnx/model.onnx (+ model.int8.onnx) and the tokenizer, from DIR/model. Returns {format: size in MB}."""
-    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoTokenizer
 
@@ -40,8 +39,7 @@ def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
     onnx_dir = out / "onnx"
     onnx_dir.mkdir()
     inputs = dummy_inputs(2, 16, model.config.vocab_size)
-    with torch.device("cpu"):
-        export_onnx(model, {k: inputs[k] for k in input_names(model)}, onnx_dir / "model.onnx")
+    export_onnx(model, {k: inputs[k] for k in input_names(model)}, onnx_dir / "model.onnx")
     AutoTokenizer.from_pretrained(out / "model").save_pretrained(onnx_dir)
     sizes = {"onnx": size_mb(onnx_dir / "model.onnx")}
     if int8:
@@ -103,13 +101,12 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
         model = load_pretrained(out / "model")
         tok = AutoTokenizer.from_pretrained(out / "model")
         return lambda texts: torch.softmax(predict_logits(model, encode(tok, texts, max_len, pair)), -1).numpy()
-    import onnxruntime as ort
+    import os
+
+    from nas.latency.runtimes import onnx_session
 
     tok = AutoTokenizer.from_pretrained(out / "onnx")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(out / "onnx" / ("model.onnx" if fmt == "onnx" else "model.int8.onnx")), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = onnx_session(out / "onnx" / ("model.onnx" if fmt == "onnx" else "model.int8.onnx"), os.cpu_count() or 1)
     wanted = {i.name for i in sess.get_inputs()}
 
     def run(texts) -> np.ndarray:

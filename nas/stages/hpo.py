@@ -201,12 +201,8 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
     load_hpo_space(spec.hpo.space)
     limits = Shape(**family(teacher_config.get("model_type", "bert")).shape_limits(teacher_config))
     for i, sh in enumerate(spec.hpo.shapes):
-        shape = Shape.from_dict(sh.model_dump())
         try:
-            if not shape.is_valid():
-                raise ValueError(f"hidden {shape.hidden} is not divisible by heads {shape.heads}")
-            if not shape.fits_in(limits):
-                raise ValueError(f"shape {shape.key} exceeds the source model {limits.key}")
+            Shape.from_dict(sh.model_dump()).check_fits(limits)
         except ValueError as exc:
             raise SpecError(f"hpo.shapes[{i}]", str(exc)) from None
 

@@ -81,8 +81,8 @@ def run(ctx: JobContext, store: Store) -> None:
         ctx.say(f"student initialiser {root}: distilled from the teacher, dev accuracy "
                 f"{ctx.source['dev']['accuracy']:.4f}; students are sliced from it")
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
-    limits = family(ctx.teacher_config.get("model_type", "bert")).shape_limits(ctx.teacher_config)
-    ctx.teacher_shape = trial["config"]["shape"] if ctx.source is ctx.teacher else limits
+    # what students slice (the teacher, or the student initialiser), by axis
+    ctx.teacher_shape = family(ctx.teacher_config.get("model_type", "bert")).shape_limits(ctx.teacher_config)
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
     ctx.teacher_params = int(metric_value(trial, "params", "dev"))
     train_idx = splits["train"]

@@ -33,11 +33,7 @@ def shape_config(base, shape: Shape):
 
 def check_shape(base, shape: Shape) -> None:
     """ValueError unless `shape` is a valid prefix of the model described by `base`."""
-    if not shape.is_valid():
-        raise ValueError(f"hidden {shape.hidden} is not divisible by heads {shape.heads}")
-    big = Shape.of_config(base)
-    if not shape.fits_in(big):
-        raise ValueError(f"shape {shape.key} exceeds the source model {big.key}")
+    shape.check_fits(Shape.of_config(base))
 
 
 def extract_subnet(model, shape: Shape):

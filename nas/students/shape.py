@@ -46,6 +46,13 @@ class Shape:
     def is_valid(self) -> bool:
         return self.hidden % self.heads == 0
 
+    def check_fits(self, big: "Shape") -> None:
+        """ValueError unless this shape is valid and a prefix slice of `big` (what it would be extracted from)."""
+        if not self.is_valid():
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if not self.fits_in(big):
+            raise ValueError(f"shape {self.key} exceeds the source model {big.key}")
+
     def fits_in(self, other: "Shape") -> bool:
         """Whether this shape is a prefix slice of `other` on every axis (so it can be extracted from it)."""
         return (self.layers <= other.layers and self.hidden <= other.hidden and self.heads <= other.heads

@@ -32,14 +32,6 @@ def family(model_type: str):
     return FAMILIES[model_type]()
 
 
-def family_of(path):
-    """The `Family` of the saved model in directory `path` (its config.json's `model_type`)."""
-    import json
-    import pathlib
-
-    return family(json.loads((pathlib.Path(path) / "config.json").read_text())["model_type"])
-
-
 def model_class_of(path):
     """The sequence-classification class of the saved model in `path`: its family's where the service slices it, else
     whatever AutoModelForSequenceClassification picks (a teacher that is only distilled from)."""

@@ -42,10 +42,6 @@ class Family:
     act_key: str = "hidden_act"
     dropout_keys: tuple = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
 
-    @property
-    def DESCRIPTION(self) -> str:  # the registry's name for it (nas/teachers/__init__.py)
-        return self.description
-
     def model_class(self):
         import transformers
 

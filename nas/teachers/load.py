@@ -65,7 +65,7 @@ def teacher_config(name: str, field: str = "teacher") -> dict:
         raise SpecError(field, f"cannot read {path / 'config.json'}: {exc}") from None
     if not isinstance(cfg, dict):
         raise SpecError(field, f"{path / 'config.json'} must hold a JSON object, found {type(cfg).__name__}")
-    known = ", ".join(load().DESCRIPTION for load in FAMILIES.values())
+    known = ", ".join(load().description for load in FAMILIES.values())
     if not slices(cfg) and (field != "teacher" or not classifiable(cfg.get("model_type"))):
         what = "a teacher" if field == "teacher" else "a student initialiser (its weights are sliced)"
         raise SpecError(field, f"{path} is a {cfg.get('model_type')!r} model, which the service cannot use as {what}; "
