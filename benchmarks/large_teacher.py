@@ -55,19 +55,6 @@ def job_spec(args) -> dict:
     }
 
 
-def run_or_resume(spec: dict, store) -> int:
-    from nas.pipeline import resume_job, run_job
-    from nas.spec.job import parse_spec
-
-    job = next((j for j in store.list_jobs() if j["name"] == spec["name"]), None)
-    if job is None:
-        return run_job(parse_spec({**spec, "storage": store.url}), store)
-    if job["status"] != "COMPLETE":
-        print(f"resuming job {job['id']} ({job['status']}, stage {job.get('stage')})", flush=True)
-        resume_job(store, job["id"])
-    return job["id"]
-
-
 def stage_walls(trials: list[dict]) -> dict[str, float]:
     """Wall seconds per kind of trial: first start to last finish (the stages run one after the other)."""
     out: dict[str, float] = {}
@@ -169,6 +156,8 @@ def main() -> None:
     assemble_mpnet(cache_dir() / "teachers-src")
     store = Store(f"sqlite:///{workdir / 'nas.db'}")
     spec = job_spec(args)
+    from task_setup import run_or_resume
+
     job_id = run_or_resume(spec, store)
     trials = store.trials(job_id)
     teacher = next(t for t in trials if t["kind"] == "teacher")

@@ -27,3 +27,17 @@ def classification_task(dataset: str, rows: int | None, seq: int, teacher_epochs
                            labels=torch.as_tensor(ds.labels), info=info, teacher=load_teacher(info),
                            t_logits=torch.load(info["logits_path"]), dev=torch.as_tensor(splits["dev"]),
                            test=torch.as_tensor(splits["test"]), train=np.asarray(splits["train"]))
+
+
+def run_or_resume(spec: dict, store) -> int:
+    """The job named spec["name"] in `store`: run it, resume it where it stopped, or read it back when COMPLETE."""
+    from nas.pipeline import resume_job, run_job
+    from nas.spec.job import parse_spec
+
+    job = next((j for j in store.list_jobs() if j["name"] == spec["name"]), None)
+    if job is None:
+        return run_job(parse_spec({**spec, "storage": store.url}), store)
+    if job["status"] != "COMPLETE":
+        print(f"resuming job {job['id']} ({job['status']}, stage {job.get('stage')})", flush=True)
+        resume_job(store, job["id"])
+    return job["id"]

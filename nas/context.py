@@ -43,6 +43,9 @@ class JobContext:
     train_idx: list[int] = field(default_factory=list)  # after budgets.data_fraction
     dev_idx: list[int] = field(default_factory=list)
     test_idx: list[int] = field(default_factory=list)
+    # the teacher-labelled transfer corpus every student trains on beside the train rows (spec `transfer:`; None: off)
+    transfer_path: str | None = None
+    transfer_rows: int = 0
 
     # driver only: never shipped to a worker
     dataset: Dataset | None = None
@@ -54,6 +57,10 @@ class JobContext:
     @property
     def seed(self) -> int:
         return self.spec.seed
+
+    def train_rows(self) -> int:
+        """Rows a student trains on: the train split (after budgets.data_fraction) and the transfer corpus."""
+        return len(self.train_idx) + self.transfer_rows
 
     def trial_threads(self) -> int:
         """CPU threads of one small trial: compute.cpus_per_trial, else the node's share of max_concurrent trials."""

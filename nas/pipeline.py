@@ -1,5 +1,5 @@
-"""A job is its stages in order: teacher -> search (per-trial KD, or the supernet schedule) -> hpo -> references. This is
-the only place that knows the order. Every stage checks its own part of the input before the job row is written, and
+"""A job is its stages in order: teacher -> transfer -> search (per-trial KD, or the supernet schedule) -> hpo ->
+references. This is the only place that knows the order. Every stage checks its own part of the input before the job row is written, and
 every stage resumes from what the store holds (the contract is in `nas/stages/__init__.py`), so `nas resume JOB`
 continues a killed job, losing at most the trials that were running."""
 
@@ -17,12 +17,12 @@ from nas.service.cluster import cluster_gpus, init_ray
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec, parse_spec, with_latency_device
 from nas.spec.space import SearchSpace, load_search_space
-from nas.stages import hpo, references, search, supernet, teacher
+from nas.stages import hpo, references, search, supernet, teacher, transfer
 from nas.store.engine import nas_home
 from nas.store.store import Store
 from nas.teachers.load import root_of, teacher_config
 
-CHECKED = (teacher, search, supernet, hpo, references)  # every stage checks its part, whether or not the job runs it
+CHECKED = (teacher, transfer, search, supernet, hpo, references)  # every stage checks its part, whether or not the job runs it
 
 
 @dataclass
@@ -91,6 +91,7 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
             store.set_job_spec(job_id, ctx.spec.model_dump(mode="json"))
         with compute.strict_devices():  # a no-op unless the test hook is set
             teacher.run(ctx, store)
+            transfer.run(ctx, store)
             budget = search_budget_s or spec.budgets.time_s
             marks["search_start"] = time.time()
             ctx.deadline = marks["search_start"] + budget if budget else None

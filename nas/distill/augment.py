@@ -151,7 +151,7 @@ def with_transfer_set(tensors: dict, labels: torch.Tensor, soft: torch.Tensor, t
         return x, y, t, hard
     extra = transfer["logits"] if transfer_soft is None else transfer_soft
     x = {k: torch.cat([v, transfer["tensors"][k]]) for k, v in x.items()}
-    y = torch.cat([y, labels[transfer["source"]]])
+    y = torch.cat([y, labels[transfer["source"].clamp_min(0)]])  # corpus rows (source -1) have no text of their own
     t = torch.cat([t, extra.to(t.dtype)])
     hard = torch.cat([hard, torch.zeros(len(extra), dtype=torch.bool, device="cpu")])
     return x, y, t, hard

@@ -40,8 +40,10 @@ class LogitsOnly(torch.nn.Module):
 def input_names(model) -> list[str]:
     """The inputs `model`'s family reads: token types only where it has them (not RoBERTa-style single-type models
     fed without them, MPNet, DistilBERT)."""
-    from nas.teachers import family
+    from nas.teachers import FAMILIES, family
 
+    if model.config.model_type not in FAMILIES:  # a student of a non-transformer family (nas/students/small.py)
+        return ["input_ids", "attention_mask"]
     fam = family(model.config.model_type)
     return ["input_ids", "attention_mask"] + (["token_type_ids"] if fam.token_type is not None else [])
 

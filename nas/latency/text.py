@@ -41,8 +41,60 @@ def measure_text_latency(predict: Callable[[list[str]], object], texts: list[str
     return row
 
 
+def measure_text_interleaved(predictors: dict[str, Callable[[list[str]], object]], texts: list[str], settings,
+                             reference: str | None = None, seed: int = 0) -> dict[str, dict]:
+    """`measure_text_latency` for several predictors in `settings.rounds` interleaved rounds (a fresh random order
+    each round, as `measure_interleaved` does for models), so that the machine's drift hits them alike. With
+    `reference`, each row gets `speedup` (the median over rounds of the reference's p50 / the predictor's, from the
+    same round) and `reference_p50_ms`."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from nas.latency.measure import MeasureSettings, latency_row, timed_runs
+    from nas.latency.slot import exclusive_measurement
+
+    rounds = max(1, int(settings.rounds))
+    per_round = MeasureSettings(**{**settings.__dict__, "min_runs": max(5, settings.min_runs // rounds),
+                                   "max_runs": max(5, settings.max_runs // rounds),
+                                   "warmup": max(1, settings.warmup // rounds)})
+    batches = text_batches(texts, settings.batch)
+    samples = {k: [] for k in predictors}
+    round_p50 = {k: [] for k in predictors}
+    rng = np.random.default_rng(seed)
+    names = list(predictors)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        with exclusive_measurement():
+            for _ in range(rounds):
+                for i in rng.permutation(len(names)):
+                    predict, pos = predictors[names[i]], [0]
+
+                    def once(predict=predict, pos=pos):
+                        predict(batches[pos[0] % len(batches)])
+                        pos[0] += 1
+
+                    got = timed_runs(once, per_round)
+                    samples[names[i]] += got
+                    round_p50[names[i]].append(statistics.median(got))
+    finally:
+        torch.set_num_threads(prev)
+    out = {}
+    for name in names:
+        row = latency_row(settings, "cpu", samples[name])
+        row.update(runtime="text-e2e", rounds=rounds)
+        if reference is not None:
+            row["speedup"] = float(np.median([a / b for a, b in zip(round_p50[reference], round_p50[name])]))
+            row["reference_p50_ms"] = float(np.median(round_p50[reference]))
+        out[name] = row
+    return out
+
+
 def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object]:
-    """Raw texts -> logits through the model's own tokenizer, padded to the job's sequence length like the students."""
+    """Raw texts -> logits through the model's own tokenizer, padded to the job's sequence length like the students
+    (a student of any family: they all return `.logits`)."""
     import torch
 
     from nas.data import encode

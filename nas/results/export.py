@@ -57,7 +57,9 @@ def export_trial(store: Store, job_id: int, trial_number: int, out_dir: str | pa
         AutoTokenizer.from_pretrained(supernets[-1]).save_pretrained(out / "model")
     spec = job["spec"]
     lat = trial["latency"][-1] if trial["latency"] else None
-    sizes = {"hf": size_mb(out / "model" / "model.safetensors")}
+    from nas.students.small import is_small
+
+    sizes = {"native" if is_small(out / "model") else "hf": size_mb(out / "model" / "model.safetensors")}
     if "onnx" in formats or "int8" in formats:
         sizes.update(write_onnx(out, int8="int8" in formats))
     id2label = yaml.safe_load((out / "model" / "config.json").read_text()).get("id2label") or {}

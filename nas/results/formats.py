@@ -1,6 +1,8 @@
 """The formats an export carries, and one way to score raw text with any of them.
 
 - `hf`: `save_pretrained` model + tokenizer in DIR/model (transformers loads it);
+- `native`: the same place for a student of a non-transformer family (textcnn, bilstm, boe): config.json +
+  model.safetensors that `nas.students.load_student` reads, tokenizer beside;
 - `onnx`: DIR/onnx/model.onnx (fp32, dynamic batch and sequence axes) with the tokenizer beside it;
 - `int8`: DIR/onnx/model.int8.onnx, the same graph dynamically quantised (int8 weights of every MatMul);
 - `sklearn`: DIR/model.joblib (a TF-IDF reference).
@@ -33,9 +35,9 @@ def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
 
     from nas.latency.measure import dummy_inputs
     from nas.latency.runtimes import export_onnx, input_names
-    from nas.teachers import load_pretrained
+    from nas.students import load_student
 
-    model = load_pretrained(out / "model")
+    model = load_student(out / "model")
     onnx_dir = out / "onnx"
     onnx_dir.mkdir()
     inputs = dummy_inputs(2, 16, model.config.vocab_size)
@@ -67,7 +69,11 @@ def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
 def formats_of(out: str | pathlib.Path) -> list[str]:
     """The formats export directory `out` holds."""
     out = pathlib.Path(out)
-    have = {"hf": (out / "model" / "config.json").is_file(), "onnx": (out / "onnx" / "model.onnx").is_file(),
+    from nas.students.small import is_small
+
+    saved = (out / "model" / "config.json").is_file()
+    small = saved and is_small(out / "model")
+    have = {"hf": saved and not small, "native": small, "onnx": (out / "onnx" / "model.onnx").is_file(),
             "int8": (out / "onnx" / "model.int8.onnx").is_file(), "sklearn": (out / "model.joblib").is_file()}
     return [f for f, ok in have.items() if ok]
 
@@ -92,13 +98,13 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
 
     max_len = card["spec"]["budgets"]["max_seq_len"]
     pair = card["spec"]["task"] == "pair"
-    if fmt == "hf":
+    if fmt in ("hf", "native"):
         import torch
 
         from nas.distill.evaluate import predict_logits
-        from nas.teachers import load_pretrained
+        from nas.students import load_student
 
-        model = load_pretrained(out / "model")
+        model = load_student(out / "model")
         tok = AutoTokenizer.from_pretrained(out / "model")
         return lambda texts: torch.softmax(predict_logits(model, encode(tok, texts, max_len, pair)), -1).numpy()
     import os

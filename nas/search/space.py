@@ -1,22 +1,64 @@
 """What is searched, as sets of shapes: enumeration, sampling, encoding, and the union / clipping of two spaces.
-No search logic here."""
+No search logic here.
+
+A `StudentSpace` holds BERT shapes; a `MixedSpace` several student families (BERT slices and the families of
+nas/students/arch.py): it is sampled family first, then the family's axes."""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from nas.spec.space import StudentSpace
+from nas.spec.space import SearchSpace, StudentSpace
+from nas.students.arch import AXES, Arch
 from nas.students.shape import Shape
 
 
-def all_shapes(space: StudentSpace) -> list[Shape]:
+@dataclass(frozen=True)
+class MixedSpace:
+    """Several student families on one front: `bert` (a StudentSpace, or None) and {family: {axis: choices}}."""
+
+    bert: StudentSpace | None
+    others: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+
+    @property
+    def families(self) -> list[str]:
+        return (["bert"] if self.bert is not None else []) + list(self.others)
+
+    def choices(self, family: str, axis: str) -> list[int]:
+        return getattr(self.bert, axis) if family == "bert" else self.others[family][axis]
+
+
+def searched_space(space: SearchSpace) -> StudentSpace | MixedSpace:
+    """What the per-trial search explores: the BERT axes alone, or every family the space names."""
+    others = space.other_families()
+    if not others:
+        return space.student
+    return MixedSpace(space.student, {name: {a: list(getattr(sub, a)) for a in AXES[name]} for name, sub in others.items()})
+
+
+def _family_shapes(space: MixedSpace, family: str) -> list:
+    if family == "bert":
+        return all_shapes(space.bert)
+    axes = AXES[family]
+    return [Arch.of(family, **dict(zip(axes, vals))) for vals in itertools.product(*(space.others[family][a] for a in axes))]
+
+
+def all_shapes(space) -> list:
+    if isinstance(space, MixedSpace):
+        return [s for fam in space.families for s in _family_shapes(space, fam)]
     shapes = [Shape(l, h, a, f) for l, h, a, f in itertools.product(space.layers, space.hidden, space.heads, space.ffn)]
     return [s for s in shapes if s.is_valid()]
 
 
-def sample_shape(space: StudentSpace, rng: np.random.Generator) -> Shape:
+def sample_shape(space, rng: np.random.Generator):
+    if isinstance(space, MixedSpace):  # family first, then its axes
+        fam = space.families[int(rng.integers(len(space.families)))]
+        if fam == "bert":
+            return sample_shape(space.bert, rng)
+        return Arch.of(fam, **{a: int(rng.choice(space.others[fam][a])) for a in AXES[fam]})
     while True:
         s = Shape(int(rng.choice(space.layers)), int(rng.choice(space.hidden)), int(rng.choice(space.heads)),
                   int(rng.choice(space.ffn)))
@@ -24,7 +66,7 @@ def sample_shape(space: StudentSpace, rng: np.random.Generator) -> Shape:
             return s
 
 
-def sample_unique(space: StudentSpace, n: int, rng: np.random.Generator, exclude: set[str] | None = None) -> list[Shape]:
+def sample_unique(space, n: int, rng: np.random.Generator, exclude: set[str] | None = None) -> list:
     """Up to n distinct shapes not in `exclude` (by key); fewer when the space is smaller than that."""
     exclude = set(exclude or ())
     pool = [s for s in all_shapes(space) if s.key not in exclude]

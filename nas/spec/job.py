@@ -287,6 +287,17 @@ class ComputePolicy(Strict):
         return self
 
 
+class Transfer(Strict):
+    """The teacher-labelled transfer corpus every student of the job trains on beside the train rows: `augment`
+    perturbed copies of each train text (nas/distill/augment.py) and, from `path`, the user's unlabelled in-domain
+    text (one per line, or the `column` of a CSV / TSV / JSONL file), at most `max_rows` of it."""
+
+    path: str | None = None
+    column: str = Field("text", min_length=1)
+    augment: int = Field(0, ge=0, le=100)
+    max_rows: int | None = Field(None, ge=1)
+
+
 class JobSpec(Strict):
     name: str = Field(min_length=1, max_length=200)
     teacher: str = "minilm-l6"
@@ -304,6 +315,7 @@ class JobSpec(Strict):
     budgets: Budgets = Budgets()
     search: Search = Search()
     hpo: HPOSettings | None = None  # absent: no hyperparameter stage
+    transfer: Transfer | None = None  # absent: students train on the train rows (and final.augment's copies)
     storage: str | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pathlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from nas.spec.errors import SpecError, explain, read_yaml
 from nas.students import FAMILIES
+from nas.students.arch import AXES, MAY_BE_ZERO
 from nas.teachers import FAMILIES as TEACHER_FAMILIES
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,11 +46,51 @@ class DistillDefaults(Strict):
     weight_decay: float = Field(0.01, ge=0)
 
 
+def _axis_list(axis: str):
+    low = 0 if axis in MAY_BE_ZERO else 1
+
+    def check(v: list[int]) -> list[int]:
+        for i, x in enumerate(v):
+            if x < low:
+                raise ValueError(f"item [{i}] must be >= {low}, found {x}")
+        return sorted(set(v))
+
+    return check
+
+
+def _family_space(name: str) -> type[Strict]:
+    """The space of one non-bert student family: a list of choices per axis of arch.AXES[name], and optionally its
+    own distillation settings and epochs (these students learn from scratch above their embeddings: they usually
+    want a larger lr and more passes than BERT slices)."""
+    fields = {axis: (list[int], Field(min_length=1)) for axis in AXES[name]}
+    validators = {f"_check_{axis}": field_validator(axis)(classmethod(lambda cls, v, _c=_axis_list(axis): _c(v)))
+                  for axis in AXES[name]}
+    return create_model(f"{name.capitalize()}Space", __base__=Strict, __validators__=validators,
+                        distill=(DistillDefaults | None, None), epochs=(float | None, Field(None, gt=0, le=1000)),
+                        **fields)
+
+
+FAMILY_SPACES = {name: _family_space(name) for name in AXES if name in FAMILIES}
+FamiliesSpace = create_model("FamiliesSpace", __base__=Strict,
+                             **{name: (model | None, None) for name, model in FAMILY_SPACES.items()})
+
+
 class SearchSpace(Strict):
-    family: Literal[tuple(FAMILIES)] = "bert"  # the student family (nas/students/): how a shape becomes a model
+    family: Literal["bert"] = "bert"  # the family of the `student:` axes (BERT slices)
     student: StudentSpace
+    # other student families searched on the same front (nas/students/): {textcnn: {emb: [...], ...}, bilstm: ...}
+    families: FamiliesSpace = FamiliesSpace()
     assistant: StudentSpace | None = None
     distill: DistillDefaults = DistillDefaults()
+
+    def other_families(self) -> dict[str, BaseModel]:
+        """{family: its space} of the non-bert families this space searches."""
+        return {name: sub for name in FAMILY_SPACES if (sub := getattr(self.families, name)) is not None}
+
+    def distill_for(self, family: str) -> DistillDefaults:
+        """The distillation settings of a family's students: its own where the space gives them."""
+        sub = self.other_families().get(family)
+        return sub.distill if sub is not None and sub.distill is not None else self.distill
 
 
 def search_space_path(name: str) -> pathlib.Path:

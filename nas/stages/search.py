@@ -10,16 +10,26 @@ import os
 import time
 
 from nas.context import JobContext
+from nas.search.space import searched_space
 from nas.search.strategies import make_strategy
+from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec
 from nas.store.engine import nas_home
 from nas.store.records import trial_objectives
 from nas.store.store import Store
-from nas.students.shape import Shape
+from nas.students.arch import student_shape
+
+MIXED_STRATEGIES = ("random", "evolution")  # the strategies that search several student families at once
 
 
 def check(spec: JobSpec, teacher_config: dict) -> None:
-    """Nothing beyond the spec's own validation: the strategy names come from the strategy registry."""
+    """A space of several student families needs a strategy that searches them (the strategy names themselves come
+    from the strategy registry)."""
+    from nas.spec.space import load_search_space
+
+    if spec.search.strategy not in MIXED_STRATEGIES and load_search_space(spec.search_space).other_families():
+        raise SpecError("search.strategy", f"{spec.search.strategy} searches BERT shapes only; a search space with "
+                        f"`families:` is searched by {' or '.join(MIXED_STRATEGIES)}")
 
 
 def run(ctx: JobContext, store: Store) -> None:
@@ -27,11 +37,11 @@ def run(ctx: JobContext, store: Store) -> None:
 
     spec = ctx.spec
     store.set_job_stage(ctx.job_id, "search")
-    strategy = make_strategy(spec.search.strategy, ctx.space.student, spec.seed, population=spec.search.population,
+    strategy = make_strategy(spec.search.strategy, searched_space(ctx.space), spec.seed, population=spec.search.population,
                              use_size=spec.objectives.size)
     students = store.trials(ctx.job_id, kind="student")
     for t in students:
-        strategy.tell(Shape.from_dict(t["config"]["shape"]), completed_objectives(t, spec))
+        strategy.tell(student_shape(t["config"]["shape"]), completed_objectives(t, spec))
     bar = tqdm(total=spec.budgets.trials, initial=len(students), desc=f"job {ctx.job_id} trials", unit="trial",
                disable=not ctx.progress)
     generation = 0
@@ -65,9 +75,12 @@ def propose(ctx: JobContext, store: Store, strategy, n_students: int, generation
     if not shapes:
         ctx.say("search: the space is exhausted")
         return False
-    distill_cfg = ctx.space.distill.model_dump()
-    steps = steps_for(len(ctx.train_idx), distill_cfg["batch_size"], spec.budgets.epochs, spec.budgets.steps)
-    for shape in shapes:
+    others = ctx.space.other_families()
+    for shape in shapes:  # each family with its own distillation settings and epochs where the space gives them
+        distill_cfg = ctx.space.distill_for(shape.family).model_dump()
+        epochs = getattr(others.get(shape.family), "epochs", None)  # a family's own epochs win over budgets.steps
+        steps = steps_for(ctx.train_rows(), distill_cfg["batch_size"], epochs or spec.budgets.epochs,
+                          None if epochs else spec.budgets.steps)
         store.add_trial(ctx.job_id, "student", {"shape": shape.as_dict(), "distill": distill_cfg, "steps": steps,
                                                 "strategy": spec.search.strategy, "generation": generation})
     return True
@@ -103,7 +116,7 @@ def run_waiting(ctx: JobContext, store: Store, waiting: list[dict], strategy, ge
     for t in waiting:
         done = store.get_trial(t["id"])
         if done["state"] != "WAITING":  # a requeued one is told when it ends
-            strategy.tell(Shape.from_dict(done["config"]["shape"]), completed_objectives(done, spec))
+            strategy.tell(student_shape(done["config"]["shape"]), completed_objectives(done, spec))
 
 
 def completed_objectives(t: dict, spec: JobSpec) -> dict:

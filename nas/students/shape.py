@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
 
 @dataclass(frozen=True, order=True)
 class Shape:
+    family: ClassVar[str] = "bert"  # the student family (nas/students); other families' shapes are `arch.Arch`
     layers: int
     hidden: int
     heads: int

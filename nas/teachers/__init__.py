@@ -48,7 +48,8 @@ def model_class_of(path):
 
 def load_pretrained(path, **kwargs):
     """The saved model in `path` as its sequence-classification class (`model_class_of`), eager attention (attention
-    maps), in eval mode, on the CPU (named explicitly: models are loaded on the host and the loops move them)."""
+    maps), in eval mode, on the CPU (named explicitly: models are loaded on the host and the loops move them). A saved
+    student of any family: `nas.students.load_student`."""
     from nas.compute import on_host
 
     with on_host():

@@ -200,9 +200,9 @@ def trials(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
             s = row["shape"] or {}
             acc = f"{row['dev_accuracy']:.4f}" if row["dev_accuracy"] is not None else "-"
             p50 = f"{row['p50_ms']:.3f}" if row["p50_ms"] is not None else "-"
-            what = (f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}/F{s.get('ffn')}" if s
-                    else str(t["config"].get("name") or "-"))
-            typer.echo(f"{row['trial']:>4} {row['kind']:<9} {row['state']:<9} {what:<18} acc {acc}  p50 {p50} ms  "
+            what = ((f"L{s.get('layers')}/H{s.get('hidden')}/A{s.get('heads')}/F{s.get('ffn')}"
+                     if "family" not in s else _shape(s)) if s else str(t["config"].get("name") or "-"))
+            typer.echo(f"{row['trial']:>4} {row['kind']:<9} {row['state']:<9} {what:<22} acc {acc}  p50 {p50} ms  "
                        f"{row['error'] or ''}")
 
 
@@ -247,16 +247,16 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
           if named else "")
     typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
                f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
-    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<18} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
+    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<22} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
     if t:
-        typer.echo(f"{'T':>5}  {_shape(t['shape']):<18} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
+        typer.echo(f"{'T':>5}  {_shape(t['shape']):<22} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
                    f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher)")
     a = f.get("assistant")
     if a:
-        typer.echo(f"{'A':>5}  {_shape(a['shape']):<18} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
+        typer.echo(f"{'A':>5}  {_shape(a['shape']):<22} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
                    f"{(a['speedup'] or 0):>7.1f}x {int(a['params']):>10,} {a['size_mb']:>7.1f}  (assistant, τ {a['tau']:.4f}, {a['source']})")
     for r in f["front"]:
-        typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
+        typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<22} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
                    f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,} {r['size_mb']:>7.1f}  {r['source']}"
                    + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else ""))
     n_all = len(f["rows"])
@@ -267,7 +267,7 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
         typer.echo(f"\nreferences, timed end to end from raw text (students add {f['student_tokenizer_ms']:.3f} ms of "
                    f"tokenisation to the latencies above):")
         for r in f["references"]:
-            typer.echo(f"{'R':>5}  {r['name']:<18} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f}  "
+            typer.echo(f"{'R':>5}  {r['name']:<22} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f}  "
                        f"test {r['test_metric']:.4f}  ({r['type']})")
         for r in f["references"]:
             if r["dominated_front_points"]:
@@ -279,7 +279,12 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
 
 
 def _shape(s: dict | None) -> str:
+    """L/H/A/F of a BERT shape; another student family's shape by its key (textcnn-E128-C128-K3-M0)."""
+    from nas.students.arch import family_of, student_shape
+
     s = s or {}
+    if family_of(s) != "bert":
+        return student_shape(s).key
     return f"{s.get('layers')}/{s.get('hidden')}/{s.get('heads')}/{s.get('ffn')}"
 
 

@@ -33,7 +33,12 @@ def export(job: int = typer.Argument(..., help="Job id."), trial: int = typer.Op
     except SpecError as exc:
         _user_error(exc)
     typer.echo(f"exported job {job} trial {trial} to {path}")
-    typer.echo(f"load it with AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
+    from nas.results.formats import formats_of
+
+    if "native" in formats_of(path):  # a textcnn / bilstm / boe student: its own loader, or the ONNX files
+        typer.echo(f"load it with nas.students.load_student('{path / 'model'}') or score text with `nas predict {path}`")
+    else:
+        typer.echo(f"load it with AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
 
 
 def check_export(out_dir: str = typer.Argument(..., help="A directory written by `nas export`."),

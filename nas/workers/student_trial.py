@@ -35,17 +35,20 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     from nas.distill.loop import DistillSettings, distill
     from nas.latency.measure import measure_targets
     from nas.latency.slot import heavy_work
-    from nas.students.bert_slice import count_parameters, extract_subnet, size_mb
-    from nas.students.shape import Shape
+    from nas.distill.augment import with_transfer_set
+    from nas.students import module_of
+    from nas.students.arch import student_shape
     from nas.teachers.load import load_teacher
 
     trial_id, number = trial["id"], trial["number"]
     tensors, labels = worker_setup(ctx, threads)
     record_compute(store, trial_id, ctx)
     tc = trial["config"]
-    shape = Shape.from_dict(tc["shape"])
+    shape = student_shape(tc["shape"])
+    family = module_of(shape)  # how the shape becomes a model (nas/students)
     teacher_logits = torch.load(ctx.teacher["logits_path"])
-    train, dev = torch.as_tensor(ctx.train_idx, device="cpu"), torch.as_tensor(ctx.dev_idx, device="cpu")
+    dev = torch.as_tensor(ctx.dev_idx, device="cpu")
+    transfer = torch.load(ctx.transfer_path) if ctx.transfer_path else None
     source = load_teacher(ctx.source)  # what students slice: the teacher, or the student initialiser distilled from it
     teacher = source if ctx.source == ctx.teacher else load_teacher(ctx.teacher)  # the latency reference
     watchdog.beat()  # loading counts as progress
@@ -53,8 +56,11 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
         teacher_logits = teacher_logits * float("nan")
     hang = injected_fault("hang", number, trial["attempts"])
 
+    # the train rows and the transfer corpus (teacher-labelled rows without a gold label: soft loss only)
+    x, y, soft, hard = with_transfer_set(tensors, labels, teacher_logits, ctx.train_idx, transfer)
+
     def train_once(accumulate: int) -> tuple:
-        student = extract_subnet(source, shape)
+        student = family.extract_subnet(source, shape)
         oom = injected_fault("oom", number, trial["attempts"], accumulate)
 
         def on_step(step: int, loss: float) -> None:
@@ -63,9 +69,8 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
             watchdog.beat()
 
         with heavy_work(ctx.compute.device):
-            info = distill(student, {k: v[train] for k, v in tensors.items()}, labels[train], teacher_logits[train],
-                           DistillSettings(**tc["distill"]), int(tc["steps"]), seed=ctx.seed + number,
-                           on_step=on_step, compute=ctx.compute, accumulate=accumulate)
+            info = distill(student, x, y, soft, DistillSettings(**tc["distill"]), int(tc["steps"]), seed=ctx.seed + number,
+                           on_step=on_step, compute=ctx.compute, accumulate=accumulate, hard_mask=hard)
         return student, info
 
     def retried(reason: str) -> None:
@@ -78,9 +83,9 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
                         labels[dev])
     for name, value in dev_scores.items():
         store.add_metric(trial_id, name, value, "dev", "final", step=info["steps"])
-    params = count_parameters(student)
+    params = family.count_parameters(student)
     store.add_metric(trial_id, "params", params, "dev", "final")
-    store.add_metric(trial_id, "size_mb", size_mb(student), "dev", "final")
+    store.add_metric(trial_id, "size_mb", family.size_mb(student), "dev", "final")
     with watchdog.measuring():
         rows = measure_targets(store, {shape.key: student}, ctx.spec.latency, reference=teacher)
     for row in rows[shape.key]:

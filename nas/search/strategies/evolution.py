@@ -5,18 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from nas.search.pareto import crowding_distance, non_dominated_sort
-from nas.search.space import sample_shape, sample_unique
+from nas.search.space import MixedSpace, sample_shape, sample_unique
 from nas.search.strategies.base import AXES, Strategy
 from nas.spec.space import StudentSpace
+from nas.students.arch import Arch
 from nas.students.shape import Shape
 
 
 class Evolution(Strategy):
     """NSGA-II over shapes: the population is the best `population` results by non-dominated rank then crowding distance;
     children come from binary tournaments, uniform crossover per axis and neighbour-step mutation, never repeating a shape.
-    Until `population` results are in, it samples at random."""
+    Until `population` results are in, it samples at random. In a space of several families (`MixedSpace`), parents of
+    two families do not cross (the child is the first parent), and a mutation moves to a random shape of another
+    family with probability `mutation` / 2 (family first), else steps along its own family's axes."""
 
-    def __init__(self, space: StudentSpace, seed: int, population: int = 12, mutation: float = 0.3, crossover: float = 0.9,
+    def __init__(self, space: StudentSpace | MixedSpace, seed: int, population: int = 12, mutation: float = 0.3, crossover: float = 0.9,
                  use_size: bool = False):
         super().__init__(space, seed)
         self.population_size = population
@@ -70,23 +73,31 @@ class Evolution(Strategy):
             return a[0] if a[2] < b[2] else b[0]
         return a[0] if a[3] >= b[3] else b[0]
 
-    def _cross(self, a: Shape, b: Shape) -> Shape:
-        if self.rng.random() > self.crossover:
+    def _cross(self, a, b):
+        if self.rng.random() > self.crossover or a.family != b.family:
             return a
+        if isinstance(a, Arch):
+            return Arch.of(a.family, **{ax: (a if self.rng.random() < 0.5 else b)[ax] for ax, _ in a.dims})
         return Shape(*[getattr(a if self.rng.random() < 0.5 else b, ax) for ax in AXES])
 
-    def _mutate(self, s: Shape) -> Shape:
-        vals = []
-        for ax in AXES:
-            choices = getattr(self.space, ax)
-            v = getattr(s, ax)
-            if self.rng.random() < self.mutation:
-                i = choices.index(v) if v in choices else int(np.argmin([abs(c - v) for c in choices]))
-                i = int(np.clip(i + self.rng.choice([-1, 1]), 0, len(choices) - 1))
-                v = choices[i]
-            vals.append(v)
-        out = Shape(*vals)
+    def _step(self, v: int, choices: list[int]) -> int:
+        if self.rng.random() >= self.mutation:
+            return v
+        i = choices.index(v) if v in choices else int(np.argmin([abs(c - v) for c in choices]))
+        return choices[int(np.clip(i + self.rng.choice([-1, 1]), 0, len(choices) - 1))]
+
+    def _mutate(self, s):
+        mixed = isinstance(self.space, MixedSpace)
+        if mixed and len(self.space.families) > 1 and self.rng.random() < self.mutation / 2:
+            others = [f for f in self.space.families if f != s.family]
+            fam = others[int(self.rng.integers(len(others)))]
+            return sample_shape(self.space.bert if fam == "bert" else MixedSpace(None, {fam: self.space.others[fam]}),
+                                self.rng)
+        if isinstance(s, Arch):
+            return Arch.of(s.family, **{ax: self._step(v, self.space.choices(s.family, ax)) for ax, v in s.dims})
+        bert = self.space.bert if mixed else self.space
+        out = Shape(*[self._step(getattr(s, ax), getattr(bert, ax)) for ax in AXES])
         if not out.is_valid():  # repair: the head count that divides hidden and is nearest to the chosen one
-            ok = [a for a in self.space.heads if out.hidden % a == 0]
-            out = Shape(out.layers, out.hidden, min(ok, key=lambda a: abs(a - out.heads)), out.ffn) if ok else sample_shape(self.space, self.rng)
+            ok = [a for a in bert.heads if out.hidden % a == 0]
+            out = Shape(out.layers, out.hidden, min(ok, key=lambda a: abs(a - out.heads)), out.ffn) if ok else sample_shape(bert, self.rng)
         return out

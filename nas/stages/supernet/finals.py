@@ -23,10 +23,13 @@ def distil(state: SupernetRun, task: FinalTask) -> dict:
 
 
 def transfer_set(state: SupernetRun) -> None:
-    """The teacher-labelled transfer set (cached beside the teacher), once per run, when final.augment asks."""
+    """The teacher-labelled transfer set (cached beside the teacher), once per run: the job's transfer corpus, or
+    final.augment's copies."""
     import ray
 
     ctx, fin = state.ctx, state.ctx.spec.search.final
+    if ctx.transfer_path and state.transfer_path is None:  # the job's transfer corpus (spec `transfer:`) wins
+        state.transfer_path = ctx.transfer_path
     if fin.augment and state.transfer_path is None:
         ctx.say(f"final: labelling {fin.augment} augmented copies of {len(ctx.train_idx)} train texts with the "
                 "teacher (cached)")
@@ -40,7 +43,7 @@ def distilled_assistant(state: SupernetRun) -> dict:
     transfer_set(state)
     state.assistant = a = state.store.get_trial(state.assistant["id"])
     arts = {x["kind"]: x["path"] for x in a["artefacts"]}
-    if "logits" not in arts or "model" not in arts or (fin.augment and "transfer_logits" not in arts):
+    if "logits" not in arts or "model" not in arts or (state.transfer_path and "transfer_logits" not in arts):
         ctx.say(f"final: distilling the assistant {Shape.from_dict(a['config']['shape']).key} from the teacher")
         r = distil(state, FinalTask(trial_id=a["id"], number=a["number"], shape=a["config"]["shape"],
                                     soft_logits_paths=[ctx.teacher["logits_path"]], save_model=True, save_logits=True,
@@ -67,7 +70,7 @@ def final_sources(state: SupernetRun) -> dict:
         if fin.student_init == "assistant":
             out["init_dir"], out["fits_in"] = arts["model"], Shape.from_dict(state.assistant["config"]["shape"])
             ctx.say(f"final: students are sliced from the distilled assistant {out['fits_in'].key}")
-        if fin.augment:
+        if state.transfer_path:
             out["transfer_soft"] = [arts["transfer_logits"]]
             if fin.soft_targets == "average":
                 t_path = pathlib.Path(ctx.artefact_dir) / "transfer_teacher_logits.pt"

@@ -1,0 +1,253 @@
+"""Student families beyond BERT slices (textcnn, bilstm, boe), searched on one front with them, and the transfer corpus.
+
+Unit checks on tiny models built here: each family's forward ignores padding, saves and reloads exactly, and exports
+to ONNX with the same logits; the mixed space is sampled family first and evolved without crossing families. Then one
+real job (Ray, SQLite, the MiniLM teacher on a BBC slice): a mixed-family search whose students all train on a
+teacher-labelled transfer corpus, every family exported in each format and re-scored from raw text; and the corpus
+file's bad cases, refused with the field named and nothing written."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers as tr
+from conftest import job_environment, real_job
+
+from nas.search.space import MixedSpace, all_shapes, sample_unique, searched_space
+from nas.search.strategies import make_strategy
+from nas.spec.errors import SpecError
+from nas.spec.space import load_search_space
+from nas.students import FAMILIES, family_module
+from nas.students.arch import Arch, shape_from_key, student_shape
+from nas.students.shape import Shape
+from nas.students.small import load_small
+
+ARCHES = [Arch.of("textcnn", emb=32, channels=16, kernels=3, mlp=8), Arch.of("bilstm", emb=32, hidden=16, layers=2, mlp=0),
+          Arch.of("boe", emb=32, ngrams=2, mlp=16)]
+
+
+def tiny_source():
+    torch.manual_seed(0)
+    cfg = tr.BertConfig(vocab_size=500, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=96, num_labels=3)
+    return tr.BertForSequenceClassification(cfg).eval()
+
+
+def padded_batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 500, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_registry_and_keys():
+    assert {"bert", "textcnn", "bilstm", "boe"} <= set(FAMILIES)
+    for a in ARCHES:
+        assert shape_from_key(a.key) == a and student_shape(a.as_dict()) == a
+    assert student_shape({"layers": 1, "hidden": 64, "heads": 2, "ffn": 128}) == Shape(1, 64, 2, 128)
+    with pytest.raises(ValueError, match="axes"):
+        Arch.of("textcnn", emb=32)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.family)
+def test_family_forward_padding_save_and_onnx(arch, tmp_path):
+    from nas.latency.runtimes import export_onnx, onnx_session
+
+    src = tiny_source()
+    mod = family_module(arch.family)
+    model = mod.extract_subnet(src, arch)
+    # the token table starts as the source's, projected: its rows keep the source's geometry (not random)
+    emb, base = model.emb.weight.detach(), src.get_input_embeddings().weight.detach()
+    sims = torch.nn.functional.cosine_similarity(emb[10:20] @ emb[10:20].T, base[10:20] @ base[10:20].T, dim=1)
+    assert sims.mean() > 0.5
+    x = padded_batch()
+    logits = model(**x).logits
+    assert logits.shape == (3, 3)
+    cut = {k: v[1:2, :7] for k, v in x.items()}  # row 1 without its padding: the same logits
+    assert torch.allclose(model(**cut).logits, logits[1:2], atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(load_small(tmp_path / "m")(**x).logits, logits)
+    assert mod.count_parameters(model) > 0 and mod.size_mb(model) > 0
+    export_onnx(model, x, tmp_path / "m.onnx")
+    out = onnx_session(tmp_path / "m.onnx", 1).run(["logits"], {k: v.numpy() for k, v in x.items()})[0]
+    assert np.abs(out - logits.detach().numpy()).max() < 1e-4
+
+
+def test_family_learns_with_the_distillation_loop():
+    """A textcnn distilled from a fixed linear 'teacher' on random tokens fits its soft targets (loss falls a lot)."""
+    from nas.distill.loop import DistillSettings, distill
+
+    src = tiny_source()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 500, (256, 10), generator=g)
+    tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = (ids[:, 0] % 3).long()  # the class is read off the first token
+    soft = torch.nn.functional.one_hot(labels, 3).float() * 4
+    model = family_module("textcnn").extract_subnet(src, ARCHES[0])
+    with torch.no_grad():
+        before = float(torch.nn.functional.cross_entropy(model(**tensors).logits, labels))
+    distill(model, tensors, labels, soft, DistillSettings(lr=3e-3, batch_size=32, weight_decay=0.0), 160, seed=0)
+    with torch.no_grad():
+        after = float(torch.nn.functional.cross_entropy(model.eval()(**tensors).logits, labels))
+    assert after < 0.3 * before, (before, after)
+
+
+SPACE = """
+student: {layers: [1], hidden: [64], heads: [2], ffn: [128]}
+families:
+  textcnn: {emb: [32], channels: [16, 32], kernels: [2], mlp: [0], distill: {lr: 0.003, batch_size: 16}}
+  bilstm: {emb: [32], hidden: [16], layers: [1], mlp: [0], distill: {lr: 0.003}}
+  boe: {emb: [32], ngrams: [1, 2], mlp: [16], epochs: 6}
+"""
+
+
+def test_mixed_space_is_searched_family_first(tmp_path):
+    (tmp_path / "s.yaml").write_text(SPACE)
+    space = load_search_space(str(tmp_path / "s.yaml"))
+    mixed = searched_space(space)
+    assert isinstance(mixed, MixedSpace) and mixed.families == ["bert", "textcnn", "bilstm", "boe"]
+    assert len(all_shapes(mixed)) == 1 + 2 + 1 + 2
+    assert space.distill_for("textcnn").lr == 0.003 and space.distill_for("boe").lr == space.distill.lr
+    drawn = sample_unique(mixed, 6, np.random.default_rng(0))
+    assert len({s.key for s in drawn}) == 6
+    evo = make_strategy("evolution", mixed, 0, population=3)
+    rng, seen = np.random.default_rng(1), []
+    for _ in range(2):
+        for s in evo.ask(3):
+            seen.append(s.key)
+            evo.tell(s, {"metric": float(rng.random()), "latency_ms": float(rng.random())})
+    assert len(seen) == len(set(seen)) == 6
+    a, b = Arch.of("textcnn", emb=32, channels=16, kernels=2, mlp=0), Shape(1, 64, 2, 128)
+    assert all(evo._cross(a, b) == a for _ in range(20))  # two families never cross
+
+
+def test_space_errors_name_the_field(tmp_path):
+    cases = {
+        "textcnn: {emb: [32], chanels: [16], kernels: [2], mlp: [0]}": "search_space.families.textcnn",
+        "textcnn: {emb: [0], channels: [16], kernels: [2], mlp: [0]}": "search_space.families.textcnn.emb",
+        "cnn: {emb: [32]}": "search_space.families.cnn",
+    }
+    for body, field in cases.items():
+        (tmp_path / "s.yaml").write_text("student: {layers: [1], hidden: [64], heads: [2], ffn: [128]}\n"
+                                         f"families:\n  {body}\n")
+        with pytest.raises(SpecError) as err:
+            load_search_space(str(tmp_path / "s.yaml"))
+        assert err.value.field.startswith(field), (body, err.value.field)
+
+
+JOB = """
+name: {name}
+teacher: minilm-l6
+dataset: {{name: bbc-news, max_rows: 150}}
+task: classification
+search_space: {space}
+search: {{strategy: {strategy}}}
+latency: {{device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}}
+budgets: {{trials: 6, epochs: 2, max_seq_len: 32, teacher_epochs: 2}}
+transfer: {{path: {corpus}, augment: 1}}
+seed: 3
+"""
+
+
+def corpus_file(path: pathlib.Path) -> pathlib.Path:
+    rng = np.random.default_rng(0)
+    words = "the government said the team won a match and the market fell while the film star sang".split()
+    path.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(40)) + "\n\n")
+    return path
+
+
+def run_cli(home: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    with job_environment(home):
+        return subprocess.run([sys.executable, "-m", "nas.ui.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_mixed_family_job_with_a_transfer_corpus_and_every_export(tmp_path):
+    from nas.results.export import evaluate_export, export_trial
+    from nas.results.formats import formats_of, predictor
+    from nas.store.records import metric_value
+
+    (tmp_path / "s.yaml").write_text(SPACE)
+    spec = JOB.format(name="families", space=tmp_path / "s.yaml", strategy="random", corpus=corpus_file(tmp_path / "c.txt"))
+    with real_job(tmp_path, spec) as j:
+        store, job_id = j["store"], j["job_id"]
+        students = store.trials(job_id, kind="student")
+        assert [t["state"] for t in students] == ["COMPLETE"] * 6
+        fams = {student_shape(t["config"]["shape"]).family for t in students}
+        assert fams == {"bert", "textcnn", "bilstm", "boe"}
+        boe = [t for t in students if t["config"]["shape"].get("family") == "boe"]
+        cnn = [t for t in students if t["config"]["shape"].get("family") == "textcnn"]
+        assert all(t["config"]["distill"]["lr"] == 0.003 for t in cnn)
+        assert boe[0]["config"]["steps"] > cnn[0]["config"]["steps"]  # boe's own 6 epochs
+        for t in students:
+            assert metric_value(t, "size_mb", "dev", "final") > 0 and metric_value(t, "speedup", "dev", "final") > 1
+        for t in students:
+            if t["config"]["shape"].get("family") in (None, "textcnn"):
+                continue
+            out = tmp_path / f"export-{t['number']}"
+            export_trial(store, job_id, t["number"], str(out))
+            assert formats_of(out) == ["native", "onnx", "int8"]
+            for fmt in formats_of(out):
+                ev = evaluate_export(out, fmt)
+                assert ev["abs_diff"] <= 0.005, (t["config"]["shape"], fmt, ev)
+            probs = predictor(out, "int8")(["the election result was announced"])
+            assert probs.shape == (1, 5) and abs(float(probs.sum()) - 1) < 1e-4
+        r = run_cli(tmp_path, "predict", str(tmp_path / f"export-{boe[0]['number']}"), "a new phone was released")
+        assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["label"]
+
+
+def test_transfer_corpus_is_labelled_cached_and_resumed(tmp_path, minilm_tokenizer):
+    from nas.distill.transfer import label_transfer
+
+    torch.manual_seed(0)
+    cfg = tr.BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, num_labels=2)
+    teacher = tr.BertForSequenceClassification(cfg).eval()
+    rows = [f"review number {i} was {'good' if i % 2 else 'bad'}" for i in range(23)]
+    src = np.full(len(rows), -1)
+    whole = label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "a.pt", progress=False, chunk=5)
+    assert label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "b.pt", progress=False, chunk=5,
+                          stop_after=2) is None
+    assert (tmp_path / "b.pt.partial").is_file() and not (tmp_path / "b.pt").exists()
+    resumed = label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "b.pt", progress=False, chunk=5)
+    assert torch.allclose(resumed["logits"], whole["logits"], atol=1e-6) and resumed["logits"].shape == (23, 2)
+    assert not (tmp_path / "b.pt.partial").exists()
+    # cached: the file is read back, the teacher is not run again
+    again = label_transfer(None, minilm_tokenizer, rows, src, 16, tmp_path / "a.pt", progress=False)
+    assert torch.equal(again["logits"], whole["logits"])
+
+
+@pytest.mark.parametrize("case", ["empty", "binary", "latin1", "no-column", "strategy"])
+def test_bad_corpus_exits_2_and_writes_nothing(tmp_path, case):
+    (tmp_path / "s.yaml").write_text(SPACE)
+    corpus = {"empty": "c.txt", "binary": "c.bin", "latin1": "c.txt", "no-column": "c.csv", "strategy": "c.txt"}[case]
+    path = tmp_path / corpus
+    if case == "empty":
+        path.write_text("\n  \n\n")
+    elif case == "binary":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    elif case == "latin1":
+        path.write_bytes("a fine film\nun caf\u00e9 tr\u00e8s cher\n".encode("latin-1"))
+    elif case == "no-column":
+        path.write_text("review,score\ngood film,5\n")
+    else:
+        corpus_file(path)
+    strategy = "optuna-nsga2" if case == "strategy" else "random"
+    (tmp_path / "job.yaml").write_text(JOB.format(name="bad", space=tmp_path / "s.yaml", strategy=strategy, corpus=path))
+    r = run_cli(tmp_path, "run", str(tmp_path / "job.yaml"), "--storage", f"sqlite:///{tmp_path / 'nas.db'}")
+    assert r.returncode == 2, r.stderr
+    field = {"no-column": "transfer.column", "strategy": "search.strategy"}.get(case, "transfer.path")
+    assert field in r.stderr, r.stderr
+    if case == "latin1":
+        assert "line 2" in r.stderr
+    if (tmp_path / "nas.db").exists():
+        from nas.store import Store
+
+        assert Store(f"sqlite:///{tmp_path / 'nas.db'}").list_jobs() == []
