@@ -5,7 +5,7 @@ Tomatoes fresh/rotten. Last line of output: one JSON object.
     python benchmarks/families.py --quick    # a small smoke run (minutes; not a figure)
 
 1. One real job of the service (per-trial search, strategy random over every shape of a mixed space: BERT slices,
-   textcnn, bilstm, boe) whose students all train on the job's transfer corpus: `--augment` teacher-labelled copies
+   albert, textcnn, bilstm, boe) whose students all train on the job's transfer corpus: `--augment` teacher-labelled copies
    of every train text plus the 1,097 plot summaries of the Rotten Tomatoes file (unlabelled text: they are not in the
    fresh/rotten split). Stored in --workdir, so a stopped run resumes.
 2. Every student is scored on test from its saved model; every student, the teacher and TF-IDF are timed end to end
@@ -37,6 +37,7 @@ SPACE = {
         "textcnn": {"emb": [128], "channels": [64, 128, 256], "kernels": [3], "mlp": [0], "distill": None},
         "bilstm": {"emb": [128], "hidden": [32, 64], "layers": [1], "mlp": [0], "distill": None},
         "boe": {"emb": [128], "ngrams": [1, 2], "mlp": [0, 256], "distill": None},
+        "albert": {"emb": [64], "hidden": [128], "heads": [2], "ffn": [512], "layers": [1, 2], "distill": None},
     },
     "distill": {"lr": 1.0e-3, "alpha_soft": 0.5, "beta_hard": 0.5, "temperature": 2.0, "warmup_ratio": 0.1,
                 "batch_size": 32, "weight_decay": 0.01},
@@ -53,12 +54,13 @@ def write_inputs(workdir: pathlib.Path, quick: bool) -> tuple[pathlib.Path, path
     from nas.data import package_dir
 
     space = json.loads(json.dumps(SPACE))
-    for sub in space["families"].values():
-        sub["distill"] = dict(SMALL_DISTILL)
+    for name, sub in space["families"].items():  # albert is a transformer: the BERT slices' settings
+        sub["distill"] = dict(SMALL_DISTILL) if name != "albert" else dict(space["distill"])
     if quick:
         space["families"]["textcnn"]["channels"] = [64]
         space["families"]["bilstm"]["hidden"] = [32]
         space["families"]["boe"]["mlp"] = [0]
+        space["families"]["albert"]["layers"] = [1]
         space["student"]["layers"] = [1]
     sp = workdir / "space.yaml"
     sp.write_text(yaml.safe_dump(space, sort_keys=False))

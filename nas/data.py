@@ -100,42 +100,95 @@ def _rotten_tomatoes() -> Dataset:
 
 
 # -- user files ---------------------------------------------------------------------------------------------------------
-def _read_table(path: pathlib.Path):
+def decode_text(raw: bytes, name: str, field: str) -> tuple[str, str | None]:
+    """(text, note): UTF-8 (a byte-order mark dropped), else Windows-1252 with a note naming it; SpecError naming the
+    line of the first byte neither decodes. Carriage returns become newlines (CRLF and old Mac line ends); a stray CR
+    inside a line of a file with newlines becomes a space."""
+    note = None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        try:
+            text = raw.decode("cp1252")
+            line = raw[:exc.start].count(b"\n") + 1
+            note = f"{name} is not UTF-8 (line {line}): read as Windows-1252 / latin-1"
+        except UnicodeDecodeError as exc2:
+            line = raw[:exc2.start].count(b"\n") + 1
+            raise SpecError(field, f"{name} is neither UTF-8 nor Windows-1252 (line {line}: byte "
+                            f"{raw[exc2.start]:#04x}); save it as UTF-8") from None
+    text = text.replace("\r\n", "\n")
+    text = text.replace("\r", "\n" if "\n" not in text else " ")
+    return text, note
+
+
+def _read_table(path: pathlib.Path, field: str = "dataset.path"):
+    """(table of strings, notes) of a .csv / .tsv / .jsonl file: quoted newlines, stray carriage returns, a byte-order
+    mark and a legacy encoding are all read."""
+    import io
+
     import pandas as pd
 
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise SpecError(field, f"expected a .csv, .tsv or .jsonl file, found {path.name!r}")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise SpecError(field, f"{path.name} looks binary (NUL bytes); expected a text file")
+    text, note = decode_text(raw, path.name, field)
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype=False)
-        if path.suffix.lower() in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+        if suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        else:
+            df = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                             keep_default_na=False)
     except pd.errors.EmptyDataError:  # a ValueError too: must come first
-        raise SpecError("dataset.path", f"{path} is empty") from None
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SpecError("dataset.path", f"cannot parse {path.name}: {str(exc).splitlines()[0]}") from None
-    raise SpecError("dataset.path", f"expected a .csv, .tsv or .jsonl file, found {path.name!r}")
+        raise SpecError(field, f"{path} is empty") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SpecError(field, f"cannot parse {path.name}: {str(exc).splitlines()[0]}") from None
+    return df, [note] if note else []
 
 
-def _from_file(path_text: str, task: str) -> Dataset:
+def _from_file(ref: DatasetRef, task: str) -> Dataset:
     from nas.paths import confined_path
 
-    path = confined_path(path_text, "dataset.path", "NAS_DATA_ROOT")
+    path = confined_path(ref.path, "dataset.path", "NAS_DATA_ROOT")
     if not path.is_file():
         raise SpecError("dataset.path", f"file not found: {path}")
-    df = _read_table(path)
-    cols = ["query", "doc", "label"] if task == "pair" else ["text", "label"]
-    missing = [c for c in cols if c not in df.columns]
+    df, notes = _read_table(path)
+    named = {"text": ref.text_column, "label": ref.label_column, "query": ref.query_column, "doc": ref.doc_column}
+    roles = ["query", "doc", "label"] if task == "pair" else ["text", "label"]
+    cols = [named[r] for r in roles]
+    missing = [r for r in roles if named[r] not in df.columns]
     if missing:
-        raise SpecError("dataset.path", f"{path.name} lacks column(s) {missing} for task {task!r}; found {list(df.columns)}")
+        r = missing[0]  # a column the spec renamed is that key's error; a default name is the file's
+        field = f"dataset.{r}_column" if named[r] != r else "dataset.path"
+        raise SpecError(field, f"{path.name} lacks column(s) {[named[m] for m in missing]} for task {task!r}; found "
+                        f"{list(df.columns)} (name yours with " + ", ".join(f"dataset.{m}_column" for m in missing) + ")")
+    n_all = len(df)
     df = df[cols].dropna()
-    text_cols = cols[:-1]
     for c in cols:  # a blank text or a blank label is no usable row (a blank label is not a class named '')
         df = df[df[c].astype(str).str.strip().str.len() > 0]
     if len(df) == 0:
         raise SpecError("dataset.path", f"{path.name} has no usable rows")
-    label_text = df["label"].astype(str).str.strip()
+    if len(df) < n_all:
+        notes.append(f"{path.name}: {n_all - len(df)} of {n_all} rows dropped (an empty text or no label)")
+    label_text = df[named["label"]].astype(str).str.strip()
     names = sorted(label_text.unique(), key=lambda x: (len(x), x))
-    texts = df[text_cols[0]].astype(str).tolist() if task != "pair" else list(zip(df["query"].astype(str), df["doc"].astype(str)))
-    return Dataset(path.name, task, texts, label_text.map(names.index).to_numpy(), names, {"path": str(path.resolve())})
+    texts = (df[named["text"]].astype(str).tolist() if task != "pair"
+             else list(zip(df[named["query"]].astype(str), df[named["doc"]].astype(str))))
+    return Dataset(path.name, task, texts, label_text.map(names.index).to_numpy(), names,
+                   {"path": str(path.resolve()), "notes": notes})
+
+
+def class_notes(ds: Dataset, seed: int) -> list[str]:
+    """Warnings about classes too small to learn or to score: under 1% of the rows, or under 20 rows in dev."""
+    counts = np.bincount(ds.labels, minlength=ds.num_labels)
+    out = [f"class {ds.label_names[i]!r} has {int(c)} of {len(ds.labels)} rows (< 1%): the teacher and students may "
+           "never predict it" for i, c in enumerate(counts) if c < 0.01 * len(ds.labels)]
+    dev = np.bincount(ds.labels[split_indices(ds.labels, seed)["dev"]], minlength=ds.num_labels)
+    out += [f"class {ds.label_names[i]!r} has {int(c)} rows in the dev split (< 20): its dev scores are noisy"
+            for i, c in enumerate(dev) if c < 20]
+    return out
 
 
 def load_dataset(ref: DatasetRef, task: str, seed: int = 0) -> Dataset:
@@ -150,7 +203,7 @@ def load_dataset(ref: DatasetRef, task: str, seed: int = 0) -> Dataset:
     elif ref.name == "bbc-news-pairs":
         ds = bbc_news_pairs(seed)
     else:
-        ds = _from_file(ref.path, task)
+        ds = _from_file(ref, task)
     field = "dataset.path" if ref.path else "dataset"
     if len(ds.labels) == 0:
         raise SpecError(field, "the dataset is empty")
@@ -164,6 +217,8 @@ def load_dataset(ref: DatasetRef, task: str, seed: int = 0) -> Dataset:
     if counts.min() < 3:
         small = ds.label_names[int(counts.argmin())]
         raise SpecError(field, f"class {small!r} has {int(counts.min())} row(s); every class needs at least 3 to split train/dev/test")
+    if task == "classification" or ref.path:
+        ds.meta["notes"] = list(ds.meta.get("notes", [])) + class_notes(ds, seed)
     return ds
 
 

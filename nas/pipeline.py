@@ -72,6 +72,8 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     given, receives `search_start` / `search_end` (time.time()) around the search stage, for hypervolume-over-time
     curves (benchmarks/head_to_head.py)."""
     prep = prepare(spec, cluster=ray_address is not None)
+    for note in prep.dataset.meta.get("notes", []):  # what was read differently from the file, or looks too small
+        log(f"data: {note}")
     if job_id is None:
         job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
         store.set_job_status(job_id, "RUNNING", stage="teacher")

@@ -81,6 +81,35 @@ def test_family_forward_padding_save_and_onnx(arch, tmp_path):
     assert np.abs(out - logits.detach().numpy()).max() < 1e-4
 
 
+def test_albert_from_the_source(tmp_path):
+    """ALBERT's shared layer is the source's first layer sliced; padding is ignored; it saves as a stock transformers
+    model (load_student reads it back) and exports to ONNX with the same logits."""
+    from nas.latency.runtimes import export_onnx, onnx_session
+    from nas.students import load_student
+
+    src = tiny_source()
+    arch = Arch.of("albert", emb=16, hidden=32, heads=2, ffn=64, layers=2)
+    model = family_module("albert").extract_subnet(src, arch)
+    shared = model.albert.encoder.albert_layer_groups[0].albert_layers[0]
+    first = src.bert.encoder.layer[0]
+    assert torch.equal(shared.attention.query.weight, first.attention.self.query.weight[:32, :32])
+    assert torch.equal(shared.ffn.weight, first.intermediate.dense.weight[:64, :32])
+    x = padded_batch()
+    logits = model(**x).logits
+    cut = {k: v[1:2, :7] for k, v in x.items()}
+    assert torch.allclose(model(**cut).logits, logits[1:2], atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    assert type(load_student(tmp_path / "m")).__name__ == "AlbertForSequenceClassification"
+    assert torch.allclose(load_student(tmp_path / "m")(**x).logits, logits, atol=1e-6)
+    export_onnx(model, x, tmp_path / "m.onnx")
+    out = onnx_session(tmp_path / "m.onnx", 1).run(["logits"], {k: v.numpy() for k, v in x.items()})[0]
+    assert np.abs(out - logits.detach().numpy()).max() < 1e-4
+    (tmp_path / "s.yaml").write_text("student: {layers: [1], hidden: [48], heads: [2], ffn: [96]}\nfamilies:\n"
+                                     "  albert: {emb: [16], hidden: [64], heads: [2], ffn: [64], layers: [1]}\n")
+    with pytest.raises(SpecError, match="larger than the source"):
+        load_search_space(str(tmp_path / "s.yaml"), src.config.to_dict())
+
+
 def test_family_learns_with_the_distillation_loop():
     """A textcnn distilled from a fixed linear 'teacher' on random tokens fits its soft targets (loss falls a lot)."""
     from nas.distill.loop import DistillSettings, distill
@@ -106,6 +135,7 @@ families:
   textcnn: {emb: [32], channels: [16, 32], kernels: [2], mlp: [0], distill: {lr: 0.003, batch_size: 16}}
   bilstm: {emb: [32], hidden: [16], layers: [1], mlp: [0], distill: {lr: 0.003}}
   boe: {emb: [32], ngrams: [1, 2], mlp: [16], epochs: 6}
+  albert: {emb: [32], hidden: [64], heads: [2], ffn: [128], layers: [2]}
 """
 
 
@@ -113,11 +143,11 @@ def test_mixed_space_is_searched_family_first(tmp_path):
     (tmp_path / "s.yaml").write_text(SPACE)
     space = load_search_space(str(tmp_path / "s.yaml"))
     mixed = searched_space(space)
-    assert isinstance(mixed, MixedSpace) and mixed.families == ["bert", "textcnn", "bilstm", "boe"]
-    assert len(all_shapes(mixed)) == 1 + 2 + 1 + 2
+    assert isinstance(mixed, MixedSpace) and mixed.families == ["bert", "textcnn", "bilstm", "boe", "albert"]
+    assert len(all_shapes(mixed)) == 1 + 1 + 2 + 1 + 2
     assert space.distill_for("textcnn").lr == 0.003 and space.distill_for("boe").lr == space.distill.lr
-    drawn = sample_unique(mixed, 6, np.random.default_rng(0))
-    assert len({s.key for s in drawn}) == 6
+    drawn = sample_unique(mixed, 7, np.random.default_rng(0))
+    assert len({s.key for s in drawn}) == 7
     evo = make_strategy("evolution", mixed, 0, population=3)
     rng, seen = np.random.default_rng(1), []
     for _ in range(2):
@@ -151,7 +181,7 @@ task: classification
 search_space: {space}
 search: {{strategy: {strategy}}}
 latency: {{device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}}
-budgets: {{trials: 6, epochs: 2, max_seq_len: 32, teacher_epochs: 2}}
+budgets: {{trials: 7, epochs: 2, max_seq_len: 32, teacher_epochs: 2}}
 transfer: {{path: {corpus}, augment: 1}}
 seed: 3
 """
@@ -176,24 +206,23 @@ def test_mixed_family_job_with_a_transfer_corpus_and_every_export(tmp_path):
 
     (tmp_path / "s.yaml").write_text(SPACE)
     spec = JOB.format(name="families", space=tmp_path / "s.yaml", strategy="random", corpus=corpus_file(tmp_path / "c.txt"))
-    with real_job(tmp_path, spec) as j:
+    with real_job(tmp_path, spec, NAS_STORAGE=f"sqlite:///{tmp_path / 'nas.db'}") as j:
         store, job_id = j["store"], j["job_id"]
         students = store.trials(job_id, kind="student")
-        assert [t["state"] for t in students] == ["COMPLETE"] * 6
+        assert [t["state"] for t in students] == ["COMPLETE"] * 7
         fams = {student_shape(t["config"]["shape"]).family for t in students}
-        assert fams == {"bert", "textcnn", "bilstm", "boe"}
+        assert fams == {"bert", "albert", "textcnn", "bilstm", "boe"}
         boe = [t for t in students if t["config"]["shape"].get("family") == "boe"]
         cnn = [t for t in students if t["config"]["shape"].get("family") == "textcnn"]
         assert all(t["config"]["distill"]["lr"] == 0.003 for t in cnn)
         assert boe[0]["config"]["steps"] > cnn[0]["config"]["steps"]  # boe's own 6 epochs
         for t in students:
             assert metric_value(t, "size_mb", "dev", "final") > 0 and metric_value(t, "speedup", "dev", "final") > 1
-        for t in students:
-            if t["config"]["shape"].get("family") in (None, "textcnn"):
-                continue
+        one_each = {t["config"]["shape"]["family"]: t for t in reversed(students) if "family" in t["config"]["shape"]}
+        for fam, t in one_each.items():  # every family but bert (tests/test_families.py exports those)
             out = tmp_path / f"export-{t['number']}"
             export_trial(store, job_id, t["number"], str(out))
-            assert formats_of(out) == ["native", "onnx", "int8"]
+            assert formats_of(out) == ["hf" if fam == "albert" else "native", "onnx", "int8"]
             for fmt in formats_of(out):
                 ev = evaluate_export(out, fmt)
                 assert ev["abs_diff"] <= 0.005, (t["config"]["shape"], fmt, ev)
@@ -201,6 +230,32 @@ def test_mixed_family_job_with_a_transfer_corpus_and_every_export(tmp_path):
             assert probs.shape == (1, 5) and abs(float(probs.sum()) - 1) < 1e-4
         r = run_cli(tmp_path, "predict", str(tmp_path / f"export-{boe[0]['number']}"), "a new phone was released")
         assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["label"]
+        dashboard_shows_the_families(tmp_path)
+
+
+def dashboard_shows_the_families(home: pathlib.Path) -> None:
+    """The job page marks each family on the front (a marker and a legend entry each) and filters by family; the export
+    page offers every format."""
+    from streamlit.testing.v1 import AppTest
+
+    app = str(pathlib.Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/job.py").run()
+    assert not at.exception, at.exception
+    pick = next(m for m in at.multiselect if m.label == "student families")
+    assert sorted(pick.options) == ["bert", "bilstm", "boe", "textcnn"]
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {t.get("name", "") for t in fig["data"]}
+    assert {n.split(" · ")[0] for n in names if " · " in n} >= {"bert", "bilstm", "boe", "textcnn"}
+    symbols = {t["marker"]["symbol"] for t in fig["data"] if t.get("mode") == "markers" and " · " in t.get("name", "")}
+    assert {"circle", "square", "diamond", "triangle-up"} <= {s.replace("-open", "") for s in symbols}
+    pick.set_value(["boe"]).run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    shown = [t for t in fig["data"] if "front ·" in t.get("name", "") or "dominated ·" in t.get("name", "")]
+    assert shown and {t["marker"]["symbol"].replace("-open", "") for t in shown} == {"triangle-up"}  # boe's only
+    at.switch_page("views/export.py").run()
+    assert not at.exception, at.exception
+    assert next(m for m in at.multiselect if m.label == "Formats").options == ["onnx", "int8"]
 
 
 def test_transfer_corpus_is_labelled_cached_and_resumed(tmp_path, minilm_tokenizer):

@@ -43,10 +43,15 @@ def export_page():
                        f"job{job_id}-trial{int(row['trial'])}.yaml", key="dl_yaml")
     c2.download_button("config.json", json.dumps(config, default=str, indent=2), f"job{job_id}-trial{int(row['trial'])}.json",
                        key="dl_json")
+    formats = st.multiselect("Formats", ["onnx", "int8"], default=["onnx", "int8"], key="export_formats",
+                             help="Beside the model directory (Hugging Face save_pretrained, or the native format of a "
+                                  "textcnn / bilstm / boe student): fp32 ONNX with the tokenizer, and its dynamically "
+                                  "quantised int8 copy.")
     if c3.button("Build model zip", key="build_zip"):
         with st.spinner("Exporting (the same code as `nas export`)…"):
             try:
-                st.session_state["zip"] = (int(row["trial"]), dd.export_zip(store_or_stop(), job_id, int(row["trial"])))
+                st.session_state["zip"] = (int(row["trial"]), dd.export_zip(store_or_stop(), job_id, int(row["trial"]),
+                                                                            ("hf", *formats)))
             except Exception as exc:
                 st.error(str(exc))
     z = st.session_state.get("zip")

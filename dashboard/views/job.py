@@ -65,6 +65,10 @@ def job_page():
         y = a2.selectbox("y axis", ["metric", "test"], format_func=lambda v: {"metric": "dev metric", "test": "test metric"}[v],
                          key="y_axis")
         shown = dd.target_frame(df, f) if len(fronts) > 1 else df  # students as measured on the chosen target
+        families = sorted(x for x in shown["family"].dropna().unique()) if "family" in shown else []
+        if len(families) > 1:  # several student families on one front: show some of them
+            keep = st.multiselect("student families", families, default=families, key="families")
+            shown = shown[shown["family"].isin(keep) | (shown["kind"] != "student")]
         st.plotly_chart(front_figure(f, shown, x, y), width="stretch", key="front_chart")
         for r in f.get("references", []):
             if r["dominated_front_points"]:

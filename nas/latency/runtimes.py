@@ -42,7 +42,7 @@ def input_names(model) -> list[str]:
     fed without them, MPNet, DistilBERT)."""
     from nas.teachers import FAMILIES, family
 
-    if model.config.model_type not in FAMILIES:  # a student of a non-transformer family (nas/students/small.py)
+    if model.config.model_type not in FAMILIES:  # a student of another family (nas/students): no token types needed
         return ["input_ids", "attention_mask"]
     fam = family(model.config.model_type)
     return ["input_ids", "attention_mask"] + (["token_type_ids"] if fam.token_type is not None else [])

@@ -60,12 +60,40 @@ def explain(err: ValidationError, prefix: str = "") -> SpecError:
     return SpecError(field, f"{msg}; found {_short(found)}")
 
 
+def _key_paths(node, path=()):
+    """Each mapping node of a composed YAML tree with the path of keys that leads to it."""
+    if isinstance(node, yaml.MappingNode):
+        yield node, path
+        for k, v in node.value:
+            yield from _key_paths(v, (*path, k.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _key_paths(v, (*path, i))
+
+
+def load_yaml_text(text: str, field: str = "") -> Any:
+    """YAML text as Python data; a key given twice in one mapping is a SpecError naming the key, its path and both
+    lines."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None:
+        return None
+    for node, path in _key_paths(root):
+        seen: dict = {}
+        for k, _ in node.value:
+            if k.value in seen:
+                where = ".".join(map(str, (*([field] if field else []), *path, k.value)))
+                raise SpecError(where, f"the key {k.value!r} appears twice (lines {seen[k.value] + 1} and "
+                                f"{k.start_mark.line + 1}); keep one")
+            seen[k.value] = k.start_mark.line
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: str | pathlib.Path, field: str) -> Any:
     p = pathlib.Path(path)
     if not p.is_file():
         raise SpecError(field, f"file not found: {p}")
     try:
-        return yaml.safe_load(p.read_text())
+        return load_yaml_text(p.read_text(), "" if field.startswith("(") else field)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -244,6 +244,11 @@ class DatasetRef(Strict):
     name: str | None = None
     path: str | None = None
     max_rows: int | None = Field(None, ge=10)  # a stratified slice of the whole dataset, before splitting
+    # a file's column names, where they are not text / label (query / doc for pairs)
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+    query_column: str = Field("query", min_length=1)
+    doc_column: str = Field("doc", min_length=1)
 
     @model_validator(mode="after")
     def _one(self):

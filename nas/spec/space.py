@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from nas.spec.errors import SpecError, explain, read_yaml
 from nas.students import FAMILIES
-from nas.students.arch import AXES, MAY_BE_ZERO
+from nas.students.arch import AXES, MAY_BE_ZERO, SLICED
 from nas.teachers import FAMILIES as TEACHER_FAMILIES
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -94,10 +94,21 @@ class SearchSpace(Strict):
 
 
 def search_space_path(name: str) -> pathlib.Path:
+    """A name in search_spaces/, or a path: confined like dataset paths (no `..`; with $NAS_DATA_ROOT set, inside it
+    or search_spaces/), checked before the file is opened."""
+    import os
+
+    from nas.paths import confined_path
+
     p = pathlib.Path(name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    return SEARCH_SPACE_DIR / f"{name}.yaml"
+    if ".." in p.parts:
+        raise SpecError("search_space", f"'..' is not allowed in a path; found {name!r}")
+    if not (p.suffix in (".yaml", ".yml") or p.exists()):
+        return SEARCH_SPACE_DIR / f"{name}.yaml"
+    resolved = p.expanduser().resolve()
+    if os.environ.get("NAS_DATA_ROOT") and SEARCH_SPACE_DIR.resolve() not in resolved.parents:
+        return confined_path(p, "search_space", "NAS_DATA_ROOT")
+    return resolved
 
 
 def load_search_space(name: str, teacher_config: dict | None = None) -> SearchSpace:
@@ -131,4 +142,25 @@ def load_search_space(name: str, teacher_config: dict | None = None) -> SearchSp
                 why = fam.hidden_refused(teacher_config, h)
                 if why:
                     raise SpecError(f"search_space.{part}.hidden", why)
+    check_sliced_families(space, teacher_config)
     return space
+
+
+def check_sliced_families(space: SearchSpace, teacher_config: dict | None) -> None:
+    """A family whose axes slice the source (albert: hidden, heads, ffn) stays within it; hidden divisible by heads."""
+    for name, sub in space.other_families().items():
+        axes = SLICED.get(name)
+        if not axes:
+            continue
+        if "hidden" in axes and "heads" in axes:
+            for h in sub.hidden:
+                if not any(h % a == 0 for a in sub.heads):
+                    raise SpecError(f"search_space.families.{name}.hidden",
+                                    f"{h} is not divisible by any head count in {sub.heads}")
+        if teacher_config:
+            limits = TEACHER_FAMILIES[teacher_config.get("model_type", "bert")]().shape_limits(teacher_config)
+            for axis, of in axes.items():
+                for x in getattr(sub, axis):
+                    if x > limits[of]:
+                        raise SpecError(f"search_space.families.{name}.{axis}",
+                                        f"{x} is larger than the source's {limits[of]}")

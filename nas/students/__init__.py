@@ -10,6 +10,8 @@ latency protocol and exports.
 
 - `bert`: prefix slices of a BERT-structured encoder (`bert_slice.py`), rewired by importance (`rewire.py`); the only
   family the supernet covers (it also gives `supernet_forward(model, shape, inputs)`);
+- `albert` (`albert.py`): a factorised-embedding encoder applying one shared layer (the source's first, sliced)
+  several times; a stock transformers ALBERT;
 - `textcnn` (`textcnn.py`): Kim's CNN; `bilstm` (`bilstm.py`): Tang et al.'s BiLSTM; `boe` (`boe.py`): a bag of token
   (and hashed bigram) embeddings with an MLP. Their token embeddings start as the source's table projected onto its
   principal directions (`small.py`, which also saves and loads them).
@@ -27,8 +29,8 @@ def _module(name: str):
     return lambda: importlib.import_module(f"nas.students.{name}")
 
 
-FAMILIES = {"bert": _module("bert_slice"), "textcnn": _module("textcnn"), "bilstm": _module("bilstm"),
-            "boe": _module("boe")}
+FAMILIES = {"bert": _module("bert_slice"), "albert": _module("albert"), "textcnn": _module("textcnn"),
+            "bilstm": _module("bilstm"), "boe": _module("boe")}
 
 
 def family_module(name: str):

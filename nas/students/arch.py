@@ -11,7 +11,10 @@ AXES: dict[str, dict[str, str]] = {
     "textcnn": {"emb": "E", "channels": "C", "kernels": "K", "mlp": "M"},
     "bilstm": {"emb": "E", "hidden": "H", "layers": "L", "mlp": "M"},
     "boe": {"emb": "E", "ngrams": "N", "mlp": "M"},
+    "albert": {"emb": "E", "hidden": "H", "heads": "A", "ffn": "F", "layers": "L"},
 }
+# the axes that are slices of what students are sliced from (no larger than its own), by family
+SLICED = {"albert": {"hidden": "hidden", "heads": "heads", "ffn": "ffn"}}
 # an axis that may be 0 (off); every other axis is >= 1
 MAY_BE_ZERO = {"mlp"}
 
@@ -47,7 +50,8 @@ class Arch:
         return cls.of(d["family"], **{k: v for k, v in d.items() if k != "family"})
 
     def is_valid(self) -> bool:
-        return all(v >= (0 if a in MAY_BE_ZERO else 1) for a, v in self.dims)
+        ok = all(v >= (0 if a in MAY_BE_ZERO else 1) for a, v in self.dims)
+        return ok and (self.family != "albert" or self["hidden"] % self["heads"] == 0)
 
 
 def family_of(d: dict) -> str:

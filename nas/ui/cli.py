@@ -306,6 +306,8 @@ def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.
         prep = prepare(load_spec(spec_file), cluster=cluster)
     except SpecError as exc:
         _user_error(exc)
+    for note in prep.dataset.meta.get("notes", []):
+        typer.echo(f"warning: {note}", err=True)
     typer.echo(f"ok: {prep.spec.name}: {len(prep.dataset.labels)} rows, {prep.dataset.num_labels} classes")
 
 

@@ -27,6 +27,10 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
         if spec.search.supernet is None or not ad.enabled or space.assistant is None:
             raise SpecError("search.autodisc.second_round", "a second-round supernet starts from the AutoDisc assistant: "
                             "it needs search.supernet, autodisc.enabled and an assistant grid in the search space")
+    if spec.search.supernet is not None and load_search_space(spec.search_space, teacher_config).other_families():
+        raise SpecError("search_space.families", "the supernet schedule searches BERT slices only; a space with other "
+                        "student families is searched per trial (search.strategy random or evolution, no "
+                        "search.supernet)")
     if spec.search.final.augment and spec.task != "classification":
         raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
 

@@ -106,21 +106,28 @@ def job_picker(jobs: pd.DataFrame, key: str) -> int | None:
     return job_id
 
 
+FAMILY_SYMBOLS = {"bert": "circle", "textcnn": "square", "bilstm": "diamond", "boe": "triangle-up"}  # marker per family
+
+
 def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
     students = df[(df["kind"] == "student") & (df["state"] == "COMPLETE") & df[x].notna() & df[y].notna()].copy()
     students["on front"] = dd.front_mask(students, x, y) if len(students) else []
     fig = go.Figure()
-    for (on, source), part in students.groupby(["on front", "source"]):
+    if "family" not in students:
+        students["family"], students["shape"] = "bert", None
+    several = students["family"].nunique() > 1  # the family in the legend only where there is more than one
+    for (fam, on, source), part in students.groupby(["family", "on front", "source"]):
+        symbol = FAMILY_SYMBOLS.get(fam, "x")
         fig.add_trace(go.Scatter(
-            x=part[x], y=part[y], mode="markers", name=f"{'front' if on else 'dominated'} · {source}",
-            marker={"symbol": "circle" if source == "final" else "circle-open", "size": 9 if on else 6,
+            x=part[x], y=part[y], mode="markers",
+            name=(f"{fam} · " if several else "") + f"{'front' if on else 'dominated'} · {source}",
+            marker={"symbol": symbol if source == "final" else symbol + "-open", "size": 9 if on else 6,
                     "opacity": 1.0 if on else 0.3},
             error_x={"type": "data", "symmetric": False, "array": (part["p90_ms"] - part["p50_ms"]).clip(lower=0),
                      "arrayminus": [0] * len(part), "thickness": 1} if x == "p50_ms" else None,
-            customdata=part[["trial", "layers", "hidden", "heads", "ffn", "p50_ms", "p90_ms", "lr"]].to_numpy(),
-            hovertemplate="trial %{customdata[0]}<br>L%{customdata[1]} H%{customdata[2]} A%{customdata[3]} "
-                          "F%{customdata[4]}<br>p50 %{customdata[5]:.3f} ms · p90 %{customdata[6]:.3f} ms"
-                          "<br>lr %{customdata[7]}<br>" + y + " %{y:.4f}<extra></extra>"))
+            customdata=part[["trial", "shape", "p50_ms", "p90_ms", "lr"]].to_numpy(),
+            hovertemplate="trial %{customdata[0]}<br>%{customdata[1]}<br>p50 %{customdata[2]:.3f} ms · p90 "
+                          "%{customdata[3]:.3f} ms<br>lr %{customdata[4]}<br>" + y + " %{y:.4f}<extra></extra>"))
     if len(students):
         fr = students[students["on front"]].sort_values(x)
         fig.add_trace(go.Scatter(x=fr[x], y=fr[y], mode="lines", line={"shape": "hv", "width": 1}, name="front",

@@ -34,6 +34,13 @@ def jobs_table(store: Store) -> pd.DataFrame:
                                        "created"])
 
 
+def shape_label(shape: dict) -> str | None:
+    """A stored shape as one short label: L2-H128-A4-F512 for a BERT slice, its key for another family's."""
+    from nas.students.arch import student_shape
+
+    return student_shape(shape).key if shape else None
+
+
 def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
     """Every trial as a row: kind, state, shape, dev/test metric (final preferred, proxy kept), latency, hyperparameters."""
     rows = []
@@ -45,6 +52,7 @@ def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
             vals[(m["name"], m["split"], m["source"])] = m["value"]
         lat = t["latency"][-1] if t["latency"] else {}
         row = {"trial": t["number"], "kind": t["kind"], "state": t["state"],
+               "family": (shape.get("family") or "bert") if shape else None, "shape": shape_label(shape),
                **{c: shape.get(c) for c in SHAPE_COLS},
                "name": cfg.get("name"),
                "proxy": vals.get((metric, "dev", "proxy")), "final": vals.get((metric, "dev", "final")),
@@ -160,12 +168,13 @@ def pick_by_constraint(df: pd.DataFrame, max_ms: float, field: str = "p90_ms") -
     return None if ok.empty else ok.sort_values(["metric", field], ascending=[False, True]).iloc[0]
 
 
-def export_zip(store: Store, job_id: int, trial_number: int) -> bytes:
-    """`nas export` of one trial, zipped in memory."""
+def export_zip(store: Store, job_id: int, trial_number: int, formats=("hf", "onnx", "int8")) -> bytes:
+    """`nas export` of one trial in `formats`, zipped in memory."""
     from nas.results.export import export_trial
 
     with tempfile.TemporaryDirectory(prefix="nas-export-") as tmp:
-        out = export_trial(store, job_id, trial_number, pathlib.Path(tmp) / f"job{job_id}-trial{trial_number}")
+        out = export_trial(store, job_id, trial_number, pathlib.Path(tmp) / f"job{job_id}-trial{trial_number}",
+                           formats=tuple(formats))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for f in sorted(out.rglob("*")):
@@ -174,21 +183,38 @@ def export_zip(store: Store, job_id: int, trial_number: int) -> bytes:
         return buf.getvalue()
 
 
+def server_side_paths(spec) -> None:
+    """A submission from the browser reads files on the server: without $NAS_DATA_ROOT, its search space must be one
+    of search_spaces/ (a path elsewhere is refused before anything is opened)."""
+    import os
+
+    from nas.spec.errors import SpecError
+    from nas.spec.space import SEARCH_SPACE_DIR, search_space_path
+
+    path = search_space_path(spec.search_space)
+    if not os.environ.get("NAS_DATA_ROOT") and SEARCH_SPACE_DIR.resolve() not in path.resolve().parents:
+        raise SpecError("search_space", "a job submitted from the dashboard uses a search space of search_spaces/ (by "
+                        "name), or one under $NAS_DATA_ROOT when the server sets it")
+
+
 def validate_spec_text(text: str):
     """(spec, None) when the YAML text is a valid job spec (the CLI's own checks, dataset and teacher included), else
     (None, "field: message")."""
     import yaml
 
     from nas.pipeline import prepare
-    from nas.spec.errors import SpecError
+    from nas.spec.errors import SpecError, load_yaml_text
     from nas.spec.job import parse_spec
 
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml_text(text)
     except yaml.YAMLError as exc:
         return None, f"spec: not valid YAML ({str(exc).splitlines()[0]})"
+    except SpecError as exc:
+        return None, f"{exc.field}: {exc.message}"
     try:
         spec = parse_spec(raw)
+        server_side_paths(spec)
         prepare(spec)
     except SpecError as exc:
         return None, f"{exc.field}: {exc.message}" if hasattr(exc, "message") else str(exc)
