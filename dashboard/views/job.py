@@ -37,6 +37,29 @@ def compare_targets(fronts: list[dict]) -> None:
     st.dataframe(dd.targets_table(fronts), width="stretch", hide_index=True, key="targets_table")
 
 
+def what_to_deploy(job_id: int, df, f: dict) -> None:
+    """For a latency budget (or a speedup) typed in: the best student, what it keeps, its size, and its export."""
+    st.subheader("What to deploy")
+    b1, b2 = st.columns(2)
+    mode = b1.radio("Budget as", ["p50 latency (ms)", "speedup over the teacher (x)"], horizontal=True, key="deploy_mode")
+    t_ms = (f["teacher"] or {}).get("p50_ms") or 10.0
+    if mode.startswith("p50"):
+        budget = b2.number_input("p50 at most (ms)", min_value=0.001, value=round(t_ms / 5, 3), key="deploy_ms")
+        row = dd.best_within(df, budget_ms=budget)
+    else:
+        budget = b2.number_input("at least (x)", min_value=1.0, value=5.0, step=1.0, key="deploy_x")
+        row = dd.best_within(df, speedup=budget)
+    if row is None:
+        st.info("No completed student meets that budget.")
+        return
+    keep = row["test_retention"] if row.get("test_retention") == row.get("test_retention") else row["retention"]
+    speed = f"{row['speedup']:.1f}x its speed" if row["speedup"] == row["speedup"] and row["speedup"] else "-"
+    size = f"{row['size_mb']:.1f} MB" if row["size_mb"] == row["size_mb"] and row["size_mb"] else "size unknown"
+    st.success(f"Trial {int(row['trial'])} ({row['shape']}) keeps {100 * keep:.1f}% of the teacher's "
+               f"{f['metric']} at {speed}, p50 {row['p50_ms']:.3f} ms, {size}.")
+    st.code(f"nas export {job_id} --trial {int(row['trial'])} --out DIR", language="bash")
+
+
 def job_page():
     st.title("Job")
     jobs = load_jobs()
@@ -56,20 +79,29 @@ def job_page():
         c1.metric("status", f["job"]["status"])
         c2.metric("students complete", int(((df["kind"] == "student") & (df["state"] == "COMPLETE")).sum()) if len(df) else 0)
         c3.metric("front points", len(f["front"]))
-        c4.metric("hypervolume", f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "–")
+        c4.metric("hypervolume", f"{f['hypervolume_norm']:.3f}" if f.get("hypervolume_norm") is not None else "–",
+                  help="Share (0-1) of the region between the majority-class baseline and the teacher (metric) and "
+                       "between 0 and the teacher's latency that the front dominates. Raw: "
+                       + (f"{f['hypervolume']:.4f} ({f['metric']} x ms)" if f["hypervolume"] is not None else "–"))
         if df.empty:
             st.info("No trials yet.")
             return
+        for note in df[(df["kind"] == "teacher") & df["error"].notna()]["error"]:  # the teacher check's finding
+            st.warning(f"Teacher: {note}")
         a1, a2 = st.columns(2)
-        x = a1.selectbox("x axis (latency or size)", ["p50_ms", "p90_ms", "params"], key="x_axis")
-        y = a2.selectbox("y axis", ["metric", "test"], format_func=lambda v: {"metric": "dev metric", "test": "test metric"}[v],
-                         key="y_axis")
+        x = a1.selectbox("x axis", ["speedup", "p50_ms", "p90_ms", "params"], key="x_axis",
+                         format_func=lambda v: {"speedup": "speedup over the teacher (x)", "params": "parameters"}.get(v, v))
+        y = a2.selectbox("y axis", ["retention", "metric", "test"], key="y_axis",
+                         format_func=lambda v: {"metric": "dev metric", "test": "test metric",
+                                                "retention": "share of the teacher's metric"}[v])
         shown = dd.target_frame(df, f) if len(fronts) > 1 else df  # students as measured on the chosen target
+        shown = dd.with_retention(shown, f["teacher"])
         families = sorted(x for x in shown["family"].dropna().unique()) if "family" in shown else []
         if len(families) > 1:  # several student families on one front: show some of them
             keep = st.multiselect("student families", families, default=families, key="families")
             shown = shown[shown["family"].isin(keep) | (shown["kind"] != "student")]
         st.plotly_chart(front_figure(f, shown, x, y), width="stretch", key="front_chart")
+        what_to_deploy(job_id, shown, f)
         for r in f.get("references", []):
             if r["dominated_front_points"]:
                 st.warning(f"{r['name']} dominates {r['dominated_front_points']} of {r['front_points']} front points "

@@ -159,11 +159,22 @@ def _check(settings: MeasureSettings) -> str:
     return device
 
 
+def machine_load() -> tuple[float, bool]:
+    """(1-minute load average per core, busy): busy when the load is above what the cores can run (half a core of
+    slack: the measurement's own threads are part of the load), i.e. something else ran beside the measurement."""
+    import os
+
+    cores = os.cpu_count() or 1
+    one = os.getloadavg()[0]
+    return round(one / cores, 3), one > cores + 0.5
+
+
 def latency_row(settings: MeasureSettings, device: str, samples: list[float]) -> dict:
     fp = device_fingerprint(device, settings.threads if device == "cpu" else None)
+    load, busy = machine_load()
     return {"fingerprint": fp, "fingerprint_id": fingerprint_id(fp), "device": device, "runtime": settings.runtime,
             "dtype": settings.dtype, "batch": settings.batch, "seq_len": settings.seq_len, "threads": settings.threads,
-            "warmup": settings.warmup, **summarise(samples)}
+            "warmup": settings.warmup, **summarise(samples), "load": load, "busy": busy}
 
 
 class _Runner:

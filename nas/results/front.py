@@ -100,15 +100,44 @@ def front_rows(store: Store, job_id: int, trials: list[dict] | None = None, targ
         best, lat = max(assistants, key=lambda a: metric_value(a[0], "tau", "dev", "proxy") or float("-inf"))
         a_row = front_row(best, metric, pct, lat, t_lat, own)
         a_row["tau"] = metric_value(best, "tau", "dev", "proxy")
-    hv = None
+    hv = hv_norm = None
+    baseline = metric_value(teacher, "baseline_majority", "dev") if teacher else None
     if t_row and rows:
         ref = [0.0, t_row["latency_ms"]] + ([t_row["params"]] if use_size else [])
         hv = hypervolume([objs[i] for i in front], ref, maximize)
+        hv_norm = normalised_hypervolume([rows[i] for i in front], t_row, baseline or 0.0)
+    for r in rows:  # what a person reads: the share of the teacher's metric kept, on dev and on test
+        retention(r, t_row)
+    same = sorted(r["reference_p50_ms"] for r in rows if r.get("reference_p50_ms"))
+    if t_row and same:  # the teacher's p50 from the rounds its students were timed in (the speedups' own figure)
+        t_row["same_round_p50_ms"] = same[len(same) // 2]
     front_pts = sorted((rows[i] for i in front), key=lambda r: r["latency_ms"])
     references, overhead = reference_rows(of("reference"), metric, pct, t_lat, front_pts)
     return {"job": job, "metric": metric, "latency": pct, "teacher": t_row, "assistant": a_row, "rows": rows,
             "references": references, "student_tokenizer_ms": overhead, "front": front_pts, "hypervolume": hv,
+            "hypervolume_norm": hv_norm, "baseline": baseline,
             "fingerprint": t_lat["fingerprint"] if t_lat else None, "target": targets[index], "targets": targets}
+
+
+def retention(row: dict, t_row: dict | None) -> None:
+    """`retention` (dev metric / the teacher's) and `test_retention` on a front row, where both are known."""
+    tm, tt = (t_row or {}).get("metric"), (t_row or {}).get("test_metric")
+    row["retention"] = row["metric"] / tm if tm and row.get("metric") is not None else None
+    row["test_retention"] = row["test_metric"] / tt if tt and row.get("test_metric") is not None else None
+
+
+def normalised_hypervolume(front: list[dict], t_row: dict, baseline: float) -> float | None:
+    """The share (0-1) of the box between the majority-class baseline and the teacher (metric from the baseline up to
+    the teacher's, latency from 0 up to the teacher's) that the front dominates. 1: a student as good as the teacher
+    at no latency; 0: nothing better than the baseline and faster than the teacher."""
+    from nas.search.pareto import hypervolume
+
+    span = t_row["metric"] - baseline
+    if span <= 0 or not t_row["latency_ms"]:
+        return None
+    pts = [[min(1.0, max(0.0, (r["metric"] - baseline) / span)), min(1.0, r["latency_ms"] / t_row["latency_ms"])]
+           for r in front]
+    return float(hypervolume(pts, [0.0, 1.0], [True, False])) if pts else 0.0
 
 
 def reference_rows(ref_trials: list[dict], metric: str, pct: str, t_lat: dict | None, front: list[dict]):
@@ -147,6 +176,7 @@ def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None, sto
         "size_mb": metric_value(t, "size_mb", "dev") or round((metric_value(t, "params", "dev") or 0) * 4e-6, 3),
         "speedup": stored or ((t_ms / lat_ms) if t_ms and lat_ms else None),
         "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
+        "busy": bool(lat.get("busy")), "reference_p50_ms": lat.get("reference_p50_ms"),
     }
 
 

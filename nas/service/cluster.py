@@ -44,6 +44,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", configure_logging=True, logging_level="ERROR")
+    from nas.service.signals import reinstall_if_active
+
+    reinstall_if_active()  # ray.init put its own SIGTERM handler in (an abort)
 
 
 def cluster_gpus() -> float:

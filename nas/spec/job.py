@@ -131,7 +131,7 @@ class Budgets(Strict):
     steps: int | None = Field(None, ge=1)  # when set, overrides epochs
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_seq_len: int = Field(128, ge=8, le=512)
-    teacher_epochs: float = Field(3.0, gt=0, le=100)
+    teacher_epochs: float = Field(3.0, ge=0, le=100)  # at least 60 steps; 0: no fine-tuning (the head as initialised)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
@@ -292,6 +292,14 @@ class ComputePolicy(Strict):
         return self
 
 
+class TeacherCheck(Strict):
+    """What happens when the fine-tuned teacher is no better than the majority class (within a point on dev), or below
+    TF-IDF + logistic regression on dev: stop the job before anything is distilled, or warn and go on."""
+
+    majority: Literal["stop", "warn"] = "stop"
+    tfidf: Literal["stop", "warn"] = "warn"  # a saturated task (BBC News) has TF-IDF above a good teacher
+
+
 class Transfer(Strict):
     """The teacher-labelled transfer corpus every student of the job trains on beside the train rows: `augment`
     perturbed copies of each train text (nas/distill/augment.py) and, from `path`, the user's unlabelled in-domain
@@ -320,6 +328,7 @@ class JobSpec(Strict):
     budgets: Budgets = Budgets()
     search: Search = Search()
     hpo: HPOSettings | None = None  # absent: no hyperparameter stage
+    teacher_check: TeacherCheck = TeacherCheck()
     transfer: Transfer | None = None  # absent: students train on the train rows (and final.augment's copies)
     storage: str | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)

@@ -1,5 +1,6 @@
 """The stages of a job, one module (or package) each, run in the order `nas/pipeline.py` gives:
-`teacher` -> `transfer` (the teacher-labelled transfer corpus, when the spec has one) -> `search` (per-trial KD) or `supernet` (the AutoDisc-style schedule) -> `hpo` -> `references`.
+`teacher` -> `transfer` (the teacher-labelled transfer corpus, when the spec has one) -> `search` (per-trial KD) or
+`supernet` (the AutoDisc-style schedule) -> `hpo` -> `scoring` (every front point on test, once) -> `references`.
 
 Every stage has two functions:
 

@@ -81,6 +81,7 @@ def run(ctx: JobContext, store: Store) -> None:
         ctx.say(f"student initialiser {root}: distilled from the teacher, dev accuracy "
                 f"{ctx.source['dev']['accuracy']:.4f}; students are sliced from it")
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
+    check_learned(ctx, store, trial, splits)
     # what students slice (the teacher, or the student initialiser), by axis
     ctx.teacher_shape = family(ctx.teacher_config.get("model_type", "bert")).shape_limits(ctx.teacher_config)
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
@@ -91,6 +92,57 @@ def run(ctx: JobContext, store: Store) -> None:
     ctx.tokens_path = str(token_cache_path(tok, ds, spec.budgets.max_seq_len))
     ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
     ctx.labels = ds.labels.tolist()
+
+
+class TeacherUnfit(RuntimeError):
+    """The fine-tuned teacher is not worth distilling (and the spec's teacher_check says stop)."""
+
+
+def baselines(ctx: JobContext, splits: dict) -> dict[str, float]:
+    """Dev scores of what a teacher must beat: always the majority train class, and TF-IDF + logistic regression."""
+    import numpy as np
+
+    from nas.stages.references import _accuracy_f1, fit_tfidf
+
+    ds, metric = ctx.dataset, ctx.spec.objectives.metric
+    labels = np.asarray(ds.labels)
+    majority = int(np.bincount(labels[splits["train"]]).argmax())
+    maj = _accuracy_f1(np.full(len(splits["dev"]), majority), labels[splits["dev"]])[metric]
+    texts = [t if isinstance(t, str) else f"{t[0]} [SEP] {t[1]}" for t in ds.texts]
+    tfidf = fit_tfidf(texts, labels, splits, ctx.seed)[1]["dev"][metric]
+    return {"majority": maj, "tfidf": tfidf, "majority_class": ds.label_names[majority]}
+
+
+def check_learned(ctx: JobContext, store: Store, trial: dict, splits: dict) -> None:
+    """A teacher within a point of the majority class, or below TF-IDF, on dev is never distilled in silence: the
+    message goes to the log and onto the teacher's trial (the dashboard shows it); teacher_check says whether the job
+    stops (TeacherUnfit, before anything is distilled) or goes on."""
+    spec, metric = ctx.spec, ctx.spec.objectives.metric
+    got = {m["name"][len("baseline_"):]: m["value"] for m in trial["metrics"]
+           if m["split"] == "dev" and m["name"].startswith("baseline_")}
+    if "majority" not in got:  # measured once per job; a resumed job reads them back
+        got = baselines(ctx, splits)
+        for name in ("majority", "tfidf"):
+            store.add_metric(trial["id"], f"baseline_{name}", got[name], "dev", "final")
+    teacher = metric_value(trial, metric, "dev", "final")
+    why, policy = None, None
+    if teacher <= got["majority"] + 0.01:
+        why = (f"the teacher learned nothing: dev {metric} {teacher:.4f} against {got['majority']:.4f} for always "
+               "predicting the majority class")
+        policy = spec.teacher_check.majority
+    elif teacher < got["tfidf"]:
+        why = (f"the teacher is below TF-IDF + logistic regression: dev {metric} {teacher:.4f} against "
+               f"{got['tfidf']:.4f}")
+        policy = spec.teacher_check.tfidf
+    if why is None:
+        return
+    hint = ("more teacher_epochs, more data, or another teacher" if "nothing" in why else
+            "the task may be saturated for this teacher")
+    store.set_trial_note(trial["id"], f"{why} ({hint})")
+    if policy == "stop":
+        raise TeacherUnfit(f"{why}; nothing was distilled ({hint}; `teacher_check: {{"
+                           f"{'majority' if 'nothing' in why else 'tfidf'}: warn}}` goes on anyway)")
+    ctx.say(f"warning: {why} ({hint})")
 
 
 def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from: str | None = None) -> dict:

@@ -16,7 +16,7 @@ class Base(DeclarativeBase):
     pass
 
 
-# Job states: QUEUED -> RUNNING -> COMPLETE | FAILED | CANCELLED
+# Job states: QUEUED -> RUNNING -> COMPLETE | FAILED | CANCELLED | INTERRUPTED (Ctrl-C / SIGTERM; `nas resume`)
 # Trial states: WAITING -> RUNNING -> COMPLETE | FAILED | PRUNED
 class Job(Base):
     __tablename__ = "jobs"
@@ -89,6 +89,11 @@ class LatencyMeasurement(Base):
     p90_ms: Mapped[float] = mapped_column(Float)
     mean_ms: Mapped[float] = mapped_column(Float)
     cv: Mapped[float] = mapped_column(Float)
+    # the machine's 1-minute load average per core when the measurement ended, and whether that was above what the
+    # cores can run (another job beside it: its figures are flagged on the front)
+    load: Mapped[float | None] = mapped_column(Float, nullable=True)
+    busy: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reference_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # the teacher's, same rounds
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     __table_args__ = (
         Index("ix_latency_trial", "trial_id"),

@@ -9,17 +9,20 @@ LATENCY_FIELDS = ("fingerprint", "fingerprint_id", "device", "runtime", "dtype",
                    "n", "p50_ms", "p90_ms", "mean_ms", "cv")
 
 
+OPTIONAL_LATENCY_FIELDS = ("load", "busy", "reference_p50_ms")  # absent from rows stored before revision 0004
+
+
 def latency_columns(m: dict) -> dict:
     missing = [f for f in LATENCY_FIELDS if f not in m]
     if missing:
         raise ValueError(f"latency measurement lacks {missing}")
-    return {f: m[f] for f in LATENCY_FIELDS}
+    return {**{f: m[f] for f in LATENCY_FIELDS}, **{f: m.get(f) for f in OPTIONAL_LATENCY_FIELDS}}
 
 
 def latency_dict(lm) -> dict:
     """A latency row (ORM object or a mapping row) as a dict."""
     get = lm.__getitem__ if hasattr(lm, "keys") else lambda f: getattr(lm, f)
-    d = {f: get(f) for f in LATENCY_FIELDS}
+    d = {f: get(f) for f in LATENCY_FIELDS + OPTIONAL_LATENCY_FIELDS}
     for f in ("config_key", "trial_id", "created_at"):
         d[f] = get(f)
     return d

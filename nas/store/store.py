@@ -23,7 +23,7 @@ TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 
 
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class Store:
@@ -90,7 +90,7 @@ class Store:
         if status == "RUNNING":
             values["started_at"] = utcnow()
             values["finished_at"] = None
-        if status in ("COMPLETE", "FAILED", "CANCELLED"):
+        if status in ("COMPLETE", "FAILED", "CANCELLED", "INTERRUPTED"):
             values["finished_at"] = utcnow()
         with self.Session.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
@@ -242,6 +242,11 @@ class Store:
         assert state in TERMINAL_TRIAL_STATES + ("WAITING",), state
         with self.Session.begin() as s:
             s.execute(update(Trial).where(Trial.id == trial_id).values(state=state, error=error, finished_at=utcnow()))
+
+    def set_trial_note(self, trial_id: int, note: str) -> None:
+        """A message on a trial that stays in its state (the teacher check's warning)."""
+        with self.Session.begin() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(error=note))
 
     def reset_unfinished_trials(self, job_id: int) -> int:
         """On resume: a trial left RUNNING by a dead process goes back to WAITING (never stays a zombie)."""

@@ -111,12 +111,29 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+MIN_TEACHER_STEPS = 60  # fine-tuning takes at least this many steps whatever the data size (teacher_epochs > 0)
+TEACHER_BATCH = 32
+
+
+def teacher_steps(n_train: int, epochs: float) -> int:
+    """Fine-tuning steps: `epochs` over the train rows, at least MIN_TEACHER_STEPS (a few hundred rows at 3 epochs
+    gave a teacher that never left the majority class); 0 epochs: none (the head stays as initialised)."""
+    if epochs <= 0:
+        return 0
+    return max(MIN_TEACHER_STEPS, steps_for(n_train, TEACHER_BATCH, epochs, None))
+
+
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
-    cached."""
+    cached. The minimum number of steps joins the key only where it raised the count (other entries keep theirs)."""
+    from nas.data import split_indices
+
     parts = (str(teacher_path(name, "student_init" if soft_from else "teacher").resolve()), ds.fingerprint(), seed,
              epochs, max_len) + ((soft_from,) if soft_from else ())
+    n_train = len(split_indices(ds.labels, seed)["train"])
+    if 0 < epochs and steps_for(n_train, TEACHER_BATCH, epochs, None) < MIN_TEACHER_STEPS:
+        parts += (("min_steps", MIN_TEACHER_STEPS),)
     return cache_dir() / "teachers" / _key(*parts)
 
 
@@ -157,15 +174,16 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         tr = torch.as_tensor(splits["train"], device="cpu")
         soft = torch.load(soft_from)[tr] if soft_from else None
         settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
-                                   warmup_ratio=0.1, batch_size=32)
-        steps = steps_for(len(tr), settings.batch_size, epochs, None)
+                                   warmup_ratio=0.1, batch_size=TEACHER_BATCH)
+        steps = teacher_steps(len(tr), epochs)
         what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
         log(f"{what} on {len(tr)} rows for {steps} steps (cached afterwards)")
         from tqdm import tqdm
 
         bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
-        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed, compute=compute,
-                on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
+        if steps:
+            distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
+                    compute=compute, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
         bar.close()
         fine_tuned = True
     model.config.architectures = [type(model).__name__]

@@ -1,8 +1,9 @@
 """What every `nas` command shares: the storage option's help, a user error (one line, exit 2), the store opened from
-the option or $NAS_STORAGE."""
+the option or $NAS_STORAGE, and how Ctrl-C / SIGTERM stop a job run in the foreground."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import typer
@@ -22,3 +23,15 @@ def open_store(storage: str | None):
         return Store(storage or os.environ.get("NAS_STORAGE") or None)
     except StoreError as exc:
         user_error(exc)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Ctrl-C and SIGTERM stop a job started here (nas/service/signals.py says how)."""
+    from nas.service import signals
+
+    old = signals.install()
+    try:
+        yield
+    finally:
+        signals.uninstall(old)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nas.ui import exports
-from nas.ui.base import STORAGE_HELP
+from nas.ui.base import STORAGE_HELP, stop_on_signals
 from nas.ui.base import open_store as _store
 from nas.ui.base import user_error as _user_error
 
@@ -27,7 +27,8 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
         export_dir: Optional[str] = typer.Option(None, help="Afterwards, export the most accurate front point to "
                                                  "EXPORT_DIR/job-N-trial-M.")):
     """Validate SPEC_FILE, run the job to completion and print its Pareto front."""
-    from nas.pipeline import prepare, run_job
+    from nas.pipeline import JobInterrupted, prepare, run_job
+    from nas.stages.teacher import TeacherUnfit
     from nas.service.cluster import check_ray_address
     from nas.spec.errors import SpecError
     from nas.spec.job import load_spec
@@ -44,12 +45,25 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
 
             confined_path(export_dir, "--export-dir", "NAS_EXPORT_ROOT")
         store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
-        job_id = run_job(spec, store, progress=not quiet, ray_address=address)
+        with stop_on_signals():
+            job_id = run_job(spec, store, progress=not quiet, ray_address=address)
     except (SpecError, StoreError) as exc:
         _user_error(exc)
+    except JobInterrupted as exc:
+        _interrupted(exc)
+    except TeacherUnfit as exc:
+        typer.secho(f"error: job stopped: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
     _print_front(store, job_id, as_json=False)
     if export_dir:
         _export_best(store, job_id, export_dir)
+    typer.echo(f"\nsee it in the dashboard: nas dashboard, then http://127.0.0.1:8501/job?job={job_id}")
+
+
+def _interrupted(exc) -> None:
+    typer.secho(f"\njob {exc.job_id} interrupted in stage {exc.stage}: its running trials go back to the queue; "
+                f"`nas resume {exc.job_id}` continues it", err=True, fg=typer.colors.YELLOW)
+    raise typer.Exit(130)
 
 
 def _export_best(store, job_id: int, export_dir: str) -> None:
@@ -74,7 +88,7 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
     """Continue a job that was interrupted (or run a queued one): RUNNING trials go back to the queue, finished ones are
     kept."""
-    from nas.pipeline import resume_job
+    from nas.pipeline import JobInterrupted, resume_job
     from nas.service.cluster import check_ray_address
     from nas.service.queue import check_resumable
     from nas.spec.errors import SpecError
@@ -85,9 +99,12 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
         current = store.get_job(job)
         if current is not None:
             check_resumable(store, current)
-        resume_job(store, job, ray_address=address, progress=not quiet)
+        with stop_on_signals():
+            resume_job(store, job, ray_address=address, progress=not quiet)
     except SpecError as exc:
         _user_error(exc)
+    except JobInterrupted as exc:
+        _interrupted(exc)
     _print_front(store, job, as_json=False)
 
 
@@ -248,9 +265,11 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
     typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
                f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
     typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<22} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
-    if t:
-        typer.echo(f"{'T':>5}  {_shape(t['shape']):<22} {t['metric']:>9.4f} {t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
-                   f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher)")
+    if t:  # its p50 from the rounds the students were timed in, where known: the figure the speedups divide
+        same = t.get("same_round_p50_ms")
+        typer.echo(f"{'T':>5}  {_shape(t['shape']):<22} {t['metric']:>9.4f} {same or t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
+                   f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher"
+                   + (f"; p50 {t['p50_ms']:.3f} ms in its own stage)" if same else ")"))
     a = f.get("assistant")
     if a:
         typer.echo(f"{'A':>5}  {_shape(a['shape']):<22} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
@@ -258,11 +277,18 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
     for r in f["front"]:
         typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<22} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
                    f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,} {r['size_mb']:>7.1f}  {r['source']}"
-                   + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else ""))
+                   + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else "")
+                   + ("  BUSY" if r.get("busy") else ""))
+    if any(r.get("busy") for r in f["front"]):
+        typer.echo("BUSY: measured while the machine was busy (load above its cores): that latency is less reliable")
     n_all = len(f["rows"])
     hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
-    typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {hv} "
-               f"(reference: {f['metric']} 0, teacher latency)")
+    share = (f"{f['hypervolume_norm']:.3f} of the region between the majority-class baseline and the teacher"
+             if f.get("hypervolume_norm") is not None else "-")
+    typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {share} (raw {hv}: "
+               f"{f['metric']} x ms up to the teacher's latency)")
+    for r in f["front"]:
+        typer.echo("  " + front_sentence(r, f["metric"]))
     if f["references"]:
         typer.echo(f"\nreferences, timed end to end from raw text (students add {f['student_tokenizer_ms']:.3f} ms of "
                    f"tokenisation to the latencies above):")
@@ -276,6 +302,15 @@ def _print_one_front(job_id: int, f: dict, named: bool) -> None:
     if f["front"]:
         best = max(f["front"], key=lambda r: r["metric"])
         typer.echo(f"export the most accurate: nas export {job_id} --trial {best['trial']} --out DIR")
+
+
+def front_sentence(r: dict, metric: str) -> str:
+    """'L2/256/4/1024: 97.4% of the teacher's accuracy at 8.1x its speed, 14.0 MB' (test retention where scored)."""
+    keep = r.get("test_retention") if r.get("test_retention") is not None else r.get("retention")
+    split = "test" if r.get("test_retention") is not None else "dev"
+    what = f"{100 * keep:.1f}% of the teacher's {split} {metric}" if keep is not None else f"{metric} {r['metric']:.4f}"
+    speed = f" at {r['speedup']:.1f}x its speed" if r.get("speedup") else ""
+    return f"trial {r['trial']} {_shape(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB"
 
 
 def _shape(s: dict | None) -> str:

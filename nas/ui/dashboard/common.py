@@ -133,25 +133,36 @@ def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=fr[x], y=fr[y], mode="lines", line={"shape": "hv", "width": 1}, name="front",
                                  hoverinfo="skip"))
     t = f.get("teacher")
-    key = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "params": "params"}[x]
+    tm = (t or {}).get("metric")
+
+    def px(r):  # a point's x: its latency, size, or speedup over the teacher
+        return r.get("speedup") or (1.0 if r is t else None) if x == "speedup" else r[x]
+
+    def py(r):  # its y: dev or test metric, or the dev metric as a share of the teacher's
+        if y == "retention":
+            return r["metric"] / tm if tm and r.get("metric") is not None else None
+        return r["metric"] if y == "metric" else r["test_metric"]
+
     if t:
-        fig.add_trace(go.Scatter(x=[t[key]], y=[t["metric"] if y == "metric" else t["test_metric"]], mode="markers+text",
-                                 marker={"symbol": "star", "size": 16}, text=["teacher"], textposition="top center",
-                                 name="teacher"))
+        fig.add_trace(go.Scatter(x=[px(t)], y=[py(t)], mode="markers+text", marker={"symbol": "star", "size": 16},
+                                 text=["teacher"], textposition="top center", name="teacher"))
     a = f.get("assistant")
     if a:
-        fig.add_trace(go.Scatter(x=[a[key]], y=[a["metric"] if y == "metric" else a["test_metric"]], mode="markers+text",
-                                 marker={"symbol": "diamond", "size": 13}, text=["assistant"], textposition="top center",
-                                 name=f"assistant (τ {a['tau']:.3f})"))
-    refs = [r for r in f.get("references", []) if r["name"] != "teacher" and key in ("p50_ms", "p90_ms")]
+        fig.add_trace(go.Scatter(x=[px(a)], y=[py(a)], mode="markers+text", marker={"symbol": "diamond", "size": 13},
+                                 text=["assistant"], textposition="top center", name=f"assistant (τ {a['tau']:.3f})"))
+    refs = [r for r in f.get("references", []) if r["name"] != "teacher" and x in ("p50_ms", "p90_ms")]
     if refs:
-        fig.add_trace(go.Scatter(x=[r[key] for r in refs], y=[r["metric"] if y == "metric" else r["test_metric"] for r in refs],
-                                 mode="markers+text", marker={"symbol": "x", "size": 12}, text=[r["name"] for r in refs],
+        fig.add_trace(go.Scatter(x=[px(r) for r in refs], y=[py(r) for r in refs], mode="markers+text",
+                                 marker={"symbol": "x", "size": 12}, text=[r["name"] for r in refs],
                                  textposition="bottom center", name="references (end to end)"))
-    fig.update_layout(xaxis_title=x, yaxis_title=f"{f['metric']} ({'dev' if y == 'metric' else 'test'})",
-                      height=480, margin={"t": 30}, legend={"orientation": "h"})
-    if x in ("p50_ms", "p90_ms"):
+    titles = {"metric": f"{f['metric']} (dev)", "test": f"{f['metric']} (test)",
+              "retention": f"share of the teacher's dev {f['metric']}"}
+    fig.update_layout(xaxis_title={"speedup": "speedup over the teacher (x, same rounds)"}.get(x, x),
+                      yaxis_title=titles[y], height=480, margin={"t": 30}, legend={"orientation": "h"})
+    if x in ("p50_ms", "p90_ms", "speedup"):
         fig.update_xaxes(type="log")
+    if y == "retention":
+        fig.update_yaxes(tickformat=".0%")
     return fig
 
 

@@ -34,6 +34,25 @@ def jobs_table(store: Store) -> pd.DataFrame:
                                        "created"])
 
 
+def with_retention(df: pd.DataFrame, teacher: dict | None) -> pd.DataFrame:
+    """`retention` / `test_retention`: each row's dev / test metric as a share of the teacher's."""
+    df = df.copy()
+    tm, tt = (teacher or {}).get("metric"), (teacher or {}).get("test_metric")
+    df["retention"] = df["metric"] / tm if tm else np.nan
+    df["test_retention"] = df["test"] / tt if tt else np.nan
+    return df
+
+
+def best_within(df: pd.DataFrame, budget_ms: float | None = None, speedup: float | None = None):
+    """The most accurate completed student (dev) within a p50 budget in ms, or at least a speedup; None if none."""
+    ok = df[(df["kind"] == "student") & (df["state"] == "COMPLETE") & df["metric"].notna()]
+    if budget_ms is not None:
+        ok = ok[ok["p50_ms"].notna() & (ok["p50_ms"] <= budget_ms)]
+    if speedup is not None:
+        ok = ok[ok["speedup"].notna() & (ok["speedup"] >= speedup)]
+    return None if ok.empty else ok.sort_values(["metric", "p50_ms"], ascending=[False, True]).iloc[0]
+
+
 def shape_label(shape: dict) -> str | None:
     """A stored shape as one short label: L2-H128-A4-F512 for a BERT slice, its key for another family's."""
     from nas.students.arch import student_shape
@@ -58,6 +77,8 @@ def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
                "proxy": vals.get((metric, "dev", "proxy")), "final": vals.get((metric, "dev", "final")),
                "test": vals.get((metric, "test", "final"), vals.get((metric, "test", "proxy"))),
                "params": vals.get(("params", "dev", "final"), vals.get(("params", "dev", "proxy"))),
+               "speedup": vals.get(("speedup", "dev", "final"), vals.get(("speedup", "dev", "proxy"))),
+               "size_mb": vals.get(("size_mb", "dev", "final"), vals.get(("size_mb", "dev", "proxy"))),
                "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv"),
                "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
                "finished_at": t["finished_at"], "error": (t["error"] or "").splitlines()[0] if t["error"] else None}
@@ -103,7 +124,7 @@ def targets_table(fronts: list[dict]) -> pd.DataFrame:
 
 
 def front_mask(df: pd.DataFrame, x: str = "p50_ms", y: str = "metric") -> np.ndarray:
-    """Boolean mask of the non-dominated rows (y up, x down) among rows with both values."""
+    """Boolean mask of the non-dominated rows (y up, x down; x up for speedup) among rows with both values."""
     from nas.search.pareto import pareto_front
 
     ok = df[x].notna() & df[y].notna()
@@ -111,7 +132,7 @@ def front_mask(df: pd.DataFrame, x: str = "p50_ms", y: str = "metric") -> np.nda
     mask = np.zeros(len(df), dtype=bool)
     if len(idx):
         pts = np.column_stack([df[y].to_numpy()[idx], df[x].to_numpy()[idx]]).tolist()
-        mask[idx[pareto_front(pts, [True, False])]] = True
+        mask[idx[pareto_front(pts, [True, x == "speedup"])]] = True  # speedup: higher is better
     return mask
 
 

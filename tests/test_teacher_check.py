@@ -1,0 +1,87 @@
+"""A teacher that learned nothing is never distilled in silence. On a small imbalanced slice (built here: three BBC
+News categories, 65% one of them), fine-tuning takes at least MIN_TEACHER_STEPS steps and the teacher beats the
+majority class on f1_macro; a teacher made to learn nothing (`teacher_epochs: 0`, its head as initialised) stops the
+job before anything is distilled, with the message in the CLI, the job's status and on the teacher's trial; with
+`teacher_check: {majority: warn}` the job goes on and the warning stays on the teacher's trial."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import job_environment, real_job, write_csv
+
+from nas.teachers.load import MIN_TEACHER_STEPS, teacher_steps
+
+
+def imbalanced_csv(path):
+    from nas.data import bbc_articles
+
+    by = {}
+    for category, text in bbc_articles():
+        by.setdefault(category, []).append(" ".join(text.split()[:60]))
+    rows = [[t, "sport"] for t in by["sport"][:130]] + [[t, "tech"] for t in by["tech"][:36]] + \
+           [[t, "business"] for t in by["business"][:34]]
+    return write_csv(path, ["text", "label"], rows)
+
+
+SPEC = """
+name: {name}
+teacher: minilm-l6
+dataset: {data}
+task: classification
+search_space: tiny
+objectives: {{metric: f1_macro}}
+latency: {{device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}}
+budgets: {{trials: 1, epochs: 1, max_seq_len: 32, teacher_epochs: {epochs}}}
+{extra}
+seed: 0
+"""
+
+
+def test_minimum_steps():
+    assert teacher_steps(100, 3) == MIN_TEACHER_STEPS and teacher_steps(100_000, 1) > MIN_TEACHER_STEPS
+    assert teacher_steps(100, 0) == 0
+
+
+def test_imbalanced_slice_teacher_beats_the_majority(tmp_path):
+    from nas.store.records import metric_value
+
+    data = imbalanced_csv(tmp_path / "skew.csv")
+    with real_job(tmp_path, SPEC.format(name="skew", data=data, epochs=1, extra="")) as j:
+        store, job_id = j["store"], j["job_id"]
+        assert store.get_job(job_id)["status"] == "COMPLETE"
+        teacher = store.trials(job_id, kind="teacher")[0]
+        majority = metric_value(teacher, "baseline_majority", "dev", "final")
+        assert majority == pytest.approx(0.2623, abs=0.02)  # f1_macro of always "sport" at 65% of the rows
+        assert metric_value(teacher, "f1_macro", "dev", "final") > majority + 0.1
+
+
+@pytest.mark.parametrize("policy", ["stop", "warn"])
+def test_a_teacher_that_learned_nothing(tmp_path, policy):
+    from nas.store import Store
+
+    data = imbalanced_csv(tmp_path / "skew.csv")
+    extra = "teacher_check: {majority: warn}" if policy == "warn" else ""
+    (tmp_path / "job.yaml").write_text(SPEC.format(name=f"nothing-{policy}", data=data, epochs=0, extra=extra))
+    db = tmp_path / "nas.db"
+    with job_environment(tmp_path):
+        r = subprocess.run([sys.executable, "-m", "nas.ui.cli", "run", str(tmp_path / "job.yaml"), "--storage",
+                            f"sqlite:///{db}", "-q"], capture_output=True, text=True, timeout=900)
+    store = Store(f"sqlite:///{db}")
+    job = store.list_jobs()[0]
+    teacher = store.trials(job["id"], kind="teacher")[0]
+    assert "the teacher learned nothing" in (teacher["error"] or "")
+    students = store.trials(job["id"], kind="student")
+    if policy == "stop":
+        assert r.returncode == 1 and "job stopped: the teacher learned nothing" in r.stderr
+        assert "nothing was distilled" in r.stderr and "teacher_check" in r.stderr
+        assert job["status"] == "FAILED" and "learned nothing" in job["error"]
+        assert students == []
+    else:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "warning: the teacher learned nothing" in r.stdout
+        assert job["status"] == "COMPLETE" and len(students) == 1
+    assert np.isfinite(teacher["metrics"][0]["value"])
