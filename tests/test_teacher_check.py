@@ -22,7 +22,7 @@ def imbalanced_csv(path):
     by = {}
     for category, text in bbc_articles():
         by.setdefault(category, []).append(" ".join(text.split()[:60]))
-    rows = [[t, "sport"] for t in by["sport"][:130]] + [[t, "tech"] for t in by["tech"][:36]] + \
+    rows = [[t, "sports"] for t in by["sports"][:130]] + [[t, "tech"] for t in by["tech"][:36]] + \
            [[t, "business"] for t in by["business"][:34]]
     return write_csv(path, ["text", "label"], rows)
 

@@ -109,3 +109,24 @@ def test_search_space_paths_are_confined(tmp_path, monkeypatch):
     assert spec is None and err.startswith("search_space: a job submitted from the dashboard")
     spec, err = validate_spec_text("name: a\ndataset: bbc-news\nsearch_space: tiny\n")
     assert err is None and spec.search_space == "tiny"
+
+
+def test_nas_plan_estimates_every_stage_and_writes_nothing(tmp_path):
+    """`nas plan` on a tiny spec: a line per stage, a total that is their sum, the per-candidate alternative for a
+    supernet schedule; no store, no cache entry."""
+    import os
+
+    spec = ("name: p\nteacher: minilm-l6\ndataset: {name: bbc-news, max_rows: 150}\nsearch_space: tiny\n"
+            "latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}\n"
+            "budgets: {trials: 4, max_seq_len: 32, teacher_epochs: 1}\n"
+            "search: {strategy: evolution, supernet: {steps: 10}, final: {top_k: 1, epochs: 1}}\n")
+    (tmp_path / "job.yaml").write_text(spec)
+    env = {**os.environ, "NAS_HOME": str(tmp_path / "home"), "NAS_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "nas.ui.cli", "plan", str(tmp_path / "job.yaml")], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = {ln.split()[0]: float(ln.split()[-2]) for ln in r.stdout.splitlines()[1:] if ln.strip().endswith("min")}
+    assert {"teacher", "transfer", "search", "per-candidate", "references", "total"} <= set(lines)
+    total = lines["teacher"] + lines["transfer"] + lines["search"] + lines["references"]
+    assert abs(lines["total"] - total) <= 0.2 and lines["teacher"] > 0 and lines["search"] > 0
+    assert not (tmp_path / "home" / "nas.db").exists() and not list((tmp_path / "cache").glob("teachers/*"))

@@ -347,6 +347,29 @@ def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.
 
 
 @app.command()
+def plan(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")):
+    """Estimate the wall time of every stage of a job on this machine before running it (a few calibration steps of
+    the teacher and of the smallest and largest student; nothing is written), and, for a supernet schedule, the same
+    job with per-candidate distillation."""
+    from nas.pipeline import prepare
+    from nas.plan import plan as make_plan
+    from nas.spec.errors import SpecError
+    from nas.spec.job import load_spec
+
+    try:
+        spec = load_spec(spec_file)
+        prepare(spec)
+    except SpecError as exc:
+        _user_error(exc)
+    typer.echo("calibrating (a few steps of the teacher and of the smallest and largest student)...", err=True)
+    p = make_plan(spec)
+    typer.echo(f"{spec.name}: {p['rows']} rows, {p['threads']} threads on this machine's CPU"
+               + ("; the teacher is cached" if p["teacher_cached"] else ""))
+    for stage, s in p["stages"].items():
+        typer.echo(f"  {stage:<22} {s / 60:7.1f} min")
+
+
+@app.command()
 def dashboard(port: int = typer.Option(8501, help="Port."),
               host: str = typer.Option("127.0.0.1", help="Address to bind. Anything but loopback needs "
                                                           "$NAS_DASHBOARD_PASSWORD (or Streamlit secrets `password`)."),
