@@ -138,7 +138,8 @@ def family_job(request, tmp_path_factory):
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 3, "n_random": 1, "rewire_rows": 16},
                        "final": {"top_k": 1, "epochs": 1}},
-            "seed": 3}
+            # a tiny random teacher on a 150-row slice learns little: these jobs test the family's paths
+            "teacher_check": {"majority": "warn", "tfidf": "warn"}, "seed": 3}
     with real_job(home, yaml.safe_dump(spec)) as j:
         yield {**j, "model_type": model_type}
 
@@ -253,7 +254,8 @@ def distil_only_job(tmp_path_factory):
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 3, "n_random": 1, "rewire_rows": 16},
                        "final": {"top_k": 1, "epochs": 1, "augment": 1}},
-            "seed": 3}
+            # a tiny random teacher on a 150-row slice learns little: these jobs test the family's paths
+            "teacher_check": {"majority": "warn", "tfidf": "warn"}, "seed": 3}
     # transformers' own DeBERTa code makes 0-dim tensors without a device (`scaled_size_sqrt`), which CUDA accepts
     # beside its tensors but the meta-device hook cannot: this one job runs without it (the service's code is the same),
     # on a Ray started afresh (workers inherit the environment Ray starts with; a family job's may still be up)

@@ -132,7 +132,7 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
     parts = (str(teacher_path(name, "student_init" if soft_from else "teacher").resolve()), ds.fingerprint(), seed,
              epochs, max_len) + ((soft_from,) if soft_from else ())
     n_train = len(split_indices(ds.labels, seed)["train"])
-    if 0 < epochs and steps_for(n_train, TEACHER_BATCH, epochs, None) < MIN_TEACHER_STEPS:
+    if not soft_from and 0 < epochs and steps_for(n_train, TEACHER_BATCH, epochs, None) < MIN_TEACHER_STEPS:
         parts += (("min_steps", MIN_TEACHER_STEPS),)
     return cache_dir() / "teachers" / _key(*parts)
 
@@ -175,7 +175,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         soft = torch.load(soft_from)[tr] if soft_from else None
         settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
                                    warmup_ratio=0.1, batch_size=TEACHER_BATCH)
-        steps = teacher_steps(len(tr), epochs)
+        # a student initialiser learns from the teacher's logits: its epochs are what the spec says
+        steps = steps_for(len(tr), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
         what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
         log(f"{what} on {len(tr)} rows for {steps} steps (cached afterwards)")
         from tqdm import tqdm
