@@ -279,6 +279,7 @@ def test_dashboard_offers_both_targets_and_draws_each(job, dashboard):
     assert [o.split(" · ")[0] for o in at.selectbox(key="latency_target").options] == ["eager-b1", "onnx-b8"]
     for name in ("eager-b1", "onnx-b8"):
         at.selectbox(key="latency_target").select(name).run()
+        at.selectbox(key="x_axis").select("p50_ms").run()  # the default x is the speedup; this checks the ms
         assert not at.exception, at.exception
         f = front_rows(job["store"], job["job_id"], target=name)
         figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

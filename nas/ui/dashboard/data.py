@@ -91,7 +91,7 @@ def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-TARGET_COLS = ("p50_ms", "p90_ms", "cv", "runtime", "dtype", "fingerprint_id")
+TARGET_COLS = ("p50_ms", "p90_ms", "cv", "runtime", "dtype", "fingerprint_id", "speedup")
 
 
 def target_frame(df: pd.DataFrame, front: dict) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def target_frame(df: pd.DataFrame, front: dict) -> pd.DataFrame:
     for col in TARGET_COLS:
         out[col] = out[col].astype(object)
         out.loc[students, col] = [by_trial[t][col] for t in out.loc[students, "trial"]]
-    for col in ("p50_ms", "p90_ms", "cv"):
+    for col in ("p50_ms", "p90_ms", "cv", "speedup"):
         out[col] = pd.to_numeric(out[col])
     return out
 
