@@ -130,7 +130,7 @@ def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
                           "%{customdata[3]:.3f} ms<br>lr %{customdata[4]}<br>" + y + " %{y:.4f}<extra></extra>"))
     if len(students):
         fr = students[students["on front"]].sort_values(x)
-        fig.add_trace(go.Scatter(x=fr[x], y=fr[y], mode="lines", line={"shape": "hv", "width": 1}, name="front",
+        fig.add_trace(go.Scatter(x=fr[x], y=fr[y], mode="lines", line={"shape": "vh" if x == "speedup" else "hv", "width": 1}, name="front",
                                  hoverinfo="skip"))
     t = f.get("teacher")
     tm = (t or {}).get("metric")
