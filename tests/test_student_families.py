@@ -243,12 +243,12 @@ def dashboard_shows_the_families(home: pathlib.Path) -> None:
     at.switch_page("views/job.py").run()
     assert not at.exception, at.exception
     pick = next(m for m in at.multiselect if m.label == "student families")
-    assert sorted(pick.options) == ["bert", "bilstm", "boe", "textcnn"]
+    assert sorted(pick.options) == ["albert", "bert", "bilstm", "boe", "textcnn"]
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = {t.get("name", "") for t in fig["data"]}
-    assert {n.split(" · ")[0] for n in names if " · " in n} >= {"bert", "bilstm", "boe", "textcnn"}
+    assert {n.split(" · ")[0] for n in names if " · " in n} >= {"albert", "bert", "bilstm", "boe", "textcnn"}
     symbols = {t["marker"]["symbol"] for t in fig["data"] if t.get("mode") == "markers" and " · " in t.get("name", "")}
-    assert {"circle", "square", "diamond", "triangle-up"} <= {s.replace("-open", "") for s in symbols}
+    assert {"circle", "pentagon", "square", "diamond", "triangle-up"} <= {s.replace("-open", "") for s in symbols}
     pick.set_value(["boe"]).run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     shown = [t for t in fig["data"] if "front ·" in t.get("name", "") or "dominated ·" in t.get("name", "")]

@@ -106,7 +106,7 @@ def job_picker(jobs: pd.DataFrame, key: str) -> int | None:
     return job_id
 
 
-FAMILY_SYMBOLS = {"bert": "circle", "textcnn": "square", "bilstm": "diamond", "boe": "triangle-up"}  # marker per family
+FAMILY_SYMBOLS = {"bert": "circle", "albert": "pentagon", "textcnn": "square", "bilstm": "diamond", "boe": "triangle-up"}  # marker per family
 
 
 def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
