@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -204,10 +203,9 @@ def main() -> None:
                     help="transfer sweep on the best >= 10x student: copies:corpus,...")
     ap.add_argument("--seeds", default="1,2", help="extra student seeds of the winners (the job's is the first)")
     args = ap.parse_args()
-    workdir = pathlib.Path(args.workdir + ("-quick" if args.quick else ""))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["NAS_HOME"] = str(workdir)
-    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
+    from task_setup import bench_workdir
+
+    workdir = bench_workdir(args.workdir, args.quick, ROOT)
     t0 = time.perf_counter()
     from nas.store import Store
     from nas.store.records import metric_value

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
@@ -138,11 +137,9 @@ def main() -> None:
     ap.add_argument("--final-epochs", type=float, default=2.0)
     ap.add_argument("--augment", type=int, default=2)
     args = ap.parse_args()
-    workdir = pathlib.Path(args.workdir + ("-quick" if args.quick else ""))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["NAS_HOME"] = str(workdir)
-    # the assembled mpnet-base and the fine-tuned teachers are shared with every other run (a 419 MB source)
-    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
+    from task_setup import bench_workdir
+
+    workdir = bench_workdir(args.workdir, args.quick, ROOT)
     t0 = time.perf_counter()
 
     from nas.data import cache_dir

@@ -41,3 +41,16 @@ def run_or_resume(spec: dict, store) -> int:
         print(f"resuming job {job['id']} ({job['status']}, stage {job.get('stage')})", flush=True)
         resume_job(store, job["id"])
     return job["id"]
+
+
+def bench_workdir(workdir: str, quick: bool, root):
+    """A resumable benchmark's NAS_HOME (suffixed -quick for smoke runs); NAS_CACHE defaults to the repository's shared
+    .nas/cache (fine-tuned teachers and the assembled mpnet-base are reused across runs)."""
+    import os
+    import pathlib
+
+    out = pathlib.Path(workdir + ("-quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["NAS_HOME"] = str(out)
+    os.environ.setdefault("NAS_CACHE", str(pathlib.Path(root) / ".nas" / "cache"))
+    return out
