@@ -51,8 +51,7 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
         wait_for(lambda: len(by_state(students(store, job_id), "COMPLETE")) >= need
                  and by_state(students(store, job_id), "RUNNING"), 900, f"{need} completed trial(s) and one running")
         time.sleep(1.0)  # well inside the running trial
-        done = {t["id"]: (t["attempts"], t["finished_at"], len(t["metrics"]), len(t["latency"]))
-                for t in by_state(students(store, job_id), "COMPLETE")}
+        done = {t["id"]: _signature(t) for t in by_state(students(store, job_id), "COMPLETE")}
         running_at_kill = len(by_state(students(store, job_id), "RUNNING"))
         os.kill(p.pid, signal.SIGKILL)  # the process only: its job child must die with it
         t_kill, kill_at = time.monotonic(), utcnow()
@@ -82,8 +81,7 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
         job = store.get_job(job_id)
         after = {t["id"]: t for t in students(store, job_id)}
         lost = sum(1 for tid, before in done.items()
-                   if after[tid]["state"] != "COMPLETE" or (after[tid]["attempts"], after[tid]["finished_at"],
-                                                           len(after[tid]["metrics"]), len(after[tid]["latency"])) != before)
+                   if after[tid]["state"] != "COMPLETE" or not _kept(before, _signature(after[tid])))
         zombies = len(by_state(list(after.values()), "RUNNING"))
         if zombies_after_reap is None:  # `nas resume` resets RUNNING trials before it runs anything: count at the end
             zombies_after_reap = zombies
@@ -96,6 +94,17 @@ def driver_kill(root: pathlib.Path, via_serve: bool, trials: int, steps: int) ->
     finally:
         procs.close()
         store.dispose()
+
+
+def _signature(trial: dict) -> tuple:
+    metrics = frozenset((m["name"], m["split"], m["source"], m["value"]) for m in trial["metrics"])
+    return trial["attempts"], trial["finished_at"], metrics, len(trial["latency"])
+
+
+def _kept(before: tuple, after: tuple) -> bool:
+    """The trial was not run again: same attempts, finish time and latencies, and every metric it had at the kill is
+    still there unchanged (the scoring stage adds test scores to front points when the job ends: not a re-run)."""
+    return before[0] == after[0] and before[1] == after[1] and before[3] == after[3] and before[2] <= after[2]
 
 
 # -- 2. a Ray worker node killed mid-trial --------------------------------------------------------------------------------

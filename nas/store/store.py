@@ -238,10 +238,13 @@ class Store:
         with self.Session.begin() as s:
             s.execute(update(Trial).where(Trial.id == trial_id).values(heartbeat_at=utcnow()))
 
-    def finish_trial(self, trial_id: int, state: str, error: str | None = None) -> None:
+    def finish_trial(self, trial_id: int, state: str, error: str | None = None, if_running: bool = False) -> None:
+        """`if_running`: only a trial still RUNNING (a worker's failure must not overwrite the WAITING its driver set
+        when the job was interrupted: the failure is the interruption, and the trial runs again on resume)."""
         assert state in TERMINAL_TRIAL_STATES + ("WAITING",), state
+        where = [Trial.id == trial_id] + ([Trial.state == "RUNNING"] if if_running else [])
         with self.Session.begin() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id).values(state=state, error=error, finished_at=utcnow()))
+            s.execute(update(Trial).where(*where).values(state=state, error=error, finished_at=utcnow()))
 
     def set_trial_note(self, trial_id: int, note: str) -> None:
         """A message on a trial that stays in its state (the teacher check's warning)."""

@@ -22,7 +22,7 @@ def run_student_trial(trial_id: int, ctx: JobContext, threads: int, nan_trial_nu
             return train_and_measure(ctx, store, store.get_trial(trial_id), threads, nan_trial_numbers, watchdog)
     except Exception as exc:  # a failing trial is recorded and the job goes on
         reason = f"{type(exc).__name__}: {exc}"
-        store.finish_trial(trial_id, "FAILED", error=reason + "\n" + traceback.format_exc(limit=3))
+        store.finish_trial(trial_id, "FAILED", error=reason + "\n" + traceback.format_exc(limit=3), if_running=True)
         return {"trial_number": trial["number"], "state": "FAILED", "error": reason}
     finally:
         store.dispose()

@@ -83,7 +83,7 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
         store.finish_trial(trial_id, "COMPLETE")
         return str(out / "model")
     except Exception as exc:
-        store.finish_trial(trial_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        store.finish_trial(trial_id, "FAILED", error=f"{type(exc).__name__}: {exc}", if_running=True)
         raise
     finally:
         store.dispose()
@@ -144,7 +144,7 @@ def score_shape(ctx: JobContext, store: Store, model, supernet_dir: str, item: d
         store.add_artefact(ctx.job_id, tid, "proxy_source", supernet_dir)
         return {"trial_id": tid, "shape": shape.as_dict(), "state": "COMPLETE", **sc, "params": params}, (shape, sub)
     except Exception as exc:
-        store.finish_trial(tid, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        store.finish_trial(tid, "FAILED", error=f"{type(exc).__name__}: {exc}", if_running=True)
         return {"trial_id": tid, "shape": shape.as_dict(), "state": "FAILED", "error": str(exc)}, None
 
 
@@ -159,7 +159,7 @@ def measure_shapes(ctx: JobContext, store: Store, subs: dict, results: list[dict
     except Exception as exc:
         for r in results:
             if r["trial_id"] in subs:
-                store.finish_trial(r["trial_id"], "FAILED", error=f"latency: {type(exc).__name__}: {exc}")
+                store.finish_trial(r["trial_id"], "FAILED", error=f"latency: {type(exc).__name__}: {exc}", if_running=True)
                 r.update({"state": "FAILED", "error": str(exc)})
         return
     for r in results:
