@@ -73,9 +73,10 @@ def search_stage(spec: JobSpec):
 
 def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callable[[str], None] = print,
             progress: bool = True, ray_address: str | None = None, search_budget_s: float | None = None,
-            marks: dict | None = None) -> int:
+            marks: dict | None = None, plan: dict | None = None) -> int:
     """Validate, create the job (unless resuming `job_id`), run every stage. Returns the job id.
 
+    `plan`: the job's time estimate (nas/plan.py), stored on the job beside the stage times it measures.
     `search_budget_s` (default: `budgets.time_s`): no trial, proxy generation or final starts after it. `marks`, when
     given, receives `search_start` / `search_end` (time.time()) around the search stage, for hypervolume-over-time
     curves (benchmarks/head_to_head.py)."""
@@ -85,6 +86,8 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     if job_id is None:
         job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
         store.set_job_status(job_id, "RUNNING", stage="teacher")
+        if plan:
+            store.set_job_plan(job_id, plan)
     else:
         reset = store.reset_unfinished_trials(job_id)
         if reset:
@@ -137,8 +140,13 @@ def record_walls(store: Store, job_id: int, walls: dict[str, float], log: Callab
     if t is not None:
         for name, s in walls.items():
             store.add_metric(t["id"], f"wall_s_{name}", s, "train", "final")
-    log("stage wall times (this run): " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
-        + f"; total {sum(walls.values()):.0f} s")
+    est = ((store.get_job(job_id) or {}).get("plan") or {}).get("stages") or {}
+
+    def one(k: str, v: float) -> str:
+        return f"{k} {v:.0f} s" + (f" (estimate {est[k]:.0f} s)" if k in est else "")
+
+    log("stage wall times (this run): " + ", ".join(one(k, v) for k, v in walls.items())
+        + f"; total {sum(walls.values()):.0f} s" + (f" (estimate {est['total']:.0f} s)" if "total" in est else ""))
 
 
 def run_timed_job(spec: JobSpec, store: Store, budget_s: float | None = None, log: Callable[[str], None] = print,

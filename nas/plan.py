@@ -132,6 +132,8 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
         evolve = b.trials * (n_dev * cal.student(avg_w, "row") + measure)
         out["search"] = steps * sandwich + evolve + finals + assistant + OVERHEAD_S["load"] * 3
         out["per-candidate instead"] = per_candidate
+    front = min(b.trials, 6)  # the scoring stage reads each front point's saved model and scores it on test
+    out["scoring"] = front * (n_dev * cal.student(avg_w, "row") + OVERHEAD_S["load"] / 2)
     out["references"] = runs * (cal.teacher_latency + 0.001) + n_train * 5 * 3e-5 + OVERHEAD_S["load"]
     out["total"] = sum(v for k, v in out.items() if k != "per-candidate instead")
     return out
@@ -163,6 +165,7 @@ def plan(spec) -> dict:
     stages = estimate(spec, len(ds.labels), cal, shapes, cached is not None,
                       aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0)
     return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels),
+            "made_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "teacher_cached": cached is not None,
             "calibration": {"teacher_step_s": cal.teacher_step, "teacher_row_s": cal.teacher_row,
                             "teacher_latency_ms": 1000 * cal.teacher_latency,

@@ -58,6 +58,8 @@ def test_job_page_has_front_table_and_figures(seeded):
     assert len(charts) >= 2  # the front and the hypervolume over time (parallel coordinates with >= 2 students)
     assert at.dataframe and len(at.dataframe[0].value) >= 4
     assert any(b.label == "Download CSV" for b in at.get("download_button"))
+    stages = next(d.value for d in at.dataframe if "measured (min)" in d.value)  # each stage's wall time, as measured
+    assert {"teacher", "search", "references", "total"} <= set(stages["stage"]) and stages["measured (min)"].notna().all()
     at.selectbox(key="x_axis").select("p90_ms").run()
     assert not at.exception
 
@@ -96,11 +98,18 @@ def test_submit_validates_inline_and_enqueues(seeded):
     assert len(seeded["store"].list_jobs()) == before
     good = "name: queued-one\ndataset: {name: bbc-news, max_rows: 100}\nsearch_space: tiny\n"
     at.text_area(key="spec_text").input(good).run()
+    at.button(key="estimate").click().run()  # `nas plan` on this machine, shown before anything is written
+    assert not at.error, [e.value for e in at.error]
+    plan = {r["stage"]: r["minutes"] for d in at.dataframe if "minutes" in d.value for r in d.value.to_dict("records")}
+    assert {"teacher", "search", "references", "total"} <= set(plan) and plan["total"] > 0, plan
+    assert len(seeded["store"].list_jobs()) == before
     at.button(key="enqueue").click().run()
     assert not at.error, [e.value for e in at.error]
     jobs = seeded["store"].list_jobs()
     assert len(jobs) == before + 1 and jobs[-1]["status"] == "QUEUED" and jobs[-1]["name"] == "queued-one"
     assert any(f"nas resume {jobs[-1]['id']}" in s.value for s in at.success)
+    stored = seeded["store"].get_job(jobs[-1]["id"])["plan"]  # the estimate goes with the job, beside its measured times
+    assert round(stored["stages"]["total"] / 60, 2) == plan["total"]
 
 
 def test_export_page_builds_a_loadable_model(seeded, tmp_path):

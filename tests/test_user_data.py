@@ -127,6 +127,20 @@ def test_nas_plan_estimates_every_stage_and_writes_nothing(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     lines = {ln.split()[0]: float(ln.split()[-2]) for ln in r.stdout.splitlines()[1:] if ln.strip().endswith("min")}
     assert {"teacher", "transfer", "search", "per-candidate", "references", "total"} <= set(lines)
-    total = lines["teacher"] + lines["transfer"] + lines["search"] + lines["references"]
+    total = lines["teacher"] + lines["transfer"] + lines["search"] + lines["scoring"] + lines["references"]
     assert abs(lines["total"] - total) <= 0.2 and lines["teacher"] > 0 and lines["search"] > 0
     assert not (tmp_path / "home" / "nas.db").exists() and not list((tmp_path / "cache").glob("teachers/*"))
+
+    # `nas run --plan`: the same estimate is stored on the job, and `nas status` shows it beside the measured times
+    db = f"sqlite:///{tmp_path / 'home' / 'nas.db'}"
+    r = subprocess.run([sys.executable, "-m", "nas.ui.cli", "run", str(tmp_path / "job.yaml"), "--plan", "-q",
+                        "--storage", db], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stage wall times (this run): teacher" in r.stdout and "(estimate " in r.stdout, r.stdout[-2000:]
+    r = subprocess.run([sys.executable, "-m", "nas.ui.cli", "status", "1", "--storage", db], capture_output=True,
+                       text=True, timeout=120, env=env)
+    rows = {ln.split()[0]: ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith("  ")}
+    assert rows["stage"] == ["estimate", "measured"], r.stdout
+    for stage in ("teacher", "search", "scoring", "references", "total"):
+        est, measured = float(rows[stage][0]), float(rows[stage][2])  # "12 s 15 s"
+        assert est > 0 and measured >= (0 if stage == "scoring" else 0.1), (stage, r.stdout)

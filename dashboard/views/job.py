@@ -60,6 +60,19 @@ def what_to_deploy(job_id: int, df, f: dict) -> None:
     st.code(f"nas export {job_id} --trial {int(row['trial'])} --out DIR", language="bash")
 
 
+def stage_table(rows: list[dict]) -> None:
+    """Each stage's estimate (when the job was planned) beside the wall time it took."""
+    if not rows:
+        return
+    st.subheader("Stage times")
+    st.dataframe([{"stage": r["stage"], "estimate (min)": _min(r["estimate_s"]), "measured (min)": _min(r["measured_s"])}
+                  for r in rows], width="stretch", hide_index=True, key="stage_times")
+
+
+def _min(s: float | None) -> float | None:
+    return round(s / 60, 2) if s is not None else None
+
+
 def job_page():
     st.title("Job")
     jobs = load_jobs()
@@ -134,6 +147,7 @@ def job_page():
         ra = dd.rank_agreement(df)
         st.caption(f"Proxy vs final rank agreement: Kendall τ = {ra['kendall_tau']:.3f} over {ra['n']} shapes"
                    if ra["kendall_tau"] is not None else f"Proxy vs final rank agreement: {ra['n']} shapes have both (< 3).")
+        stage_table(data["stages"])
         with st.expander("Device fingerprint of the front's measurements"):
             st.json(f["fingerprint"] or {})
     body()

@@ -33,6 +33,7 @@ class Job(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     claims: Mapped[int] = mapped_column(Integer, default=0)
+    plan: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # `nas plan`'s estimate, when one was made
     __table_args__ = (Index("ix_jobs_status", "status"),)
 
 

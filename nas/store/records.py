@@ -33,7 +33,7 @@ def job_dict(j: Job) -> dict:
         "id": j.id, "name": j.name, "spec": j.spec, "status": j.status, "stage": j.stage, "error": j.error,
         "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
         "claimed_by": j.claimed_by, "heartbeat_at": j.heartbeat_at, "cancel_requested": bool(j.cancel_requested),
-        "claims": j.claims,
+        "claims": j.claims, "plan": j.plan,
     }
 
 
@@ -55,3 +55,21 @@ def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source
         if vals:
             return vals[-1]
     return None
+
+
+def stage_times(job: dict, trials: list[dict]) -> list[dict]:
+    """[{"stage", "estimate_s", "measured_s"}] of a job: its estimate (`nas plan`, when one was stored) beside the wall
+    time each stage took (`wall_s_<stage>` on the teacher's trial, summed over the runs of a resumed job), with a total."""
+    teacher = next((t for t in trials if t["kind"] == "teacher"), None)
+    measured: dict[str, float] = {}
+    for m in (teacher or {}).get("metrics", []):
+        if m["name"].startswith("wall_s_"):
+            measured[m["name"][7:]] = measured.get(m["name"][7:], 0.0) + m["value"]
+    estimate = {k: v for k, v in ((job.get("plan") or {}).get("stages") or {}).items()
+                if k not in ("total", "per-candidate instead")}
+    names = list(estimate) + [k for k in measured if k not in estimate]
+    rows = [{"stage": n, "estimate_s": estimate.get(n), "measured_s": measured.get(n)} for n in names]
+    if rows:
+        rows.append({"stage": "total", "estimate_s": sum(estimate.values()) if estimate else None,
+                     "measured_s": sum(measured.values()) if measured else None})
+    return rows

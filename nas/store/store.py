@@ -23,7 +23,7 @@ TERMINAL_TRIAL_STATES = ("COMPLETE", "FAILED", "PRUNED")
 
 
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 class Store:
@@ -80,6 +80,11 @@ class Store:
         """The job's spec as it runs (its `auto` latency devices resolved when the job starts)."""
         with self.Session.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(spec=spec))
+
+    def set_job_plan(self, job_id: int, plan: dict) -> None:
+        """The job's time estimate (nas/plan.py), shown beside the stage wall times the job measures."""
+        with self.Session.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(plan=plan))
 
     def set_job_status(self, job_id: int, status: str, stage: str | None = None, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}

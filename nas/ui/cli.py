@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from nas.ui import exports
+from nas.ui.fronts import print_front as _print_front
+from nas.ui.fronts import shape_text as _shape
 from nas.ui.base import STORAGE_HELP, stop_on_signals
 from nas.ui.base import open_store as _store
 from nas.ui.base import user_error as _user_error
@@ -25,7 +27,9 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
         address: Optional[str] = typer.Option(None, help="Ray cluster address to join (default: start Ray locally)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         export_dir: Optional[str] = typer.Option(None, help="Afterwards, export the most accurate front point to "
-                                                 "EXPORT_DIR/job-N-trial-M.")):
+                                                 "EXPORT_DIR/job-N-trial-M."),
+        estimate: bool = typer.Option(False, "--plan", help="First estimate every stage's time (`nas plan`, a few "
+                                      "calibration steps), print it and store it on the job beside the measured times.")):
     """Validate SPEC_FILE, run the job to completion and print its Pareto front."""
     from nas.pipeline import JobInterrupted, prepare, run_job
     from nas.stages.teacher import TeacherUnfit
@@ -45,8 +49,9 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
 
             confined_path(export_dir, "--export-dir", "NAS_EXPORT_ROOT")
         store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
+        p = _estimate(spec) if estimate else None
         with stop_on_signals():
-            job_id = run_job(spec, store, progress=not quiet, ray_address=address)
+            job_id = run_job(spec, store, progress=not quiet, ray_address=address, plan=p)
     except (SpecError, StoreError) as exc:
         _user_error(exc)
     except JobInterrupted as exc:
@@ -58,6 +63,16 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
     if export_dir:
         _export_best(store, job_id, export_dir)
     typer.echo(f"\nsee it in the dashboard: nas dashboard, then http://127.0.0.1:8501/job?job={job_id}")
+
+
+def _estimate(spec) -> dict:
+    from nas.plan import plan as make_plan
+    from nas.ui.fronts import print_plan
+
+    typer.echo("calibrating (a few steps of the teacher and of the smallest and largest student)...", err=True)
+    p = make_plan(spec)
+    print_plan(spec.name, p)
+    return p
 
 
 def _interrupted(exc) -> None:
@@ -110,7 +125,9 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
 
 @app.command()
 def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
-           storage: Optional[str] = typer.Option(None, help="Override the spec's storage URL.")):
+           storage: Optional[str] = typer.Option(None, help="Override the spec's storage URL."),
+           estimate: bool = typer.Option(False, "--plan", help="Estimate every stage's time on this machine first "
+                                         "(`nas plan`) and store it on the job.")):
     """Validate SPEC_FILE and queue it in the store; a `nas serve` process picks it up (or run it with `nas resume`)."""
     from nas.pipeline import prepare
     from nas.spec.errors import SpecError
@@ -124,7 +141,10 @@ def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")
     except SpecError as exc:
         _user_error(exc)
     store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
+    p = _estimate(spec) if estimate else None
     job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
+    if p:
+        store.set_job_plan(job_id, p)
     typer.echo(f"job {job_id} queued in {store.url.split('@')[-1]}; `nas serve` runs queued jobs "
                f"(or run this one now: nas resume {job_id})")
 
@@ -195,6 +215,10 @@ def status(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     typer.echo(f"job {job} {j['name']!r}: {j['status']} (stage {j['stage']}); trials {counts}")
     if j["error"]:
         typer.echo(f"error: {j['error']}")
+    from nas.store.records import stage_times
+    from nas.ui.fronts import print_stage_times
+
+    print_stage_times(stage_times(j, store.trials(job)))
 
 
 @app.command()
@@ -239,90 +263,6 @@ def pareto(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
         _user_error(exc)
 
 
-FRONT_KEYS = ("metric", "latency", "teacher", "assistant", "front", "hypervolume", "fingerprint", "references",
-              "student_tokenizer_ms")
-
-
-def _print_front(store, job_id: int, as_json: bool, target: str | None = None) -> None:
-    """Every target's front (or `target`'s). JSON: the first one's keys at the top, and `fronts`, one per target."""
-    from nas.results.front import all_fronts, front_rows
-
-    fronts = all_fronts(store, job_id) if target is None else [front_rows(store, job_id, target=target)]
-    if as_json:
-        each = [{"target": f["target"], **{k: f[k] for k in FRONT_KEYS}} for f in fronts]
-        typer.echo(json.dumps({**each[0], "fronts": each}, default=str))
-        return
-    for f in fronts:
-        _print_one_front(job_id, f, named=len(f["targets"]) > 1)
-
-
-def _print_one_front(job_id: int, f: dict, named: bool) -> None:
-    t = f["teacher"]
-    fp = f["fingerprint"] or {}
-    tg = f["target"]
-    on = (f" on target {tg['name']}: {tg['runtime']} {tg['dtype']}, batch {tg['batch']}, seq {tg['seq_len']}"
-          if named else "")
-    typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
-               f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
-    typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<22} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
-    if t:  # its p50 from the rounds the students were timed in, where known: the figure the speedups divide
-        same = t.get("same_round_p50_ms")
-        typer.echo(f"{'T':>5}  {_shape(t['shape']):<22} {t['metric']:>9.4f} {same or t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
-                   f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher"
-                   + (f"; p50 {t['p50_ms']:.3f} ms in its own stage)" if same else ")"))
-    a = f.get("assistant")
-    if a:
-        typer.echo(f"{'A':>5}  {_shape(a['shape']):<22} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "
-                   f"{(a['speedup'] or 0):>7.1f}x {int(a['params']):>10,} {a['size_mb']:>7.1f}  (assistant, τ {a['tau']:.4f}, {a['source']})")
-    for r in f["front"]:
-        typer.echo(f"{r['trial']:>5}  {_shape(r['shape']):<22} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
-                   f"{(r['speedup'] or 0):>7.1f}x {int(r['params']):>10,} {r['size_mb']:>7.1f}  {r['source']}"
-                   + (f" (proxy {r['proxy_metric']:.4f})" if r["source"] == "final" and r["proxy_metric"] is not None else "")
-                   + ("  BUSY" if r.get("busy") else ""))
-    if any(r.get("busy") for r in f["front"]):
-        typer.echo("BUSY: measured while the machine was busy (load above its cores): that latency is less reliable")
-    n_all = len(f["rows"])
-    hv = f"{f['hypervolume']:.4f}" if f["hypervolume"] is not None else "-"
-    share = (f"{f['hypervolume_norm']:.3f} of the region between the majority-class baseline and the teacher"
-             if f.get("hypervolume_norm") is not None else "-")
-    typer.echo(f"{len(f['front'])} of {n_all} completed students on the front; hypervolume {share} (raw {hv}: "
-               f"{f['metric']} x ms up to the teacher's latency)")
-    for r in f["front"]:
-        typer.echo("  " + front_sentence(r, f["metric"]))
-    if f["references"]:
-        typer.echo(f"\nreferences, timed end to end from raw text (students add {f['student_tokenizer_ms']:.3f} ms of "
-                   f"tokenisation to the latencies above):")
-        for r in f["references"]:
-            typer.echo(f"{'R':>5}  {r['name']:<22} {r['metric']:>9.4f} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f}  "
-                       f"test {r['test_metric']:.4f}  ({r['type']})")
-        for r in f["references"]:
-            if r["dominated_front_points"]:
-                typer.echo(f"note: {r['name']} dominates {r['dominated_front_points']} of {r['front_points']} front "
-                           f"points (at least as accurate and as fast end to end)")
-    if f["front"]:
-        best = max(f["front"], key=lambda r: r["metric"])
-        typer.echo(f"export the most accurate: nas export {job_id} --trial {best['trial']} --out DIR")
-
-
-def front_sentence(r: dict, metric: str) -> str:
-    """'L2/256/4/1024: 97.4% of the teacher's accuracy at 8.1x its speed, 14.0 MB' (test retention where scored)."""
-    keep = r.get("test_retention") if r.get("test_retention") is not None else r.get("retention")
-    split = "test" if r.get("test_retention") is not None else "dev"
-    what = f"{100 * keep:.1f}% of the teacher's {split} {metric}" if keep is not None else f"{metric} {r['metric']:.4f}"
-    speed = f" at {r['speedup']:.1f}x its speed" if r.get("speedup") else ""
-    return f"trial {r['trial']} {_shape(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB"
-
-
-def _shape(s: dict | None) -> str:
-    """L/H/A/F of a BERT shape; another student family's shape by its key (textcnn-E128-C128-K3-M0)."""
-    from nas.students.arch import family_of, student_shape
-
-    s = s or {}
-    if family_of(s) != "bert":
-        return student_shape(s).key
-    return f"{s.get('layers')}/{s.get('hidden')}/{s.get('heads')}/{s.get('ffn')}"
-
-
 app.command()(exports.export)
 app.command("check-export")(exports.check_export)
 app.command()(exports.predict)
@@ -350,9 +290,9 @@ def validate(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.
 def plan(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")):
     """Estimate the wall time of every stage of a job on this machine before running it (a few calibration steps of
     the teacher and of the smallest and largest student; nothing is written), and, for a supernet schedule, the same
-    job with per-candidate distillation."""
+    job with per-candidate distillation. `nas run --plan` / `nas submit --plan` store it on the job; `nas status`
+    then shows it beside the measured stage times."""
     from nas.pipeline import prepare
-    from nas.plan import plan as make_plan
     from nas.spec.errors import SpecError
     from nas.spec.job import load_spec
 
@@ -361,12 +301,7 @@ def plan(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")):
         prepare(spec)
     except SpecError as exc:
         _user_error(exc)
-    typer.echo("calibrating (a few steps of the teacher and of the smallest and largest student)...", err=True)
-    p = make_plan(spec)
-    typer.echo(f"{spec.name}: {p['rows']} rows, {p['threads']} threads on this machine's CPU"
-               + ("; the teacher is cached" if p["teacher_cached"] else ""))
-    for stage, s in p["stages"].items():
-        typer.echo(f"  {stage:<22} {s / 60:7.1f} min")
+    _estimate(spec)
 
 
 @app.command()

@@ -19,6 +19,7 @@ import streamlit as st
 
 from nas.results.front import all_fronts
 from nas.store import Store
+from nas.store.records import stage_times
 from nas.ui.dashboard import data as dd
 
 URL = os.environ.get("NAS_STORAGE") or None
@@ -84,7 +85,7 @@ def load_job(job_id: int) -> dict:
     trials = store.trials(job_id)
     fronts = all_fronts(store, job_id, trials)
     df = dd.trial_frame(trials, fronts[0]["metric"])
-    return {"front": fronts[0], "fronts": fronts, "df": df}
+    return {"front": fronts[0], "fronts": fronts, "df": df, "stages": stage_times(fronts[0]["job"], trials)}
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -242,10 +242,19 @@ def validate_spec_text(text: str):
     return spec, None
 
 
-def enqueue_job(url: str | None, spec) -> int:
-    """Write the validated spec as a QUEUED job (the only write the dashboard makes)."""
+def enqueue_job(url: str | None, spec, plan: dict | None = None) -> int:
+    """Write the validated spec as a QUEUED job, with its time estimate when one was made (the only write the
+    dashboard makes)."""
     store = Store(url)
     try:
-        return store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
+        job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
+        if plan:
+            store.set_job_plan(job_id, plan)
+        return job_id
     finally:
         store.dispose()
+
+
+def plan_table(p: dict) -> list[dict]:
+    """`nas plan`'s estimate as rows for the submit page."""
+    return [{"stage": k, "minutes": round(v / 60, 2)} for k, v in p["stages"].items()]
