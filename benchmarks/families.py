@@ -184,6 +184,12 @@ def transfer_set(task: Task, augment: int, corpus: pathlib.Path | None, workdir:
     if not augment and corpus is None:
         return None
     path = workdir / f"transfer-a{augment}-{'plots' if corpus else 'none'}.pt"
+    with_plots = workdir / f"transfer-a{augment}-plots.pt"
+    if corpus is None and not path.is_file() and with_plots.is_file():  # the same copies (seed 0) without the plots
+        full = torch.load(with_plots)
+        keep = full["source"] >= 0
+        return {"tensors": {k: v[keep] for k, v in full["tensors"].items()}, "logits": full["logits"][keep],
+                "source": full["source"][keep]}
     if not path.is_file():
         texts, src = transfer_texts(task.ds.texts, task.splits["train"], read_corpus(str(corpus)) if corpus else [],
                                     task.tok, task.teacher.get_input_embeddings().weight.detach(),
@@ -202,6 +208,9 @@ def main() -> None:
     ap.add_argument("--sweep", default="0:none,0:plots,4:plots",
                     help="transfer sweep on the best >= 10x student: copies:corpus,...")
     ap.add_argument("--seeds", default="1,2", help="extra student seeds of the winners (the job's is the first)")
+    ap.add_argument("--refine", default="", metavar="COPIES:K",
+                    help="also retrain the K best students on dev at >= 10x and at >= 30x on COPIES augmented copies "
+                         "(+ the plots), choose again on dev, and run the chosen one with the extra seeds (e.g. 20:2)")
     args = ap.parse_args()
     from task_setup import bench_workdir
 
@@ -267,25 +276,75 @@ def main() -> None:
             key = f"{best10['shape']}/augment{copies}/{source}"
             if key not in results["sweep"]:
                 tr = transfer_set(task, int(copies), corpus if source == "plots" else None, workdir)
-                model, info = task.train(shape, best10["config"]["distill"], task.spec.budgets.epochs, best10["trial"], tr)
-                results["sweep"][key] = {"test": task.score(model, "test"), "dev": task.score(model, "dev"), **info}
+                if source == "plots":  # the same run as --refine's first one of this shape, when both ask for it
+                    results["sweep"][key] = _trained(task, best10, int(copies), best10["trial"], tr, results, results_path)
+                else:
+                    model, info = task.train(shape, best10["config"]["distill"], task.spec.budgets.epochs,
+                                             best10["trial"], tr)
+                    results["sweep"][key] = {"test": task.score(model, "test"), "dev": task.score(model, "dev"), **info}
                 results_path.write_text(json.dumps(results, indent=1))
                 print(f"sweep {key}: test {results['sweep'][key]['test']:.4f}", flush=True)
             sweep[key] = results["sweep"][key]
     walls["sweep"] = round(time.perf_counter() - t3, 1)
+    t4 = time.perf_counter()
+    refined = refine(args.refine, task, rows, speed, corpus, workdir, results, results_path, seeds, teacher_test)
+    walls["refine"] = round(time.perf_counter() - t4, 1)
     exports = export_formats(store, job_id, task, [v for v in table.values() if v], rows, workdir)
     out = {
         "teacher": "minilm-l6", "dataset": "rotten-tomatoes", "teacher_test_acc": teacher_test,
         "teacher_e2e_p50_ms": round(speed["teacher"]["p50_ms"], 3),
         "tfidf": {"test": metric_value(tfidf, "accuracy", "test", "final"),
                   "speedup": round(speed["tfidf-linear"]["speedup"], 2) if "tfidf-linear" in speed else None},
-        "best": table, "sweep": sweep, "exports": exports,
+        "best": table, "refined": refined, "sweep": sweep, "exports": exports,
         "students": [{k: r[k] for k in ("trial", "family", "shape", "dev", "test", "speedup", "model_speedup", "p50_ms",
                                         "size_mb")} for r in sorted(rows, key=lambda r: -r["speedup"])],
         "transfer_rows": len(transfer["source"]) if transfer else 0, "train_rows": len(task.splits["train"]),
         "wall_s": walls, "fingerprint": {k: speed["teacher"]["fingerprint"].get(k) for k in ("cpu", "cores", "threads")},
     }
     print(json.dumps(out))
+
+
+def refine(how: str, task: Task, rows: list[dict], speed: dict, corpus, workdir: pathlib.Path, results: dict,
+           results_path: pathlib.Path, seeds: list[int], teacher_test: float) -> dict:
+    """`--refine COPIES:K`: per speed bucket, the K best on dev trained again on a larger transfer corpus (the job's
+    seed), the best of them on dev chosen, and that one run with the extra seeds. Every choice is made on dev."""
+    if not how:
+        return {}
+    copies, k = (int(x) for x in how.split(":"))
+    transfer = transfer_set(task, copies, corpus, workdir)
+    out = {}
+    for at in (10, 30):
+        fast = sorted((r for r in rows if speed[r["shape"]]["speedup"] >= at), key=lambda r: -r["dev"])[:k]
+        tried = {}
+        for r in fast:
+            tried[r["shape"]] = _trained(task, r, copies, r["trial"], transfer, results, results_path)
+        if not tried:
+            continue
+        best = max(fast, key=lambda r: tried[r["shape"]]["dev"])
+        runs = [tried[best["shape"]]] + [_trained(task, best, copies, 1000 * s + best["trial"], transfer, results,
+                                                  results_path) for s in seeds]
+        tests = [x["test"] for x in runs]
+        out[f"any@{at}x"] = {"shape": best["shape"], "speedup": best["speedup"], "size_mb": best["size_mb"],
+                             "augment": copies, "candidates_dev": {s: round(v["dev"], 4) for s, v in tried.items()},
+                             "dev": round(tried[best["shape"]]["dev"], 4), "test_by_seed": [round(x, 4) for x in tests],
+                             "test_median": round(statistics.median(tests), 4),
+                             "retention": round(statistics.median(tests) / teacher_test, 4)}
+    return out
+
+
+def _trained(task: Task, row: dict, copies: int, seed: int, transfer, results: dict, results_path: pathlib.Path) -> dict:
+    """One student of `row`'s shape and recipe trained on `transfer` (cached in results.json by shape, copies, seed)."""
+    from nas.students.arch import student_shape
+
+    key = f"{row['shape']}/augment{copies}/seed{seed}"
+    if key not in results.setdefault("refine", {}):
+        model, info = task.train(student_shape(row["config"]["shape"]), row["config"]["distill"],
+                                 task.spec.budgets.epochs, seed, transfer)
+        results["refine"][key] = {"test": task.score(model, "test"), "dev": task.score(model, "dev"), **info}
+        results_path.write_text(json.dumps(results, indent=1))
+        print(f"refine {key}: dev {results['refine'][key]['dev']:.4f} test {results['refine'][key]['test']:.4f}",
+              flush=True)
+    return results["refine"][key]
 
 
 def export_formats(store, job_id: int, task: Task, winners: list[dict], rows: list[dict], workdir: pathlib.Path) -> dict:
