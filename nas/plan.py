@@ -105,8 +105,10 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
     runs = lat.warmup + (lat.min_runs + lat.max_runs) / 2  # a latency measurement's calls (it stops when stable)
     avg_w = statistics.mean(s.encoder_weights() for s in shapes)
     measure = runs * (cal.student(avg_w, "latency") + cal.teacher_latency)  # a student beside the teacher, interleaved
+    # fine-tuning, its dev evaluation after each epoch (early stopping), then the logits of every row
     out = {"teacher": 0.0 if cached_teacher else (teacher_steps(n_train, b.teacher_epochs) * cal.teacher_step
-                                                  + n_rows * cal.teacher_row) + runs * cal.teacher_latency
+                                                  + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
+           + runs * cal.teacher_latency
            + n_train * 5 * 3e-5 + OVERHEAD_S["load"] + OVERHEAD_S["ray"]}  # + the teacher check's TF-IDF
     tr = spec.transfer
     out["transfer"] = 0.0 if tr is None else (tr.augment * n_train + (tr.max_rows or 0)) * cal.teacher_row
@@ -155,7 +157,8 @@ def plan(spec) -> dict:
     root, tcfg = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))
     space = load_search_space(spec.search_space, tcfg)
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    cached = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    cached = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
+                            metric=spec.objectives.metric)
     with on_host():
         teacher = load_teacher(cached) if cached else load_pretrained(teacher_path(root))
     shapes = all_shapes(space.student)

@@ -85,3 +85,41 @@ def test_a_teacher_that_learned_nothing(tmp_path, policy):
         assert "warning: the teacher learned nothing" in r.stdout
         assert job["status"] == "COMPLETE" and len(students) == 1
     assert np.isfinite(teacher["metrics"][0]["value"])
+
+
+def test_class_weights_and_early_stopping_apply_only_where_they_can_change_the_teacher():
+    from nas.teachers import recipe
+
+    assert recipe.class_weights([0] * 50 + [1] * 50, 2) is None and recipe.class_weights([0] * 55 + [1] * 45, 2) is None
+    w = recipe.class_weights([0] * 65 + [1] * 20 + [2] * 15, 3)
+    assert w[0] < 1 < w[1] < w[2] and w == pytest.approx((100 / 195, 100 / 60, 100 / 45), abs=1e-3)
+    assert recipe.key_parts([0, 1] * 50, 2, 100, 32, 4, "accuracy") == ()  # one epoch's steps: nothing to stop
+    assert recipe.key_parts([0, 1] * 50, 2, 100, 32, 8, "f1_macro") == (("early_stop", "f1_macro", recipe.PATIENCE),)
+
+
+def test_early_stopping_keeps_the_best_epoch_on_dev():
+    """A tiny random BERT fine-tuned for 8 epochs' steps on a rule it barely learns: dev is scored after every epoch,
+    training stops after PATIENCE evaluations without a gain (here at step 30 of 75), and the weights kept score the
+    best dev figure seen, not the last one."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nas.compute import CPU
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.teachers import load as tl
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    ids = torch.randint(5, 50, (400, 12))
+    labels = (ids[:, 1] > 27).long()  # the second token decides
+    tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    splits = {"train": np.arange(0, 300), "dev": np.arange(300, 400)}
+    lines = []
+    tl.fine_tune(model, tensors, labels, splits, 2, 0, 8, lines.append, CPU, None, "accuracy")
+    note = next(x for x in lines if x.startswith("early stopping on dev accuracy"))
+    history = [float(v) for v in note.split("(")[1].rstrip(")").replace("step ", "").split(", ")
+               for v in [v.split(": ")[1]]]
+    kept = scores(predict_logits(model, {k: v[300:] for k, v in tensors.items()}), labels[300:])["accuracy"]
+    assert kept == pytest.approx(max(history), abs=1e-4), (note, kept)
+    assert len(history) >= 2, note

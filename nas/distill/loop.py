@@ -32,6 +32,7 @@ class DistillSettings:
     relevance_weight: float = 0.0  # KL to an auxiliary non-network teacher's probabilities (`aux_probs`)
     hinge_weight: float = 0.0  # pair task: hinge on (query, positive, negative) triples
     hinge_margin: float = 0.7
+    class_weights: tuple | None = None  # a weight per class in the hard loss (the teacher's fine-tuning on skewed labels)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillSettings":
@@ -77,6 +78,9 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
         pos += batch_size
 
 
+STOP = object()  # what an `on_step` callback returns to end the training after this step
+
+
 def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None,
             settings: DistillSettings, steps: int, seed: int = 0,
             on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
@@ -87,8 +91,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     the hidden-state or attention losses have weight; `aux_probs` (n, classes) are an auxiliary teacher's probabilities
     for the relevance loss. The data stay on the CPU; each batch is moved to `compute`'s device and trained in its
     precision; models go back where they were at the end. `accumulate` splits every batch into that many micro-batches
-    whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). Raises
-    FloatingPointError on a NaN/inf loss."""
+    whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). `on_step`
+    returning STOP ends the training after that step. Raises FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
     inner = settings.hidden_weight > 0 or settings.attention_weight > 0
     if inner and teacher is None:
@@ -126,8 +130,9 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
             scaler.scale(loss * share if accumulate > 1 else loss).backward()
             last += loss.item() * share
         optimizer_update(student, opt, sched, scaler)
-        if on_step:
-            on_step(step, last)
+        if on_step and on_step(step, last) is STOP:  # the caller stops it early (the teacher's early stopping on dev)
+            steps = step + 1
+            break
     student.eval().to(homes[0])
     if teacher is not None:
         teacher.to(homes[1])
@@ -148,7 +153,8 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
         logits = student(**inputs).logits
     y = batch["labels"]
     if "hard" not in batch:
-        loss = settings.beta_hard * hard_ce(logits, y)
+        weight = logits.new_tensor(settings.class_weights) if settings.class_weights else None
+        loss = settings.beta_hard * hard_ce(logits, y, weight)
     else:  # rows without a gold label (teacher-labelled augmentations) get the soft loss only
         keep = batch["hard"]
         loss = settings.beta_hard * (F.cross_entropy(logits[keep], y[keep], reduction="sum")

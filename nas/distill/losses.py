@@ -31,9 +31,10 @@ def soft_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
     return F.mse_loss(student_logits, teacher_logits)
 
 
-def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against gold labels. logits: (batch, classes); labels: (batch,) int64."""
-    return F.cross_entropy(student_logits, labels)
+def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against gold labels. logits: (batch, classes); labels: (batch,) int64; `weight` (classes,): a
+    weight per class (imbalanced labels)."""
+    return F.cross_entropy(student_logits, labels, weight=weight)
 
 
 def hinge(pos_scores: torch.Tensor, neg_scores: torch.Tensor, margin: float = 0.7) -> torch.Tensor:

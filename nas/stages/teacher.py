@@ -152,7 +152,8 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
 
     spec = ctx.spec
     args = (name, ctx.dataset, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
-    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from)
+    metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
+    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric)
     if info is not None:
         return info
     if ctx.compute.cuda or ctx.ray_address:
@@ -160,8 +161,8 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
 
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
-        return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from))
-    return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from)
+        return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric))
+    return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

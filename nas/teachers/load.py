@@ -124,34 +124,41 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
-                      soft_from: str | None = None) -> pathlib.Path:
+                      soft_from: str | None = None, metric: str = "accuracy") -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
-    cached. The minimum number of steps joins the key only where it raised the count (other entries keep theirs)."""
+    cached. The minimum number of steps, class weights and early stopping on dev `metric` join the key only where they
+    apply (other entries keep theirs)."""
     from nas.data import split_indices
+    from nas.teachers import recipe
 
     parts = (str(teacher_path(name, "student_init" if soft_from else "teacher").resolve()), ds.fingerprint(), seed,
              epochs, max_len) + ((soft_from,) if soft_from else ())
-    n_train = len(split_indices(ds.labels, seed)["train"])
+    train = split_indices(ds.labels, seed)["train"]
+    n_train = len(train)
     if not soft_from and 0 < epochs and steps_for(n_train, TEACHER_BATCH, epochs, None) < MIN_TEACHER_STEPS:
         parts += (("min_steps", MIN_TEACHER_STEPS),)
+    if not soft_from and epochs > 0 and not _has_task_head(teacher_path(name), ds.num_labels):
+        parts += recipe.key_parts([ds.labels[i] for i in train], ds.num_labels, n_train, TEACHER_BATCH,
+                                  teacher_steps(n_train, epochs), metric)
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
-                   soft_from: str | None = None) -> dict | None:
+                   soft_from: str | None = None, metric: str = "accuracy") -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
-    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from) / "teacher.json"
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
-                    log=print, compute: Compute = CPU, soft_from: str | None = None) -> dict:
+                    log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy") -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
-    distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone."""
+    distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone. Fine-tuning weights
+    classes on skewed labels and keeps the weights of its best epoch on dev `metric` (nas/teachers/recipe.py)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
-    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from)
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -171,21 +178,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
             model = model_class_of(src).from_pretrained(
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
-        tr = torch.as_tensor(splits["train"], device="cpu")
-        soft = torch.load(soft_from)[tr] if soft_from else None
-        settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
-                                   warmup_ratio=0.1, batch_size=TEACHER_BATCH)
-        # a student initialiser learns from the teacher's logits: its epochs are what the spec says
-        steps = steps_for(len(tr), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
-        what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
-        log(f"{what} on {len(tr)} rows for {steps} steps (cached afterwards)")
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
-        if steps:
-            distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
-                    compute=compute, on_step=lambda s, l: (bar.update(1), bar.set_postfix(loss=f"{l:.3f}")))
-        bar.close()
+        fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -202,6 +195,43 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return info
+
+
+def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
+              log, compute: Compute, soft_from: str | None, metric: str) -> None:
+    """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
+    progress bar; fine-tuning on labels weights skewed classes and stops early on dev."""
+    from tqdm import tqdm
+
+    from nas.teachers import recipe
+
+    tr = torch.as_tensor(splits["train"], device="cpu")
+    soft = torch.load(soft_from)[tr] if soft_from else None
+    weights = None if soft_from else recipe.class_weights(labels[tr], num_labels)
+    settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
+                               warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights)
+    # a student initialiser learns from the teacher's logits: its epochs are what the spec says
+    steps = steps_for(len(tr), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
+    what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
+    log(f"{what} on {len(tr)} rows for up to {steps} steps (cached afterwards)"
+        + (f"; class weights {list(weights)} for its skewed labels" if weights else ""))
+    bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
+
+    def tick(s, loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    stopper = None
+    if not soft_from and recipe.early_stopping_applies(len(tr), TEACHER_BATCH, steps):
+        dev = torch.as_tensor(splits["dev"], device="cpu")
+        stopper = recipe.EarlyStopping(model, {k: v[dev] for k, v in tensors.items()}, labels[dev], metric,
+                                       recipe.epoch_steps(len(tr), TEACHER_BATCH), compute, then=tick)
+    if steps:
+        info = distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
+                       compute=compute, on_step=stopper or tick)
+        if stopper:
+            log(stopper.finish(info["steps"]))
+    bar.close()
 
 
 def load_teacher(info: dict):
