@@ -62,7 +62,19 @@ def run(spec_file: str = typer.Argument(..., help="Path to a job spec YAML."),
     _print_front(store, job_id, as_json=False)
     if export_dir:
         _export_best(store, job_id, export_dir)
+    _stage_times(store, job_id)
     typer.echo(f"\nsee it in the dashboard: nas dashboard, then http://127.0.0.1:8501/job?job={job_id}")
+
+
+def _stage_times(store, job_id: int) -> None:
+    from nas.store.records import stage_times
+    from nas.ui.fronts import print_stage_times
+
+    rows = stage_times(store.get_job(job_id), store.trials(job_id))
+    if rows:
+        typer.echo("\nwall time of each stage" + (" beside its estimate" if rows[-1]["estimate_s"] is not None else "")
+                   + ":")
+        print_stage_times(rows)
 
 
 def _estimate(spec) -> dict:
@@ -121,6 +133,7 @@ def resume(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     except JobInterrupted as exc:
         _interrupted(exc)
     _print_front(store, job, as_json=False)
+    _stage_times(store, job)
 
 
 @app.command()
@@ -215,10 +228,7 @@ def status(job: int = typer.Argument(..., help="Job id."), storage: Optional[str
     typer.echo(f"job {job} {j['name']!r}: {j['status']} (stage {j['stage']}); trials {counts}")
     if j["error"]:
         typer.echo(f"error: {j['error']}")
-    from nas.store.records import stage_times
-    from nas.ui.fronts import print_stage_times
-
-    print_stage_times(stage_times(j, store.trials(job)))
+    _stage_times(store, job)
 
 
 @app.command()
