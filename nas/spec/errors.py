@@ -60,15 +60,20 @@ def explain(err: ValidationError, prefix: str = "") -> SpecError:
     return SpecError(field, f"{msg}; found {_short(found)}")
 
 
-def _key_paths(node, path=()):
-    """Each mapping node of a composed YAML tree with the path of keys that leads to it."""
+def _key_paths(node, path=(), visited=None):
+    """Each mapping node of a composed YAML tree with the path of keys that leads to it, each node once: an alias is
+    the node it names, so a "billion laughs" document (aliases of aliases) is walked in its own size, not expanded."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         yield node, path
         for k, v in node.value:
-            yield from _key_paths(v, (*path, k.value))
+            yield from _key_paths(v, (*path, k.value), visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            yield from _key_paths(v, (*path, i))
+            yield from _key_paths(v, (*path, i), visited)
 
 
 def load_yaml_text(text: str, field: str = "") -> Any:
