@@ -229,6 +229,7 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     if steps:
         info = distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
                        compute=compute, on_step=stopper or tick)
+        bar.close()  # before the line below, or the bar redraws over it
         if stopper:
             log(stopper.finish(info["steps"]))
     bar.close()
