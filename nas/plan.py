@@ -20,27 +20,38 @@ from nas.compute import on_host
 OVERHEAD_S = {"ray": 8.0, "trial": 3.0, "load": 4.0}  # Ray start, one Tune trial, loading a model
 
 
-def _timed(fn, n: int = 2) -> float:
+def _timed(fn, n: int = 2, device: str = "cpu") -> float:
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     fn()  # warm-up
+    sync()
     runs = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
+        sync()
         runs.append(time.perf_counter() - t0)
     return statistics.median(runs)
 
 
-def _inputs(batch: int, seq: int, vocab: int) -> dict:
+def _inputs(batch: int, seq: int, vocab: int, device: str = "cpu") -> dict:
     from nas.latency.measure import dummy_inputs
 
-    x = dummy_inputs(batch, seq, vocab)
+    x = dummy_inputs(batch, seq, vocab, device=device)
     return {"input_ids": x["input_ids"], "attention_mask": x["attention_mask"]}
 
 
+def _device(model) -> str:
+    return next(model.parameters()).device.type
+
+
 def step_time(model, batch: int, seq: int) -> float:
-    """Seconds of one AdamW training step on a batch of `batch` rows at `seq` tokens."""
-    x = _inputs(batch, seq, model.config.vocab_size)
-    y = torch.zeros(batch, dtype=torch.long, device="cpu")
+    """Seconds of one AdamW training step on a batch of `batch` rows at `seq` tokens, on the model's device."""
+    dev = _device(model)
+    x = _inputs(batch, seq, model.config.vocab_size, dev)
+    y = torch.zeros(batch, dtype=torch.long, device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
 
@@ -50,15 +61,16 @@ def step_time(model, batch: int, seq: int) -> float:
         opt.step()
         opt.zero_grad()
 
-    out = _timed(step)
+    out = _timed(step, device=dev)
     model.eval()
     return out
 
 
 def forward_time(model, batch: int, seq: int, n: int = 2) -> float:
-    x = _inputs(batch, seq, model.config.vocab_size)
+    dev = _device(model)
+    x = _inputs(batch, seq, model.config.vocab_size, dev)
     with torch.inference_mode():
-        return _timed(lambda: model(**x), n)
+        return _timed(lambda: model(**x), n, dev)
 
 
 @dataclass
@@ -78,14 +90,16 @@ class Calibration:
         return max(lo[what] * 0.5, lo[what] + f * (hi[what] - lo[what]))
 
 
-def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int) -> Calibration:
+def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu") -> Calibration:
+    """The step, row and latency times of the teacher and of the smallest and largest student, on `device` (fp32)."""
     from nas.students.bert_slice import extract_subnet
 
     torch.set_num_threads(threads)
     small, large = min(shapes, key=lambda s: s.encoder_weights()), max(shapes, key=lambda s: s.encoder_weights())
     parts = {}
+    teacher = teacher.to(device)
     for name, shape in (("small", small), ("large", large)):
-        m = extract_subnet(teacher, shape)
+        m = extract_subnet(teacher, shape).to(device)
         parts[name] = {"weights": shape.encoder_weights(), "step": step_time(m, batch, seq),
                        "row": forward_time(m, 64, seq) / 64, "latency": forward_time(m, 1, seq, n=5)}
     t_step = step_time(teacher, 32, seq)
@@ -165,9 +179,15 @@ def plan(spec) -> dict:
     threads = spec.latency.threads or os.cpu_count() or 1
     cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads)
     aw = max((s.encoder_weights() for s in all_shapes(space.assistant)), default=0) if space.assistant else 0
-    stages = estimate(spec, len(ds.labels), cal, shapes, cached is not None,
-                      aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0)
-    return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels),
+    aw = aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0
+    stages = estimate(spec, len(ds.labels), cal, shapes, cached is not None, aw)
+    gpu = {}
+    if torch.cuda.is_available():  # the same job where a GPU trains it (fp32 calibration: bf16 runs faster)
+        gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda")
+        gpu = {"gpu": {"device": torch.cuda.get_device_name(0),
+                       "stages": estimate(spec, len(ds.labels), gcal, shapes, cached is not None, aw)}}
+        teacher.to("cpu")
+    return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels), **gpu,
             "made_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "teacher_cached": cached is not None,
             "calibration": {"teacher_step_s": cal.teacher_step, "teacher_row_s": cal.teacher_row,

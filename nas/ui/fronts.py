@@ -97,8 +97,11 @@ def print_plan(name: str, p: dict) -> None:
     """`nas plan`'s estimate, a line per stage."""
     typer.echo(f"{name}: {p['rows']} rows, {p['threads']} threads on this machine's CPU"
                + ("; the teacher is cached" if p["teacher_cached"] else ""))
+    gpu = (p.get("gpu") or {}).get("stages")
+    if gpu:
+        typer.echo(f"  {'':<22} {'this CPU':>11} {p['gpu']['device'][:24]:>26}")
     for stage, s in p["stages"].items():
-        typer.echo(f"  {stage:<22} {s / 60:7.1f} min")
+        typer.echo(f"  {stage:<22} {s / 60:7.1f} min" + (f" {gpu[stage] / 60:21.1f} min" if gpu else ""))
 
 
 def print_stage_times(rows: list[dict]) -> None:

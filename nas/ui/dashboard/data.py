@@ -257,4 +257,6 @@ def enqueue_job(url: str | None, spec, plan: dict | None = None) -> int:
 
 def plan_table(p: dict) -> list[dict]:
     """`nas plan`'s estimate as rows for the submit page."""
-    return [{"stage": k, "minutes": round(v / 60, 2)} for k, v in p["stages"].items()]
+    gpu = (p.get("gpu") or {}).get("stages") or {}
+    return [{"stage": k, "minutes": round(v / 60, 2), **({"minutes on the GPU": round(gpu[k] / 60, 2)} if gpu else {})}
+            for k, v in p["stages"].items()]
