@@ -152,3 +152,19 @@ def test_predict_and_check_export_refuse_what_is_not_an_export(tmp_path):
     assert res.exit_code == 2 and "TEXTS" in res.output
     res = runner.invoke(app, ["predict", str(tmp_path), "--file", str(tmp_path / "missing.txt")])
     assert res.exit_code == 2 and "--file" in res.output
+
+
+def test_export_dir_of_an_earlier_run_gets_a_fresh_directory(job, tmp_path, capsys):
+    """`nas run --export-dir D` twice on fresh stores names the same job-1-trial-N: the second export goes beside the
+    first (…-2) instead of failing with a traceback, and both load."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nas.ui.cli import _export_best
+
+    _export_best(job["store"], job["job_id"], str(tmp_path))
+    _export_best(job["store"], job["job_id"], str(tmp_path))
+    dirs = sorted(p.name for p in tmp_path.iterdir())
+    assert len(dirs) == 2 and dirs[1] == dirs[0] + "-2", dirs
+    for d in dirs:
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / d / "model")
+    assert f"{dirs[1]}" in capsys.readouterr().out

@@ -96,6 +96,8 @@ def _interrupted(exc) -> None:
 def _export_best(store, job_id: int, export_dir: str) -> None:
     import pathlib
 
+    from nas.spec.errors import SpecError
+
     from nas.results.export import export_trial
     from nas.results.front import front_rows
 
@@ -104,7 +106,15 @@ def _export_best(store, job_id: int, export_dir: str) -> None:
         typer.echo("nothing to export: the front is empty")
         return
     best = max(front, key=lambda r: r["metric"])
-    path = export_trial(store, job_id, best["trial"], pathlib.Path(export_dir) / f"job-{job_id}-trial-{best['trial']}")
+    out = pathlib.Path(export_dir) / f"job-{job_id}-trial-{best['trial']}"
+    n = 1
+    while out.exists() and (not out.is_dir() or any(out.iterdir())):  # an earlier run's export (another store's job N)
+        n += 1
+        out = pathlib.Path(export_dir) / f"job-{job_id}-trial-{best['trial']}-{n}"
+    try:
+        path = export_trial(store, job_id, best["trial"], out)
+    except SpecError as exc:
+        _user_error(exc)
     typer.echo(f"exported the most accurate front point (trial {best['trial']}) to {path}")
     typer.echo(f"load it: AutoModelForSequenceClassification.from_pretrained('{path / 'model'}')")
 
