@@ -17,7 +17,7 @@ import torch
 
 from nas.compute import on_host
 
-OVERHEAD_S = {"ray": 8.0, "trial": 3.0, "load": 4.0}  # Ray start, one Tune trial, loading a model
+OVERHEAD_S = {"trial": 3.0, "load": 4.0}  # one Tune trial, loading a model
 
 
 def _timed(fn, n: int = 2, device: str = "cpu") -> float:
@@ -119,11 +119,11 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
     runs = lat.warmup + (lat.min_runs + lat.max_runs) / 2  # a latency measurement's calls (it stops when stable)
     avg_w = statistics.mean(s.encoder_weights() for s in shapes)
     measure = runs * (cal.student(avg_w, "latency") + cal.teacher_latency)  # a student beside the teacher, interleaved
-    # fine-tuning, its dev evaluation after each epoch (early stopping), then the logits of every row
-    out = {"teacher": 0.0 if cached_teacher else (teacher_steps(n_train, b.teacher_epochs) * cal.teacher_step
-                                                  + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
-           + runs * cal.teacher_latency
-           + n_train * 5 * 3e-5 + OVERHEAD_S["load"] + OVERHEAD_S["ray"]}  # + the teacher check's TF-IDF
+    # fine-tuning, its dev evaluation after each epoch (early stopping) and the logits of every row, unless cached;
+    # then, cached or not: loading it, its latency, the teacher check's TF-IDF (Ray starts before any stage)
+    fit = 0.0 if cached_teacher else (teacher_steps(n_train, b.teacher_epochs) * cal.teacher_step
+                                      + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
+    out = {"teacher": fit + runs * cal.teacher_latency + n_train * 5 * 3e-5 + OVERHEAD_S["load"]}
     tr = spec.transfer
     out["transfer"] = 0.0 if tr is None else (tr.augment * n_train + (tr.max_rows or 0)) * cal.teacher_row
     rows = n_train + (0 if tr is None else tr.augment * n_train)
@@ -148,8 +148,9 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
         evolve = b.trials * (n_dev * cal.student(avg_w, "row") + measure)
         out["search"] = steps * sandwich + evolve + finals + assistant + OVERHEAD_S["load"] * 3
         out["per-candidate instead"] = per_candidate
-    front = min(b.trials, 6)  # the scoring stage reads each front point's saved model and scores it on test
-    out["scoring"] = front * (n_dev * cal.student(avg_w, "row") + OVERHEAD_S["load"] / 2)
+    # the scoring stage reads each per-trial front point's saved model and scores it on test (finals carry theirs)
+    front = 0 if sn is not None else min(b.trials, 6)
+    out["scoring"] = front * (n_dev * cal.student(avg_w, "row") + 0.1)
     out["references"] = runs * (cal.teacher_latency + 0.001) + n_train * 5 * 3e-5 + OVERHEAD_S["load"]
     out["total"] = sum(v for k, v in out.items() if k != "per-candidate instead")
     return out
