@@ -84,10 +84,8 @@ def run_job(spec: JobSpec, store: Store, job_id: int | None = None, log: Callabl
     for note in prep.dataset.meta.get("notes", []):  # what was read differently from the file, or looks too small
         log(f"data: {note}")
     if job_id is None:
-        job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING")
+        job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="RUNNING", plan=plan)
         store.set_job_status(job_id, "RUNNING", stage="teacher")
-        if plan:
-            store.set_job_plan(job_id, plan)
     else:
         reset = store.reset_unfinished_trials(job_id)
         if reset:
@@ -140,13 +138,8 @@ def record_walls(store: Store, job_id: int, walls: dict[str, float], log: Callab
     if t is not None:
         for name, s in walls.items():
             store.add_metric(t["id"], f"wall_s_{name}", s, "train", "final")
-    est = ((store.get_job(job_id) or {}).get("plan") or {}).get("stages") or {}
-
-    def one(k: str, v: float) -> str:
-        return f"{k} {v:.0f} s" + (f" (estimate {est[k]:.0f} s)" if k in est else "")
-
-    log("stage wall times (this run): " + ", ".join(one(k, v) for k, v in walls.items())
-        + f"; total {sum(walls.values()):.0f} s" + (f" (estimate {est['total']:.0f} s)" if "total" in est else ""))
+    log("stage wall times (this run): " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
+        + f"; total {sum(walls.values()):.0f} s")
 
 
 def run_timed_job(spec: JobSpec, store: Store, budget_s: float | None = None, log: Callable[[str], None] = print,

@@ -69,9 +69,10 @@ class Store:
         self.engine.dispose()
 
     # -- jobs --------------------------------------------------------------------------------------------------------
-    def create_job(self, name: str, spec: dict, status: str = "QUEUED") -> int:
+    def create_job(self, name: str, spec: dict, status: str = "QUEUED", plan: dict | None = None) -> int:
+        """A new job; `plan`: its time estimate (nas/plan.py), shown beside the stage wall times it measures."""
         with self.Session.begin() as s:
-            job = Job(name=name, spec=spec, status=status)
+            job = Job(name=name, spec=spec, status=status, plan=plan)
             s.add(job)
             s.flush()
             return job.id
@@ -80,11 +81,6 @@ class Store:
         """The job's spec as it runs (its `auto` latency devices resolved when the job starts)."""
         with self.Session.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(spec=spec))
-
-    def set_job_plan(self, job_id: int, plan: dict) -> None:
-        """The job's time estimate (nas/plan.py), shown beside the stage wall times the job measures."""
-        with self.Session.begin() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(plan=plan))
 
     def set_job_status(self, job_id: int, status: str, stage: str | None = None, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}

@@ -226,13 +226,11 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         dev = torch.as_tensor(splits["dev"], device="cpu")
         stopper = recipe.EarlyStopping(model, {k: v[dev] for k, v in tensors.items()}, labels[dev], metric,
                                        recipe.epoch_steps(len(tr), TEACHER_BATCH), compute, then=tick)
-    if steps:
-        info = distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
-                       compute=compute, on_step=stopper or tick)
-        bar.close()  # before the line below, or the bar redraws over it
-        if stopper:
-            log(stopper.finish(info["steps"]))
-    bar.close()
+    info = distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
+                   compute=compute, on_step=stopper or tick) if steps else None
+    bar.close()  # before the line below, or the bar redraws over it
+    if stopper:
+        log(stopper.finish(info["steps"]))
 
 
 def load_teacher(info: dict):

@@ -65,16 +65,15 @@ class EarlyStopping:
         self.model.train()
         return s.get(self.metric, s["accuracy"])
 
-    def _evaluate(self, step: int) -> bool:
-        """Score at `step`; True when it is the best so far."""
+    def _evaluate(self, step: int) -> None:
+        """Score at `step`; keep the weights when they are the best so far, else count an evaluation without a gain."""
         v = self._score()
         self.history.append((step, round(v, 4)))
         if v > self.best:
             self.best, self.best_step, self.bad = v, step, 0
             self.state = {k: t.detach().to("cpu", copy=True) for k, t in self.model.state_dict().items()}
-            return True
-        self.bad += 1
-        return False
+        else:
+            self.bad += 1
 
     def __call__(self, step: int, loss: float):
         from nas.distill.loop import STOP

@@ -165,9 +165,7 @@ def submit(spec_file: str = typer.Argument(..., help="Path to a job spec YAML.")
         _user_error(exc)
     store = _store(spec.storage or os.environ.get("NAS_STORAGE"))
     p = _estimate(spec) if estimate else None
-    job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
-    if p:
-        store.set_job_plan(job_id, p)
+    job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED", plan=p)
     typer.echo(f"job {job_id} queued in {store.url.split('@')[-1]}; `nas serve` runs queued jobs "
                f"(or run this one now: nas resume {job_id})")
 

@@ -247,10 +247,7 @@ def enqueue_job(url: str | None, spec, plan: dict | None = None) -> int:
     dashboard makes)."""
     store = Store(url)
     try:
-        job_id = store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED")
-        if plan:
-            store.set_job_plan(job_id, plan)
-        return job_id
+        return store.create_job(spec.name, spec.model_dump(mode="json"), status="QUEUED", plan=plan)
     finally:
         store.dispose()
 
