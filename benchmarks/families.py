@@ -149,22 +149,23 @@ def student_rows(store, job_id: int, task: Task) -> list[dict]:
     return rows
 
 
-def e2e_speedups(task: Task, rows: list[dict], tfidf_path: str | None, extra: dict | None = None) -> dict[str, dict]:
-    """Every student, the teacher and TF-IDF timed end to end from raw dev texts in the same interleaved rounds."""
+def e2e_speedups(task: Task, rows: list[dict], tfidf_path: str | None, runtime: str = "eager") -> dict[str, dict]:
+    """Every student, the teacher and TF-IDF timed end to end from raw dev texts in the same interleaved rounds, the
+    teacher and every student in `runtime` (eager: PyTorch; onnx: each exported and run by ONNX Runtime, as the
+    exports deploy), each fed by its tokenizer's fast path."""
     import joblib
 
     from nas.latency.measure import settings_from_spec
-    from nas.latency.text import hf_predictor, measure_text_interleaved, sklearn_predictor
+    from nas.latency.text import hf_predictor, measure_text_interleaved, onnx_predictor, sklearn_predictor
     from nas.students import load_student
 
-    seq = task.spec.budgets.max_seq_len
-    preds = {"teacher": hf_predictor(task.teacher, task.tok, seq)}
+    seq, settings = task.spec.budgets.max_seq_len, settings_from_spec(task.spec.latency)
+    make = hf_predictor if runtime == "eager" else lambda m, tok, seq: onnx_predictor(m, tok, seq, settings.threads)
+    preds = {"teacher": make(task.teacher, task.tok, seq)}
     for r in rows:
-        preds[r["shape"]] = hf_predictor(load_student(r["path"]), task.tok, seq)
+        preds[r["shape"]] = make(load_student(r["path"]), task.tok, seq)
     if tfidf_path:
         preds["tfidf-linear"] = sklearn_predictor(joblib.load(tfidf_path)["model"])
-    preds.update(extra or {})
-    settings = settings_from_spec(task.spec.latency)
     return measure_text_interleaved(preds, task.texts("dev"), settings, reference="teacher")
 
 
@@ -172,6 +173,38 @@ def best_at(rows: list[dict], speed: dict, at: float, family: str | None = None)
     """The most accurate on dev among rows (of `family`) whose end-to-end speedup is >= `at`."""
     fast = [r for r in rows if speed[r["shape"]]["speedup"] >= at and (family is None or r["family"] == family)]
     return max(fast, key=lambda r: r["dev"]) if fast else None
+
+
+def best_table(task: Task, rows: list[dict], speed: dict, seeds: list[int], transfer, results: dict,
+               results_path: pathlib.Path, teacher_test: float) -> dict:
+    """Per family (and `any`), the best student on dev at >= 10x and at >= 30x by `speed`; the winners of `any` trained
+    again with the extra seeds (cached in results.json by shape and seed)."""
+    from nas.students.arch import student_shape
+
+    table = {}
+    for fam in sorted({r["family"] for r in rows}) + ["any"]:
+        for at in (10, 30):
+            best = best_at(rows, speed, at, None if fam == "any" else fam)
+            if best is None:
+                table[f"{fam}@{at}x"] = None
+                continue
+            tests = [best["test"]]
+            for seed in (seeds if fam == "any" else []):  # the winners at >= 10x / 30x: two more seeds each
+                key = f"{best['shape']}/seed{seed}"
+                if key not in results["seeds"]:
+                    shape = student_shape(best["config"]["shape"])
+                    model, info = task.train(shape, best["config"]["distill"], task.spec.budgets.epochs,
+                                             1000 * seed + best["trial"], transfer)
+                    results["seeds"][key] = {"test": task.score(model, "test"), "dev": task.score(model, "dev"), **info}
+                    results_path.write_text(json.dumps(results, indent=1))
+                    print(f"{key}: test {results['seeds'][key]['test']:.4f}", flush=True)
+                tests.append(results["seeds"][key]["test"])
+            table[f"{fam}@{at}x"] = {"shape": best["shape"], "speedup": round(speed[best["shape"]]["speedup"], 2),
+                                     "size_mb": best["size_mb"], "dev": round(best["dev"], 4),
+                                     "test_by_seed": [round(x, 4) for x in tests],
+                                     "test_median": round(statistics.median(tests), 4),
+                                     "retention": round(statistics.median(tests) / teacher_test, 4)}
+    return table
 
 
 def transfer_set(task: Task, augment: int, corpus: pathlib.Path | None, workdir: pathlib.Path) -> dict | None:
@@ -207,6 +240,9 @@ def main() -> None:
     ap.add_argument("--augment", type=int, default=8)
     ap.add_argument("--sweep", default="0:none,0:plots,4:plots",
                     help="transfer sweep on the best >= 10x student: copies:corpus,...")
+    ap.add_argument("--runtimes", default="eager,onnx",
+                    help="runtimes the teacher and every student are timed in end to end (eager first; onnx: ONNX "
+                         "Runtime, as the exports deploy); each gets its own table of winners")
     ap.add_argument("--seeds", default="1,2", help="extra student seeds of the winners (the job's is the first)")
     ap.add_argument("--refine", default="", metavar="COPIES:K",
                     help="also retrain the K best students on dev at >= 10x and at >= 30x on COPIES augmented copies "
@@ -233,38 +269,23 @@ def main() -> None:
     tfidf_path = next((a["path"] for a in tfidf["artefacts"] if a["kind"] == "sklearn"), None)
     rows = student_rows(store, job_id, task)
     t1 = time.perf_counter()
-    speed = e2e_speedups(task, rows, tfidf_path)
+    speeds = {rt: e2e_speedups(task, rows, tfidf_path, rt) for rt in args.runtimes.split(",")}
+    speed = speeds["eager"]
     walls["e2e_latency"] = round(time.perf_counter() - t1, 1)
     for r in rows:
         r["speedup"], r["p50_ms"] = round(speed[r["shape"]]["speedup"], 2), round(speed[r["shape"]]["p50_ms"], 4)
+        for rt in speeds:
+            if rt != "eager":
+                r[f"speedup_{rt}"] = round(speeds[rt][r["shape"]]["speedup"], 2)
+                r[f"p50_ms_{rt}"] = round(speeds[rt][r["shape"]]["p50_ms"], 4)
     results_path = workdir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"seeds": {}, "sweep": {}}
     transfer = transfer_set(task, int(task.spec.transfer.augment), corpus, workdir)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     t2 = time.perf_counter()
-    families = sorted({r["family"] for r in rows})
-    table = {}
-    for fam in families + ["any"]:
-        for at in (10, 30):
-            best = best_at(rows, speed, at, None if fam == "any" else fam)
-            if best is None:
-                table[f"{fam}@{at}x"] = None
-                continue
-            tests = [best["test"]]
-            for seed in (seeds if fam == "any" else []):  # the winners at >= 10x / 30x: two more seeds each
-                key = f"{best['shape']}/seed{seed}"
-                if key not in results["seeds"]:
-                    shape = student_shape(best["config"]["shape"])
-                    epochs = task.spec.budgets.epochs
-                    model, info = task.train(shape, best["config"]["distill"], epochs, 1000 * seed + best["trial"], transfer)
-                    results["seeds"][key] = {"test": task.score(model, "test"), "dev": task.score(model, "dev"), **info}
-                    results_path.write_text(json.dumps(results, indent=1))
-                    print(f"{key}: test {results['seeds'][key]['test']:.4f}", flush=True)
-                tests.append(results["seeds"][key]["test"])
-            table[f"{fam}@{at}x"] = {"shape": best["shape"], "speedup": best["speedup"], "size_mb": best["size_mb"],
-                                     "dev": round(best["dev"], 4), "test_by_seed": [round(x, 4) for x in tests],
-                                     "test_median": round(statistics.median(tests), 4),
-                                     "retention": round(statistics.median(tests) / teacher_test, 4)}
+    tables = {rt: best_table(task, rows, sp, seeds, transfer, results, results_path, teacher_test)
+              for rt, sp in speeds.items()}
+    table = tables["eager"]
     walls["seeds"] = round(time.perf_counter() - t2, 1)
     t3 = time.perf_counter()
     best10 = best_at(rows, speed, 10)
@@ -287,17 +308,21 @@ def main() -> None:
             sweep[key] = results["sweep"][key]
     walls["sweep"] = round(time.perf_counter() - t3, 1)
     t4 = time.perf_counter()
-    refined = refine(args.refine, task, rows, speed, corpus, workdir, results, results_path, seeds, teacher_test)
+    refined = {rt: refine(args.refine, task, rows, sp, corpus, workdir, results, results_path, seeds, teacher_test)
+               for rt, sp in speeds.items()}
     walls["refine"] = round(time.perf_counter() - t4, 1)
-    exports = export_formats(store, job_id, task, [v for v in table.values() if v], rows, workdir)
+    winners = [v for t in tables.values() for v in t.values() if v]
+    exports = export_formats(store, job_id, task, winners, rows, workdir)
     out = {
         "teacher": "minilm-l6", "dataset": "rotten-tomatoes", "teacher_test_acc": teacher_test,
         "teacher_e2e_p50_ms": round(speed["teacher"]["p50_ms"], 3),
         "tfidf": {"test": metric_value(tfidf, "accuracy", "test", "final"),
-                  "speedup": round(speed["tfidf-linear"]["speedup"], 2) if "tfidf-linear" in speed else None},
-        "best": table, "refined": refined, "sweep": sweep, "exports": exports,
-        "students": [{k: r[k] for k in ("trial", "family", "shape", "dev", "test", "speedup", "model_speedup", "p50_ms",
-                                        "size_mb")} for r in sorted(rows, key=lambda r: -r["speedup"])],
+                  **{f"speedup_{rt}": round(sp["tfidf-linear"]["speedup"], 2) for rt, sp in speeds.items()
+                     if "tfidf-linear" in sp}},
+        "teacher_e2e_p50_ms_by_runtime": {rt: round(sp["teacher"]["p50_ms"], 3) for rt, sp in speeds.items()},
+        "best": table, "best_by_runtime": tables, "refined": refined, "sweep": sweep, "exports": exports,
+        "students": [{k: v for k, v in r.items() if k not in ("path", "config")}
+                     for r in sorted(rows, key=lambda r: -r["speedup"])],
         "transfer_rows": len(transfer["source"]) if transfer else 0, "train_rows": len(task.splits["train"]),
         "wall_s": walls, "fingerprint": {k: speed["teacher"]["fingerprint"].get(k) for k in ("cpu", "cores", "threads")},
     }
@@ -324,7 +349,7 @@ def refine(how: str, task: Task, rows: list[dict], speed: dict, corpus, workdir:
         runs = [tried[best["shape"]]] + [_trained(task, best, copies, 1000 * s + best["trial"], transfer, results,
                                                   results_path) for s in seeds]
         tests = [x["test"] for x in runs]
-        out[f"any@{at}x"] = {"shape": best["shape"], "speedup": best["speedup"], "size_mb": best["size_mb"],
+        out[f"any@{at}x"] = {"shape": best["shape"], "speedup": round(speed[best["shape"]]["speedup"], 2), "size_mb": best["size_mb"],
                              "augment": copies, "candidates_dev": {s: round(v["dev"], 4) for s, v in tried.items()},
                              "dev": round(tried[best["shape"]]["dev"], 4), "test_by_seed": [round(x, 4) for x in tests],
                              "test_median": round(statistics.median(tests), 4),
@@ -349,16 +374,19 @@ def _trained(task: Task, row: dict, copies: int, seed: int, transfer, results: d
 
 def export_formats(store, job_id: int, task: Task, winners: list[dict], rows: list[dict], workdir: pathlib.Path) -> dict:
     """Each winner exported (native or hf, ONNX, int8 ONNX): each format re-scored from raw text on dev and timed end to
-    end in the same rounds as the teacher; sizes in MB."""
+    end in the same rounds as the teacher (in ONNX Runtime: `speedup`; in eager PyTorch: `speedup_vs_eager_teacher`);
+    sizes in MB."""
     import shutil
 
     from nas.latency.measure import settings_from_spec
-    from nas.latency.text import hf_predictor, measure_text_interleaved
+    from nas.latency.text import hf_predictor, measure_text_interleaved, onnx_predictor
     from nas.results.export import evaluate_export, export_trial
     from nas.results.formats import predictor
 
     by_shape = {r["shape"]: r for r in rows}
-    out, preds = {}, {"teacher": hf_predictor(task.teacher, task.tok, task.spec.budgets.max_seq_len)}
+    seq, settings = task.spec.budgets.max_seq_len, settings_from_spec(task.spec.latency)
+    out, preds = {}, {"teacher": hf_predictor(task.teacher, task.tok, seq),
+                      "teacher-onnx": onnx_predictor(task.teacher, task.tok, seq, settings.threads)}
     for w in {w["shape"]: w for w in winners}.values():
         r = by_shape[w["shape"]]
         d = workdir / "exports" / w["shape"]
@@ -373,12 +401,14 @@ def export_formats(store, job_id: int, task: Task, winners: list[dict], rows: li
             out[w["shape"]]["formats"][fmt] = {"dev": round(ev["dev_accuracy"], 4), "abs_diff": round(ev["abs_diff"], 5)}
             if fmt in ("onnx", "int8"):
                 preds[f"{w['shape']}/{fmt}"] = predictor(d, fmt)
-    if len(preds) > 1:
-        speed = measure_text_interleaved(preds, task.texts("dev"), settings_from_spec(task.spec.latency), reference="teacher")
+    if len(preds) > 2:
+        speed = measure_text_interleaved(preds, task.texts("dev"), settings, reference="teacher-onnx")
         for name, row in speed.items():
             if "/" in name:
                 shape, fmt = name.split("/")
-                out[shape]["formats"][fmt].update(speedup=round(row["speedup"], 2), p50_ms=round(row["p50_ms"], 4))
+                out[shape]["formats"][fmt].update(
+                    speedup=round(row["speedup"], 2), p50_ms=round(row["p50_ms"], 4),
+                    speedup_vs_eager_teacher=round(speed["teacher"]["p50_ms"] / row["p50_ms"], 2))
     return out
 
 

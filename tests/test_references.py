@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 import pytest
 
 from nas.data import load_dataset, split_indices
@@ -74,3 +75,54 @@ def test_spec_checks_reference_models(tmp_path):
     assert e.value.field.startswith("references")
     with pytest.raises(SpecError, match="unique"):
         prepare(parse_spec({**spec, "references": ["tfidf-linear", "tfidf-linear"]}))
+
+
+# -- the tokenizer's fast path that every end-to-end timing and every export's predictor runs ----------------------
+def _wordpiece_without_pad(tmp_path):
+    """A fast tokenizer with no pad token (FastEncoder cannot pad with it: it must fall back to `encode`'s error)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_the_fast_encoder_gives_encodes_tensors_on_real_texts(bbc, minilm_tokenizer, pair):
+    from nas.data import FastEncoder, encode
+
+    ds, _ = bbc
+    texts = [t[:40 * (i % 7 + 1)] for i, t in enumerate(ds.texts[:60])] + ["", "  ", "it's NOT bad!!", "é" * 300]
+    rows = [(t[:30], d) for t, d in zip(texts, texts[::-1])] if pair else texts
+    enc = FastEncoder(minilm_tokenizer, 48, pair=pair)
+    assert enc.fast
+    want, got = encode(minilm_tokenizer, rows, 48, pair=pair), enc(rows)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+    assert (want["attention_mask"].sum(1) == 48).any() and (want["attention_mask"].sum(1) < 48).any()
+
+
+def test_the_fast_encoder_is_faster_per_text_and_falls_back_where_it_cannot_pad(bbc, minilm_tokenizer, tmp_path):
+    import statistics
+
+    from nas.data import FastEncoder, encode
+
+    ds, _ = bbc
+    enc, texts = FastEncoder(minilm_tokenizer, 64), [[t] for t in ds.texts[:50]]
+
+    def p50(f):
+        out = []
+        for t in texts * 4:
+            a = time.perf_counter()
+            f(t)
+            out.append(time.perf_counter() - a)
+        return statistics.median(out)
+
+    p50(enc), p50(lambda t: encode(minilm_tokenizer, t, 64))  # warm both
+    assert p50(enc) < p50(lambda t: encode(minilm_tokenizer, t, 64))
+    plain = FastEncoder(_wordpiece_without_pad(tmp_path), 8)
+    assert not plain.fast
+    with pytest.raises(ValueError, match="pad"):
+        plain(["a b"])

@@ -93,26 +93,47 @@ def measure_text_interleaved(predictors: dict[str, Callable[[list[str]], object]
 
 
 def hf_predictor(model, tokenizer, seq_len: int) -> Callable[[list[str]], object]:
-    """Raw texts -> logits through the model's own tokenizer, padded to the job's sequence length like the students
-    (a student of any family: they all return `.logits`)."""
+    """Raw texts -> logits through the model's own tokenizer (its fast path, `FastEncoder`), padded to the job's
+    sequence length like the students, in eager PyTorch (a student of any family: they all return `.logits`)."""
     import torch
 
-    from nas.data import encode
+    from nas.data import FastEncoder
 
-    model = model.eval()
+    model, enc = model.eval(), FastEncoder(tokenizer, seq_len)
 
     def predict(texts: list[str]):
-        enc = encode(tokenizer, texts, seq_len)
         with torch.inference_mode():
-            return model(**enc).logits
+            return model(**enc(texts)).logits
+
+    return predict
+
+
+def onnx_predictor(model, tokenizer, seq_len: int, threads: int) -> Callable[[list[str]], object]:
+    """The same as `hf_predictor` in ONNX Runtime (what an export's onnx format runs): `model` exported to a
+    temporary file (kept while the predictor lives), fed by the tokenizer's fast path."""
+    import pathlib
+    import tempfile
+
+    from nas.data import FastEncoder
+    from nas.latency.runtimes import export_onnx, onnx_session
+
+    enc = FastEncoder(tokenizer, seq_len)
+    tmp = tempfile.TemporaryDirectory(prefix="nas-onnx-")
+    path = export_onnx(model, enc(["a probe text", "another"]), pathlib.Path(tmp.name) / "model.onnx")
+    sess = onnx_session(path, threads)
+    wanted = [i.name for i in sess.get_inputs()]
+
+    def predict(texts: list[str], _keep=tmp):
+        feed = enc.numpy(texts)
+        return sess.run(["logits"], {k: feed[k] for k in wanted})[0]
 
     return predict
 
 
 def tokenizer_only(tokenizer, seq_len: int) -> Callable[[list[str]], object]:
-    from nas.data import encode
+    from nas.data import FastEncoder
 
-    return lambda texts: encode(tokenizer, texts, seq_len)
+    return FastEncoder(tokenizer, seq_len)
 
 
 def sklearn_predictor(pipe) -> Callable[[list[str]], object]:

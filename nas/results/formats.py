@@ -94,7 +94,7 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
         return lambda texts: np.asarray(pipe.predict_proba(list(texts)))
     from transformers import AutoTokenizer
 
-    from nas.data import encode
+    from nas.data import FastEncoder
 
     max_len = card["spec"]["budgets"]["max_seq_len"]
     pair = card["spec"]["task"] == "pair"
@@ -105,20 +105,20 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
         from nas.students import load_student
 
         model = load_student(out / "model")
-        tok = AutoTokenizer.from_pretrained(out / "model")
-        return lambda texts: torch.softmax(predict_logits(model, encode(tok, texts, max_len, pair)), -1).numpy()
+        enc = FastEncoder(AutoTokenizer.from_pretrained(out / "model"), max_len, pair)
+        return lambda texts: torch.softmax(predict_logits(model, enc(texts)), -1).numpy()
     import os
 
     from nas.latency.runtimes import onnx_session
 
-    tok = AutoTokenizer.from_pretrained(out / "onnx")
+    enc = FastEncoder(AutoTokenizer.from_pretrained(out / "onnx"), max_len, pair)
     sess = onnx_session(out / "onnx" / ("model.onnx" if fmt == "onnx" else "model.int8.onnx"), os.cpu_count() or 1)
     wanted = {i.name for i in sess.get_inputs()}
 
     def run(texts) -> np.ndarray:
-        enc = encode(tok, texts, max_len, pair)
-        logits = np.concatenate([sess.run(["logits"], {k: v[i:i + 64].numpy() for k, v in enc.items() if k in wanted})[0]
-                                 for i in range(0, len(enc["input_ids"]), 64)])
+        feed = enc.numpy(texts)
+        logits = np.concatenate([sess.run(["logits"], {k: v[i:i + 64] for k, v in feed.items() if k in wanted})[0]
+                                 for i in range(0, len(feed["input_ids"]), 64)])
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
 
