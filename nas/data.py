@@ -337,3 +337,19 @@ class FastEncoder:
 
     def __call__(self, texts) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v) for k, v in self.numpy(texts).items()}
+
+
+def load_tokenizer(path):
+    """`AutoTokenizer.from_pretrained(path)` without the warning transformers prints when the directory's config.json
+    is a student of the service's own families (model_type nas-*: a config class it does not know)."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    log = logging.getLogger("transformers.configuration_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    finally:
+        log.setLevel(level)

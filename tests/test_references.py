@@ -126,3 +126,27 @@ def test_the_fast_encoder_is_faster_per_text_and_falls_back_where_it_cannot_pad(
     assert not plain.fast
     with pytest.raises(ValueError, match="pad"):
         plain(["a b"])
+
+
+def test_a_reference_is_timed_in_its_targets_runtime_with_the_same_logits(bbc, minilm_tokenizer):
+    """eager, onnx (the model exported and run by ONNX Runtime) and int8 predictors of one tiny BERT agree on raw text,
+    and each is timed end to end by the same protocol."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nas.latency.text import runtime_predictor
+
+    ds, _ = bbc
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                                     num_labels=3)).eval()
+    texts = list(ds.texts[:6])
+    settings = {rt: MeasureSettings(runtime=rt, dtype="int8" if rt == "int8" else "fp32", seq_len=32, threads=1,
+                                    batch=1, warmup=2, min_runs=5, max_runs=10) for rt in ("eager", "onnx", "int8")}
+    out = {rt: np.asarray(runtime_predictor(model, minilm_tokenizer, s)(texts)) for rt, s in settings.items()}
+    assert out["eager"].shape == (6, 3)
+    np.testing.assert_allclose(out["onnx"], out["eager"], atol=1e-4)
+    np.testing.assert_allclose(out["int8"], out["eager"], atol=0.05)
+    assert not np.allclose(out["int8"], out["eager"], atol=1e-7)  # the int8 graph really is another graph
+    row = measure_text_latency(runtime_predictor(model, minilm_tokenizer, settings["onnx"]), texts, settings["onnx"])
+    assert row["runtime"] == "text-e2e" and 0 < row["p50_ms"] < 1000

@@ -130,6 +130,18 @@ def onnx_predictor(model, tokenizer, seq_len: int, threads: int) -> Callable[[li
     return predict
 
 
+def runtime_predictor(model, tokenizer, settings) -> Callable[[list[str]], object]:
+    """A model's end-to-end predictor in the runtime of `settings` (a deployment target): ONNX Runtime for onnx, the
+    int8 graph for int8, eager PyTorch otherwise, so that a reference is timed as the front it is compared with."""
+    if settings.runtime == "onnx":
+        return onnx_predictor(model, tokenizer, settings.seq_len, settings.threads)
+    if settings.runtime == "int8":
+        from nas.latency.runtimes import quantize_int8
+
+        model = quantize_int8(model)
+    return hf_predictor(model, tokenizer, settings.seq_len)
+
+
 def tokenizer_only(tokenizer, seq_len: int) -> Callable[[list[str]], object]:
     from nas.data import FastEncoder
 

@@ -31,8 +31,8 @@ def size_mb(path: pathlib.Path) -> float:
 def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
     """DIR/onnx/model.onnx (+ model.int8.onnx) and the tokenizer, from DIR/model. Returns {format: size in MB}."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoTokenizer
 
+    from nas.data import load_tokenizer
     from nas.latency.measure import dummy_inputs
     from nas.latency.runtimes import export_onnx, input_names
     from nas.students import load_student
@@ -42,7 +42,7 @@ def write_onnx(out: pathlib.Path, int8: bool = True) -> dict[str, float]:
     onnx_dir.mkdir()
     inputs = dummy_inputs(2, 16, model.config.vocab_size)
     export_onnx(model, {k: inputs[k] for k in input_names(model)}, onnx_dir / "model.onnx")
-    AutoTokenizer.from_pretrained(out / "model").save_pretrained(onnx_dir)
+    load_tokenizer(out / "model").save_pretrained(onnx_dir)
     sizes = {"onnx": size_mb(onnx_dir / "model.onnx")}
     if int8:
         import logging
@@ -92,9 +92,7 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
 
         pipe = joblib.load(out / "model.joblib")["model"]
         return lambda texts: np.asarray(pipe.predict_proba(list(texts)))
-    from transformers import AutoTokenizer
-
-    from nas.data import FastEncoder
+    from nas.data import FastEncoder, load_tokenizer
 
     max_len = card["spec"]["budgets"]["max_seq_len"]
     pair = card["spec"]["task"] == "pair"
@@ -105,13 +103,13 @@ def predictor(out: str | pathlib.Path, fmt: str | None = None) -> Callable[[list
         from nas.students import load_student
 
         model = load_student(out / "model")
-        enc = FastEncoder(AutoTokenizer.from_pretrained(out / "model"), max_len, pair)
+        enc = FastEncoder(load_tokenizer(out / "model"), max_len, pair)
         return lambda texts: torch.softmax(predict_logits(model, enc(texts)), -1).numpy()
     import os
 
     from nas.latency.runtimes import onnx_session
 
-    enc = FastEncoder(AutoTokenizer.from_pretrained(out / "onnx"), max_len, pair)
+    enc = FastEncoder(load_tokenizer(out / "onnx"), max_len, pair)
     sess = onnx_session(out / "onnx" / ("model.onnx" if fmt == "onnx" else "model.int8.onnx"), os.cpu_count() or 1)
     wanted = {i.name for i in sess.get_inputs()}
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from nas.context import JobContext
-from nas.latency.text import hf_predictor, measure_text_latency, sklearn_predictor, tokenizer_only
+from nas.latency.text import measure_text_latency, runtime_predictor, sklearn_predictor, tokenizer_only
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec
 from nas.store.store import Store
@@ -95,7 +95,8 @@ def record(ctx: JobContext, store: Store, name: str, kind: str, info: dict, lat:
 
 
 def teacher_reference(ctx: JobContext, store: Store, timing: tuple) -> None:
-    """The teacher timed end to end from raw text, and its tokenizer alone (the overhead every student shares)."""
+    """The teacher timed end to end from raw text in the objective target's runtime, and its tokenizer alone (the overhead
+    every student shares)."""
     from transformers import AutoTokenizer
 
     from nas.teachers.load import load_teacher
@@ -105,7 +106,7 @@ def teacher_reference(ctx: JobContext, store: Store, timing: tuple) -> None:
     teacher = load_teacher(ctx.teacher)
     seq = settings.seq_len
     tok_lat = measure_text_latency(tokenizer_only(tok, seq), dev_texts, settings)
-    lat = measure_text_latency(hf_predictor(teacher, tok, seq), dev_texts, settings)
+    lat = measure_text_latency(runtime_predictor(teacher, tok, settings), dev_texts, settings)
     info = {"dev": ctx.teacher["dev"], "test": ctx.teacher["test"],
             "metrics": {"tokenizer_p50_ms": tok_lat["p50_ms"], "tokenizer_p90_ms": tok_lat["p90_ms"]}}
     record(ctx, store, "teacher", "teacher", info, lat, artefact=("teacher", ctx.teacher["dir"]))
@@ -133,7 +134,7 @@ def model_reference(ctx: JobContext, store: Store, ref, name: str, splits: dict,
     for split in ("dev", "test"):
         idx = torch.as_tensor(splits[split], device="cpu")
         info[split] = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])
-    lat = measure_text_latency(hf_predictor(model, tok, timing[0].seq_len), timing[1], timing[0])
+    lat = measure_text_latency(runtime_predictor(model, tok, timing[0]), timing[1], timing[0])
     record(ctx, store, name, "model", info, lat, {"path": path}, artefact=("model", path))
 
 
