@@ -39,7 +39,7 @@ def transfer_set(state: SupernetRun) -> None:
 
 def distilled_assistant(state: SupernetRun) -> dict:
     """teacher -> assistant, once per job (its artefacts are reused on resume): {"model", "logits", "transfer_logits"}."""
-    ctx, fin = state.ctx, state.ctx.spec.search.final
+    ctx = state.ctx
     transfer_set(state)
     state.assistant = a = state.store.get_trial(state.assistant["id"])
     arts = {x["kind"]: x["path"] for x in a["artefacts"]}
