@@ -3,7 +3,8 @@
 Last line of output: one JSON object.
 
     python benchmarks/large_families.py                 # after large_teacher.py and families.py have run
-    python benchmarks/large_families.py --augment 2     # also 2 teacher-labelled augmented copies of each train text
+    python benchmarks/large_families.py --augment 4     # also 4 teacher-labelled augmented copies of each train text
+    python benchmarks/large_families.py --shapes bilstm-E256-H256-L2-M0,textcnn-E256-C512-K3-M0   # other shapes
 
 It reads the large-teacher job back from its store (the fine-tuned mpnet-base, its logits on every row, its splits and
 tokens), labels a transfer corpus with it (the 1,097 plot summaries, and --augment copies; cached in --out), and trains
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--augment", type=int, default=0, help="teacher-labelled augmented copies of each train text")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--shapes", default="", help="shape keys to train instead of SHAPES (comma-separated), e.g. "
+                                                  "bilstm-E256-H256-L2-M0 (the 110M teacher leaves room for larger ones)")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,10 @@ def main() -> None:
         return results[key]
 
     t1 = time.perf_counter()
-    rows = [{"shape": student_shape(s).key, "config": s, **trained(s, 0)} for s in SHAPES]
+    from nas.students.arch import shape_from_key
+
+    shapes = [shape_from_key(k.strip()).as_dict() for k in args.shapes.split(",") if k.strip()] or SHAPES
+    rows = [{"shape": student_shape(s).key, "config": s, **trained(s, 0)} for s in shapes]
     walls["students"] = round(time.perf_counter() - t1, 1)
     t2 = time.perf_counter()
     speeds = {rt: fam.e2e_speedups(task, rows, None, rt) for rt in ("eager", "onnx")}
