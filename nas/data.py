@@ -294,14 +294,15 @@ def encode(tokenizer, texts, max_len: int, pair: bool = False) -> dict[str, torc
     return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
 
+FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}  # backend names
 PROBES = ("A probe text, with punctuation: it's not bad!", "x", "word " * 600,
           "Ünïcödé ✓ and\ttabs\nand newlines")
 
 
 class FastEncoder:
     """`encode` for serving: the tokenizer's Rust backend called directly (truncation and padding set on a copy of it),
-    without the Python wrapper's per-call work (~2.5x less time per text at batch 1: what every end-to-end timing and
-    every export's predictor pays). It checks itself against `encode` on probe texts when built and falls back to
+    without the Python wrapper's per-call work (less time per text at batch 1: benchmarks/tokenizer_speed.py), which every
+    end-to-end timing and every export's predictor pays. It checks itself against `encode` on probe texts when built and falls back to
     `encode` where the two differ (a slow tokenizer, one whose wrapper post-processes), so its output is always
     `encode`'s. `__call__(texts)` -> torch tensors, `numpy(texts)` -> int64 arrays (what ONNX Runtime is fed)."""
 
@@ -340,8 +341,7 @@ class FastEncoder:
         if self.backend is None:
             return {k: v.numpy() for k, v in encode(self.tokenizer, texts, self.max_len, self.pair).items()}
         encs = self.backend.encode_batch([tuple(t) for t in texts] if self.pair else list(texts))
-        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return {k: np.array([getattr(e, fields[k]) for e in encs], dtype=np.int64) for k in self.names}
+        return {k: np.array([getattr(e, FIELDS[k]) for e in encs], dtype=np.int64) for k in self.names}
 
     def __call__(self, texts) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v) for k, v in self.numpy(texts).items()}

@@ -104,24 +104,9 @@ def test_the_fast_encoder_gives_encodes_tensors_on_real_texts(bbc, minilm_tokeni
     assert (want["attention_mask"].sum(1) == 48).any() and (want["attention_mask"].sum(1) < 48).any()
 
 
-def test_the_fast_encoder_is_faster_per_text_and_falls_back_where_it_cannot_pad(bbc, minilm_tokenizer, tmp_path):
-    import statistics
+def test_the_fast_encoder_falls_back_to_encode_where_it_cannot_pad(tmp_path):
+    from nas.data import FastEncoder
 
-    from nas.data import FastEncoder, encode
-
-    ds, _ = bbc
-    enc, texts = FastEncoder(minilm_tokenizer, 64), [[t] for t in ds.texts[:50]]
-
-    def p50(f):
-        out = []
-        for t in texts * 4:
-            a = time.perf_counter()
-            f(t)
-            out.append(time.perf_counter() - a)
-        return statistics.median(out)
-
-    p50(enc), p50(lambda t: encode(minilm_tokenizer, t, 64))  # warm both
-    assert p50(enc) < p50(lambda t: encode(minilm_tokenizer, t, 64))
     plain = FastEncoder(_wordpiece_without_pad(tmp_path), 8)
     assert not plain.fast
     with pytest.raises(ValueError, match="pad"):
