@@ -4,6 +4,8 @@ the service's own schedule against the plain recipe at the same shapes. Last lin
     python benchmarks/large_teacher.py                    # CPU: every dev and test row, a stratified train slice
     python benchmarks/large_teacher.py --train-rows 0     # all train rows (what a GPU run uses)
     python benchmarks/large_teacher.py --quick            # a tiny smoke run (minutes; not a figure)
+    python benchmarks/large_teacher.py --student-init minilm-l6 --train-rows 0 --one-step-finals
+                                                          # students slice MiniLM-L6 distilled from the teacher
 
 It runs a real job of the service (teacher `mpnet-base` fine-tuned once and cached; rewiring, the supernet, the AutoDisc
 assistant, evolution on inherited weights, finals with the teacher-labelled transfer set, the TF-IDF reference) into a
@@ -12,6 +14,10 @@ store's resume contract, the teacher cache, the supernet checkpoints). Then the 
 from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the search space's lr, no transfer set) trains for as many steps on
 the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same rounds as
 the teacher (a plain student has the same shape, hence the same latency, as ours).
+
+With --student-init NAME the job's `student_init` is NAME (search space `large_init`): the students slice that small
+pretrained encoder, distilled from the teacher's logits first, instead of the teacher; each candidate then costs about
+an eighth as much to train on the CPU, so every train row fits. Its plain recipe slices the same initialiser.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ def job_spec(args) -> dict:
         ds = load_dataset(DatasetRef(name="rotten-tomatoes"), "classification", 0)
         fraction = min(1.0, args.train_rows / len(split_indices(ds.labels, 0)["train"]))
     quick = args.quick
+    init = {"student_init": args.student_init} if args.student_init else {}
     return {
-        "name": "large-teacher" + ("-quick" if quick else ""), "teacher": "mpnet-base",
+        "name": "large-teacher" + (f"-init-{args.student_init}" if init else "") + ("-quick" if quick else ""),
+        "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
-        "search_space": str(ROOT / "search_spaces" / "base_large.yaml"),
+        "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
         "compute": {"device": args.device},
         "latency": {"device": "cpu", "batch": 1, "seq_len": args.seq, "threads": 2, "rounds": 3 if quick else 5},
         "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
@@ -65,7 +73,7 @@ def stage_walls(trials: list[dict]) -> dict[str, float]:
 
 
 def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
-    """Each final's shape, sliced from the fine-tuned teacher and distilled the plain way for as many steps as ours;
+    """Each final's shape, sliced from the fine-tuned teacher (or the job's student initialiser) and distilled the plain way for as many steps as ours;
     {shape key: {"dev", "test", "steps", "train_s"}}, kept in workdir/plain.json (a rerun skips what is there)."""
     import torch
     from transformers import AutoTokenizer
@@ -77,16 +85,20 @@ def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) 
     from nas.spec.space import load_search_space
     from nas.students.bert_slice import extract_subnet
     from nas.students.shape import Shape
-    from nas.teachers.load import load_teacher
+    from nas.teachers.load import cached_teacher, load_teacher
 
     path = workdir / "plain.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
     spec = parse_spec(store.get_job(job_id)["spec"])
     teacher_dir = pathlib.Path(store.trials(job_id, kind="teacher")[0]["config"]["dir"])
     info = json.loads((teacher_dir.parent / "teacher.json").read_text())  # prepare_teacher's, beside the model
-    teacher = load_teacher(info)
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    tensors = tokenize(AutoTokenizer.from_pretrained(info["dir"]), ds, spec.budgets.max_seq_len)
+    src = info
+    if spec.student_init:  # the job's students slice its initialiser (distilled from the teacher; the job's cache)
+        src = cached_teacher(spec.student_init, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
+                             soft_from=info["logits_path"], metric=spec.objectives.metric)
+    source = load_teacher(src)
+    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
     train = splits["train"]
     if spec.budgets.data_fraction < 1:
@@ -99,7 +111,7 @@ def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) 
         if shape.key in done:
             continue
         steps = max(m["step"] or 0 for m in t["metrics"] if m["name"] == "accuracy" and m["source"] == "final")
-        model = extract_subnet(teacher, shape)
+        model = extract_subnet(source, shape)
         t0 = time.perf_counter()
         distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr], DistillSettings(**settings),
                 int(steps), seed=spec.seed)
@@ -138,7 +150,8 @@ def retention(rows: list[dict], key: str, teacher_test: float, at: float) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workdir", default=str(ROOT / ".nas" / "bench-large"), help="NAS_HOME of the run (resumable)")
+    ap.add_argument("--workdir", default="", help="NAS_HOME of the run (resumable; default .nas/bench-large, or "
+                                                  ".nas/bench-large-init with --student-init)")
     ap.add_argument("--train-rows", type=int, default=3000, help="stratified train slice (0: all train rows)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (Rotten Tomatoes reviews: ~30 on average)")
@@ -148,6 +161,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--final-epochs", type=float, default=2.0)
     ap.add_argument("--augment", type=int, default=2)
+    ap.add_argument("--student-init", default="", help="students slice this small pretrained encoder (e.g. minilm-l6), "
+                                                        "distilled from the teacher first, instead of the teacher")
     ap.add_argument("--one-step-finals", action="store_true",
                     help="finals distilled from the teacher's logits directly (final.two_step false): on 2 CPU cores the "
                          "assistant's own distillation (a 8-layer x 768 model, ~10 s a step) costs ~1.5 hours; an existing "
@@ -155,7 +170,8 @@ def main() -> None:
     args = ap.parse_args()
     from task_setup import bench_workdir
 
-    workdir = bench_workdir(args.workdir, args.quick, ROOT)
+    default = ROOT / ".nas" / ("bench-large-init" if args.student_init else "bench-large")
+    workdir = bench_workdir(args.workdir or str(default), args.quick, ROOT)
     t0 = time.perf_counter()
 
     from nas.data import cache_dir
@@ -196,6 +212,7 @@ def main() -> None:
     walls["plain_recipe"] = round(plain_s, 1)
     result = {
         "teacher": "mpnet-base", "dataset": "rotten-tomatoes", "train_rows": args.train_rows or "all",
+        "students_slice": args.student_init or "the teacher",
         "final_recipe": "one-step (teacher logits)" if args.one_step_finals else "two-step (teacher -> assistant -> student)",
         "teacher_test_acc": teacher_test, "teacher_dev_acc": metric_value(teacher, "accuracy", "dev", "final"),
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
