@@ -72,31 +72,60 @@ def stage_walls(trials: list[dict]) -> dict[str, float]:
     return out
 
 
-def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
-    """Each final's shape, sliced from the fine-tuned teacher (or the job's student initialiser) and distilled the plain way for as many steps as ours;
-    {shape key: {"dev", "test", "steps", "train_s"}}, kept in workdir/plain.json (a rerun skips what is there)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from nas.data import load_dataset, split_indices, stratified_sample, tokenize
-    from nas.distill.evaluate import predict_logits, scores
-    from nas.distill.loop import DistillSettings, distill
+def job_sources(store, job_id: int):
+    """(spec, dataset, the teacher's info, the info of what students slice: the teacher's, or the job's student
+    initialiser distilled from the teacher's logits, read from the job's cache)."""
+    from nas.data import load_dataset
     from nas.spec.job import parse_spec
-    from nas.spec.space import load_search_space
-    from nas.students.bert_slice import extract_subnet
-    from nas.students.shape import Shape
-    from nas.teachers.load import cached_teacher, load_teacher
+    from nas.teachers.load import cached_teacher
 
-    path = workdir / "plain.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
     spec = parse_spec(store.get_job(job_id)["spec"])
     teacher_dir = pathlib.Path(store.trials(job_id, kind="teacher")[0]["config"]["dir"])
     info = json.loads((teacher_dir.parent / "teacher.json").read_text())  # prepare_teacher's, beside the model
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     src = info
-    if spec.student_init:  # the job's students slice its initialiser (distilled from the teacher; the job's cache)
+    if spec.student_init:
         src = cached_teacher(spec.student_init, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
                              soft_from=info["logits_path"], metric=spec.objectives.metric)
+    return spec, ds, info, src
+
+
+def initialiser(store, job_id: int) -> dict | None:
+    """The student initialiser itself at full size (what every student is sliced from, distilled from the teacher on
+    train): its dev and test accuracy and its speedup, timed with the teacher in the same rounds on the job's latency
+    target. None where the students slice the teacher."""
+    from nas.latency.measure import measure_targets
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    spec, _, info, src = job_sources(store, job_id)
+    if not spec.student_init:
+        return None
+    init = load_teacher(src)
+    rows = measure_targets(None, {"teacher": load_teacher(info), "init": init}, spec.latency)
+    t_ms, i_ms = rows["teacher"][-1]["p50_ms"], rows["init"][-1]["p50_ms"]
+    return {"name": spec.student_init, "shape": Shape.of_config(init.config).key, "dev": round(src["dev"]["accuracy"], 4),
+            "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
+            "speedup": round(t_ms / i_ms, 2)}
+
+
+def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
+    """Each final's shape, sliced from the fine-tuned teacher (or the job's student initialiser) and distilled the
+    plain way for as many steps as ours; {shape key: {"dev", "test", "steps", "train_s"}}, kept in workdir/plain.json (a rerun skips what is there)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from nas.data import split_indices, stratified_sample, tokenize
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.distill.loop import DistillSettings, distill
+    from nas.spec.space import load_search_space
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    path = workdir / "plain.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    spec, ds, info, src = job_sources(store, job_id)
     source = load_teacher(src)
     tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
@@ -208,6 +237,7 @@ def main() -> None:
                      "ours": metric_value(t, "accuracy", "test", "final"),
                      "one_step": metric_value(t, "one_step_accuracy", "test", "final"),
                      "plain": plain.get(shape, {}).get("test")})
+    init = initialiser(store, job_id)
     walls = stage_walls(trials)
     walls["plain_recipe"] = round(plain_s, 1)
     result = {
@@ -218,6 +248,7 @@ def main() -> None:
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
         **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
         "finals": sorted(rows, key=lambda r: -r["speedup"]),
+        "initialiser": init and {**init, "retention": round(init["test"] / teacher_test, 4)},
         "front": [{"trial": r["trial"], "shape": Shape.from_dict(r["shape"]).key, "dev_acc": round(r["metric"], 4),
                    "speedup": round(r["speedup"], 2)} for r in f["front"]],
         "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
