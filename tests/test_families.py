@@ -289,3 +289,30 @@ def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_
     assert len(vocab) == VOCAB  # MiniLM's tokenizer, not the teacher's 800 entries
     result = evaluate_export(out)
     assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
+
+
+def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
+    """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
+    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first), not the teacher, and export as BERT."""
+    from nas.teachers import load_pretrained
+
+    spec = {"name": "tiny-mpnet-init", "teacher": str(write_teacher("mpnet", tmp_path / "teacher")),
+            "student_init": "minilm-l6", "dataset": {"name": "bbc-news", "max_rows": 150}, "task": "classification",
+            "search_space": "tiny",
+            "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
+                        "max_runs": 20, "rounds": 2},
+            "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1},
+            "search": {"strategy": "evolution", "population": 2,
+                       "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
+            "teacher_check": {"majority": "warn", "tfidf": "warn"}, "seed": 3}
+    with real_job(tmp_path, yaml.safe_dump(spec)) as j:
+        store, job_id = j["store"], j["job_id"]
+        assert store.get_job(job_id)["status"] == "COMPLETE"
+        trials = store.trials(job_id)
+        assert not [(t["kind"], t["error"]) for t in trials if t["state"] == "FAILED"]
+        teacher = next(t for t in trials if t["kind"] == "teacher")
+        assert json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["model_type"] == "mpnet"
+        supernet = load_pretrained(store.job_artefacts(job_id, kind="supernet")[-1]["path"])
+        assert supernet.config.model_type == "bert" and Shape.of_config(supernet.config) == Shape(6, 384, 12, 1536)
+        students = store.trials(job_id, kind="student", state="COMPLETE")
+        assert students and all(Shape.from_dict(t["config"]["shape"]).hidden <= 384 for t in students)
