@@ -63,12 +63,18 @@ def job_spec(args) -> dict:
 
 
 def stage_walls(trials: list[dict]) -> dict[str, float]:
-    """Wall seconds per kind of trial: first start to last finish (the stages run one after the other)."""
+    """Wall seconds per kind of trial: first start to last finish (the stages run one after the other). A final is
+    written onto its proposal's trial (kind student), whose times are the proposal's; so `transfer_and_finals` is
+    from the last proposal's finish to the last final metric (the transfer set's labelling, then the finals)."""
     out: dict[str, float] = {}
     for kind in sorted({t["kind"] for t in trials}):
         ts = [t for t in trials if t["kind"] == kind and t["started_at"] and t["finished_at"]]
         if ts:
             out[kind] = round((max(t["finished_at"] for t in ts) - min(t["started_at"] for t in ts)).total_seconds(), 1)
+    students = [t for t in trials if t["kind"] == "student" and t["finished_at"]]
+    finals = [m["created_at"] for t in students for m in t["metrics"] if m["source"] == "final" and m.get("created_at")]
+    if students and finals:
+        out["transfer_and_finals"] = round((max(finals) - max(t["finished_at"] for t in students)).total_seconds(), 1)
     return out
 
 
@@ -90,10 +96,11 @@ def job_sources(store, job_id: int):
     return spec, ds, info, src
 
 
-def initialiser(store, job_id: int) -> dict | None:
+def initialiser(store, job_id: int, workdir: pathlib.Path) -> dict | None:
     """The student initialiser itself at full size (what every student is sliced from, distilled from the teacher on
     train): its dev and test accuracy and its speedup, timed with the teacher in the same rounds on the job's latency
-    target. None where the students slice the teacher."""
+    target; kept in workdir/initialiser.json (a rerun reports the same measurement; delete it to time again). None
+    where the students slice the teacher."""
     from nas.latency.measure import measure_targets
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
@@ -101,12 +108,18 @@ def initialiser(store, job_id: int) -> dict | None:
     spec, _, info, src = job_sources(store, job_id)
     if not spec.student_init:
         return None
+    path = workdir / "initialiser.json"
+    if path.is_file():
+        return json.loads(path.read_text())
     init = load_teacher(src)
     rows = measure_targets(None, {"teacher": load_teacher(info), "init": init}, spec.latency)
     t_ms, i_ms = rows["teacher"][-1]["p50_ms"], rows["init"][-1]["p50_ms"]
-    return {"name": spec.student_init, "shape": Shape.of_config(init.config).key, "dev": round(src["dev"]["accuracy"], 4),
-            "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
-            "speedup": round(t_ms / i_ms, 2)}
+    row = {"name": spec.student_init, "shape": Shape.of_config(init.config).key, "dev": round(src["dev"]["accuracy"], 4),
+           "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
+           "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
+           "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path.write_text(json.dumps(row, indent=1))
+    return row
 
 
 def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
@@ -237,7 +250,6 @@ def main() -> None:
                      "ours": metric_value(t, "accuracy", "test", "final"),
                      "one_step": metric_value(t, "one_step_accuracy", "test", "final"),
                      "plain": plain.get(shape, {}).get("test")})
-    init = initialiser(store, job_id)
     walls = stage_walls(trials)
     walls["plain_recipe"] = round(plain_s, 1)
     result = {
@@ -248,7 +260,7 @@ def main() -> None:
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
         **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
         "finals": sorted(rows, key=lambda r: -r["speedup"]),
-        "initialiser": init and {**init, "retention": round(init["test"] / teacher_test, 4)},
+        "initialiser": initialiser(store, job_id, workdir),
         "front": [{"trial": r["trial"], "shape": Shape.from_dict(r["shape"]).key, "dev_acc": round(r["metric"], 4),
                    "speedup": round(r["speedup"], 2)} for r in f["front"]],
         "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
