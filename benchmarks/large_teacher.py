@@ -11,7 +11,7 @@ It runs a real job of the service (teacher `mpnet-base` fine-tuned once and cach
 assistant, evolution on inherited weights, finals with the teacher-labelled transfer set, the TF-IDF reference) into a
 SQLite store in --workdir, so a stopped run resumes where it stopped (`python benchmarks/large_teacher.py` again: the
 store's resume contract, the teacher cache, the supernet checkpoints). Then the plain recipe (each final's shape sliced
-from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the search space's lr, no transfer set) trains for as many steps on
+from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the lr the final trained at, no transfer set) trains for as many steps on
 the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same rounds as
 the teacher (a plain student has the same shape, hence the same latency, as ours).
 
@@ -155,9 +155,12 @@ def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) 
         steps = max(m["step"] or 0 for m in t["metrics"] if m["name"] == "accuracy" and m["source"] == "final")
         model = extract_subnet(source, shape)
         t0 = time.perf_counter()
-        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr], DistillSettings(**settings),
-                int(steps), seed=spec.seed)
-        row = {"steps": int(steps), "train_s": round(time.perf_counter() - t0, 1)}
+        # the lr ours trained at (the finals scale the space's lr by the shape's size), so the recipes differ only in
+        # the transfer set and the supernet's weights
+        lr = next((m["value"] for m in t["metrics"] if m["name"] == "lr" and m["source"] == "final"), settings["lr"])
+        distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft[tr],
+                DistillSettings(**{**settings, "lr": lr}), int(steps), seed=spec.seed)
+        row = {"steps": int(steps), "lr": lr, "train_s": round(time.perf_counter() - t0, 1)}
         for split in ("dev", "test"):
             idx = torch.as_tensor(splits[split], device="cpu")
             row[split] = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}), labels[idx])["accuracy"]
