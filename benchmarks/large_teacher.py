@@ -11,9 +11,9 @@ It runs a real job of the service (teacher `mpnet-base` fine-tuned once and cach
 assistant, evolution on inherited weights, finals with the teacher-labelled transfer set, the TF-IDF reference) into a
 SQLite store in --workdir, so a stopped run resumes where it stopped (`python benchmarks/large_teacher.py` again: the
 store's resume contract, the teacher cache, the supernet checkpoints). Then the plain recipe (each final's shape sliced
-from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the lr the final trained at, no transfer set) trains for as many steps on
-the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same rounds as
-the teacher (a plain student has the same shape, hence the same latency, as ours).
+from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the lr the final trained at, no transfer set) trains for as many
+steps on the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same
+rounds as the teacher (a plain student has the same shape, hence the same latency, as ours).
 
 With --student-init NAME the job's `student_init` is NAME (search space `large_init`): the students slice that small
 pretrained encoder, distilled from the teacher's logits first, instead of the teacher; each candidate then costs about
@@ -96,7 +96,7 @@ def job_sources(store, job_id: int):
     return spec, ds, info, src
 
 
-def initialiser(store, job_id: int, workdir: pathlib.Path) -> dict | None:
+def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
     """The student initialiser itself at full size (what every student is sliced from, distilled from the teacher on
     train): its dev and test accuracy and its speedup, timed with the teacher in the same rounds on the job's latency
     target; kept in workdir/initialiser.json (a rerun reports the same measurement; delete it to time again). None
@@ -105,7 +105,7 @@ def initialiser(store, job_id: int, workdir: pathlib.Path) -> dict | None:
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
 
-    spec, _, info, src = job_sources(store, job_id)
+    spec, _, info, src = sources
     if not spec.student_init:
         return None
     path = workdir / "initialiser.json"
@@ -114,17 +114,18 @@ def initialiser(store, job_id: int, workdir: pathlib.Path) -> dict | None:
     init = load_teacher(src)
     rows = measure_targets(None, {"teacher": load_teacher(info), "init": init}, spec.latency)
     t_ms, i_ms = rows["teacher"][-1]["p50_ms"], rows["init"][-1]["p50_ms"]
-    row = {"name": spec.student_init, "shape": Shape.of_config(init.config).key, "dev": round(src["dev"]["accuracy"], 4),
-           "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
+    row = {"name": spec.student_init, "shape": Shape.of_config(init.config).key,
+           "dev": round(src["dev"]["accuracy"], 4), "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
 
 
-def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
-    """Each final's shape, sliced from the fine-tuned teacher (or the job's student initialiser) and distilled the
-    plain way for as many steps as ours; {shape key: {"dev", "test", "steps", "train_s"}}, kept in workdir/plain.json (a rerun skips what is there)."""
+def plain_recipe(sources: tuple, finals: list[dict], workdir: pathlib.Path) -> dict[str, dict]:
+    """Each final's shape, sliced from what the job's students slice (`job_sources`) and distilled the plain way for
+    as many steps as ours; {shape key: {"dev", "test", "steps", "lr", "train_s"}}, kept in workdir/plain.json (a rerun
+    skips what is there)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -138,7 +139,7 @@ def plain_recipe(store, job_id: int, finals: list[dict], workdir: pathlib.Path) 
 
     path = workdir / "plain.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
-    spec, ds, info, src = job_sources(store, job_id)
+    spec, ds, info, src = sources
     source = load_teacher(src)
     tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
@@ -244,7 +245,8 @@ def main() -> None:
     finals = [t for t in trials if t["kind"] == "student" and t["state"] == "COMPLETE"
               and metric_value(t, "accuracy", "test", "final") is not None]
     t_plain = time.perf_counter()
-    plain = plain_recipe(store, job_id, finals, workdir)
+    sources = job_sources(store, job_id)
+    plain = plain_recipe(sources, finals, workdir)
     plain_s = time.perf_counter() - t_plain
     rows = []
     for t in finals:
@@ -263,7 +265,7 @@ def main() -> None:
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
         **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
         "finals": sorted(rows, key=lambda r: -r["speedup"]),
-        "initialiser": initialiser(store, job_id, workdir),
+        "initialiser": initialiser(sources, workdir),
         "front": [{"trial": r["trial"], "shape": Shape.from_dict(r["shape"]).key, "dev_acc": round(r["metric"], 4),
                    "speedup": round(r["speedup"], 2)} for r in f["front"]],
         "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),

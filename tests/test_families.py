@@ -293,7 +293,10 @@ def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_
 
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
-    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first), not the teacher, and export as BERT."""
+    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first), not the teacher; an export is a BERT
+    model that reproduces the stored dev accuracy."""
+    from nas.results.export import evaluate_export, export_trial
+    from nas.store.records import metric_value
     from nas.teachers import load_pretrained
 
     spec = {"name": "tiny-mpnet-init", "teacher": str(write_teacher("mpnet", tmp_path / "teacher")),
@@ -316,3 +319,8 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         assert supernet.config.model_type == "bert" and Shape.of_config(supernet.config) == Shape(6, 384, 12, 1536)
         students = store.trials(job_id, kind="student", state="COMPLETE")
         assert students and all(Shape.from_dict(t["config"]["shape"]).hidden <= 384 for t in students)
+        final = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is not None)
+        out = export_trial(store, job_id, final["number"], tmp_path / "export")
+        assert tr.AutoConfig.from_pretrained(pathlib.Path(out) / "model").model_type == "bert"
+        result = evaluate_export(out)
+        assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
