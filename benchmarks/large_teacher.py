@@ -51,7 +51,8 @@ def job_spec(args) -> dict:
         "compute": {"device": args.device},
         "latency": {"device": "cpu", "batch": 1, "seq_len": args.seq, "threads": 2, "rounds": 3 if quick else 5},
         "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
-                    "teacher_epochs": 0.2 if quick else args.teacher_epochs},
+                    "teacher_epochs": 0.2 if quick else args.teacher_epochs,
+                    **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
                    "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
@@ -91,7 +92,7 @@ def job_sources(store, job_id: int):
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     src = info
     if spec.student_init:
-        src = cached_teacher(spec.student_init, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
+        src = cached_teacher(spec.student_init, ds, spec.seed, spec.budgets.init_epochs(), spec.budgets.max_seq_len,
                              soft_from=info["logits_path"], metric=spec.objectives.metric)
     return spec, ds, info, src
 
@@ -117,6 +118,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
     row = {"name": spec.student_init, "shape": Shape.of_config(init.config).key,
            "dev": round(src["dev"]["accuracy"], 4), "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
+           "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
@@ -202,6 +204,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (Rotten Tomatoes reviews: ~30 on average)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0)
+    ap.add_argument("--init-epochs", type=float, default=3.0,
+                    help="with --student-init: the initialiser's distillation, up to this many epochs, keeping its best "
+                         "epoch on dev (budgets.student_init_epochs)")
     ap.add_argument("--supernet-steps", type=int, default=150)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)

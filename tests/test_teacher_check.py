@@ -97,10 +97,12 @@ def test_class_weights_and_early_stopping_apply_only_where_they_can_change_the_t
     assert recipe.key_parts([0, 1] * 50, 2, 100, 32, 8, "f1_macro") == (("early_stop", "f1_macro", recipe.PATIENCE),)
 
 
-def test_early_stopping_keeps_the_best_epoch_on_dev():
+@pytest.mark.parametrize("soft", [False, True], ids=["fine-tuned", "distilled from logits"])
+def test_early_stopping_keeps_the_best_epoch_on_dev(tmp_path, soft):
     """A tiny random BERT fine-tuned for 8 epochs' steps on a rule it barely learns: dev is scored after every epoch,
     training stops after PATIENCE evaluations without a gain (here at step 30 of 75), and the weights kept score the
-    best dev figure seen, not the last one."""
+    best dev figure seen, not the last one. A student initialiser distilled from a teacher's logits (`soft_from`)
+    keeps its best epoch the same way."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -115,11 +117,31 @@ def test_early_stopping_keeps_the_best_epoch_on_dev():
     labels = (ids[:, 1] > 27).long()  # the second token decides
     tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     splits = {"train": np.arange(0, 300), "dev": np.arange(300, 400)}
+    soft_from = None
+    if soft:  # a teacher that knows the rule
+        soft_from = str(tmp_path / "logits.pt")
+        torch.save(4.0 * torch.nn.functional.one_hot(labels, 2).float() - 2.0, soft_from)
     lines = []
-    tl.fine_tune(model, tensors, labels, splits, 2, 0, 8, lines.append, CPU, None, "accuracy")
+    returned = tl.fine_tune(model, tensors, labels, splits, 2, 0, 8, lines.append, CPU, soft_from, "accuracy")
     note = next(x for x in lines if x.startswith("early stopping on dev accuracy"))
+    assert returned == note  # what prepare_teacher keeps in teacher.json
     history = [float(v) for v in note.split("(")[1].rstrip(")").replace("step ", "").split(", ")
                for v in [v.split(": ")[1]]]
     kept = scores(predict_logits(model, {k: v[300:] for k, v in tensors.items()}), labels[300:])["accuracy"]
     assert kept == pytest.approx(max(history), abs=1e-4), (note, kept)
     assert len(history) >= 2, note
+
+
+def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
+    """The initialiser's own `budgets.student_init_epochs` (default: teacher_epochs) and, past one epoch, its early
+    stopping are part of its cache key: a job asking for another recipe does not read an initialiser trained by the
+    old one."""
+    from nas.data import load_dataset
+    from nas.spec.job import Budgets, DatasetRef
+    from nas.teachers.load import teacher_cache_dir
+
+    assert Budgets().init_epochs() == Budgets().teacher_epochs
+    assert Budgets(teacher_epochs=1, student_init_epochs=3).init_epochs() == 3
+    ds = load_dataset(DatasetRef(name="bbc-news", max_rows=150), "classification", 0)
+    keys = {e: teacher_cache_dir("minilm-l6", ds, 0, e, 32, soft_from="/x/logits.pt").name for e in (1, 3)}
+    assert keys[1] != keys[3] and keys[1] != teacher_cache_dir("minilm-l6", ds, 0, 1, 32).name

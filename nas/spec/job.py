@@ -132,6 +132,9 @@ class Budgets(Strict):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_seq_len: int = Field(128, ge=8, le=512)
     teacher_epochs: float = Field(3.0, ge=0, le=100)  # at least 60 steps; 0: no fine-tuning (the head as initialised)
+    # the student initialiser's distillation from the teacher's logits (a `student_init`, or a teacher the service
+    # cannot slice): up to this many epochs, keeping its best epoch on dev; none: teacher_epochs
+    student_init_epochs: float | None = Field(None, gt=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
@@ -139,6 +142,10 @@ class Budgets(Strict):
     # a trial that makes no progress for this long while its process lives (a hung kernel or collective) is killed and
     # run again, as a trial whose worker died is; training steps and latency measurement both count as progress
     trial_stale_s: float = Field(300.0, ge=5, le=86400)
+
+    def init_epochs(self) -> float:
+        """The student initialiser's epochs: `student_init_epochs`, else `teacher_epochs`."""
+        return self.teacher_epochs if self.student_init_epochs is None else self.student_init_epochs
 
 
 class SupernetSettings(Strict):

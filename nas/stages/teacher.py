@@ -151,7 +151,8 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     from nas.teachers.load import cached_teacher, prepare_teacher
 
     spec = ctx.spec
-    args = (name, ctx.dataset, tensors, splits, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len)
+    epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
+    args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric)
     if info is not None:

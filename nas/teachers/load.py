@@ -124,10 +124,11 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
-                      soft_from: str | None = None, metric: str = "accuracy") -> pathlib.Path:
+                      soft_from: str | None = None, metric: str = "accuracy",
+                      transfer: str | None = None) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
-    cached. The minimum number of steps, class weights and early stopping on dev `metric` join the key only where they
-    apply (other entries keep theirs)."""
+    cached. The minimum number of steps, class weights, early stopping on dev `metric` and an initialiser's transfer
+    set join the key only where they apply (other entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
 
@@ -140,25 +141,33 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
     if not soft_from and epochs > 0 and not _has_task_head(teacher_path(name), ds.num_labels):
         parts += recipe.key_parts([ds.labels[i] for i in train], ds.num_labels, n_train, TEACHER_BATCH,
                                   teacher_steps(n_train, epochs), metric)
+    if soft_from and recipe.early_stopping_applies(n_train, TEACHER_BATCH,
+                                                   steps_for(n_train, TEACHER_BATCH, epochs, None)):
+        parts += (("early_stop", metric, recipe.PATIENCE),)  # the initialiser keeps its best epoch on dev
+    if soft_from and transfer:
+        parts += (("transfer", str(transfer)),)
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
-                   soft_from: str | None = None, metric: str = "accuracy") -> dict | None:
+                   soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None) -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
-    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric) / "teacher.json"
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
-                    log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy") -> dict:
+                    log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy",
+                    transfer: str | None = None) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
-    distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone. Fine-tuning weights
-    classes on skewed labels and keeps the weights of its best epoch on dev `metric` (nas/teachers/recipe.py)."""
+    distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone. Both keep the
+    weights of their best epoch on dev `metric`; fine-tuning also weights classes on skewed labels
+    (nas/teachers/recipe.py). `transfer` (with `soft_from`): a transfer set's file (in this model's tokens), learnt
+    beside the train rows."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
-    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric)
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -172,13 +181,15 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     torch.manual_seed(seed)
     if _has_task_head(src, ds.num_labels) and not soft_from:
         model = load_pretrained(src)
-        fine_tuned = False
+        fine_tuned, stopped = False, None
     else:
         with on_host():
             model = model_class_of(src).from_pretrained(
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
-        fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric)
+        rows = torch.load(transfer, map_location="cpu") if soft_from and transfer else None
+        stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
+                            rows)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -187,7 +198,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     torch.save(logits, tmp / "logits.pt")
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,
-        "train_s": time.perf_counter() - t0, "source": str(src),
+        "train_s": time.perf_counter() - t0, "source": str(src), "early_stopping": stopped,
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }
@@ -198,22 +209,29 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 
 
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
-              log, compute: Compute, soft_from: str | None, metric: str) -> None:
+              log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
-    progress bar; fine-tuning on labels weights skewed classes and stops early on dev."""
+    progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
+    fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
+    tokens (nas/distill/augment.py's transfer set) learnt beside the train rows from the soft targets alone; an epoch
+    is then one pass over both."""
     from tqdm import tqdm
 
+    from nas.distill.augment import with_transfer_set
     from nas.teachers import recipe
 
     tr = torch.as_tensor(splits["train"], device="cpu")
-    soft = torch.load(soft_from)[tr] if soft_from else None
     weights = None if soft_from else recipe.class_weights(labels[tr], num_labels)
+    x, y, soft, hard = {k: v[tr] for k, v in tensors.items()}, labels[tr], None, None
+    if soft_from:
+        x, y, soft, hard = with_transfer_set(tensors, labels, torch.load(soft_from), tr, transfer)
     settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
                                warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights)
     # a student initialiser learns from the teacher's logits: its epochs are what the spec says
-    steps = steps_for(len(tr), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
+    steps = steps_for(len(y), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
     what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
-    log(f"{what} on {len(tr)} rows for up to {steps} steps (cached afterwards)"
+    log(f"{what} on {len(tr)} rows" + (f" and {len(y) - len(tr)} teacher-labelled transfer rows" if len(y) > len(tr)
+                                       else "") + f" for up to {steps} steps (cached afterwards)"
         + (f"; class weights {list(weights)} for its skewed labels" if weights else ""))
     bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
 
@@ -222,15 +240,18 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         bar.set_postfix(loss=f"{loss:.3f}")
 
     stopper = None
-    if not soft_from and recipe.early_stopping_applies(len(tr), TEACHER_BATCH, steps):
+    if recipe.early_stopping_applies(len(y), TEACHER_BATCH, steps):
         dev = torch.as_tensor(splits["dev"], device="cpu")
         stopper = recipe.EarlyStopping(model, {k: v[dev] for k, v in tensors.items()}, labels[dev], metric,
-                                       recipe.epoch_steps(len(tr), TEACHER_BATCH), compute, then=tick)
-    info = distill(model, {k: v[tr] for k, v in tensors.items()}, labels[tr], soft, settings, steps, seed,
-                   compute=compute, on_step=stopper or tick) if steps else None
+                                       recipe.epoch_steps(len(y), TEACHER_BATCH), compute, then=tick)
+    info = distill(model, x, y, soft, settings, steps, seed, compute=compute, on_step=stopper or tick,
+                   hard_mask=hard) if steps else None
     bar.close()  # before the line below, or the bar redraws over it
-    if stopper:
-        log(stopper.finish(info["steps"]))
+    if not stopper:
+        return None
+    line = stopper.finish(info["steps"])
+    log(line)
+    return line
 
 
 def load_teacher(info: dict):

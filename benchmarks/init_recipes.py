@@ -1,0 +1,118 @@
+"""Where issue 25's accuracy goes: the student initialiser itself. Every student of `large_teacher.py --student-init
+minilm-l6` is sliced from MiniLM-L6 after it has learnt from the fine-tuned mpnet-base, so what MiniLM-L6 reaches at
+full size (5.8x the teacher's speed) bounds what its >= 10x slices can keep. This trains it under several recipes on
+Rotten Tomatoes (every train row; all 1,280 dev and 1,280 test rows) and scores each. Last line of output: one JSON
+object.
+
+    python benchmarks/init_recipes.py                          # kd:1 kd:3 aug2:3 labels:3
+    python benchmarks/init_recipes.py --recipes kd:3 aug4:2
+
+Recipes (E: at most E epochs; every recipe keeps its best epoch on dev, as the service does):
+  kd:E       the service's: the teacher's logits on the train rows, 0.5 KL(T=2) + 0.5 CE (budgets.student_init_epochs)
+  augK:E     the same beside K augmented copies of every train text labelled by the teacher (soft loss only on them)
+  labels:E   fine-tuned on the labels alone, no teacher: the reference
+
+The teacher must be the one `large_teacher.py` fine-tuned and cached (run it first). Every model is cached with the
+teachers (NAS_CACHE, default .nas/cache): a rerun reports without training, and the job's own initialiser (kd:E at the
+job's student_init_epochs) is read from the same cache entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+INIT = "minilm-l6"
+
+
+def parse_recipe(text: str) -> tuple[str, int, float]:
+    """'kd:3' -> ('kd', 0, 3.0); 'aug2:3' -> ('aug', 2, 3.0); 'labels:3' -> ('labels', 0, 3.0)."""
+    kind, _, epochs = text.partition(":")
+    copies = 0
+    if kind.startswith("aug"):
+        kind, copies = "aug", int(kind[3:] or 0)
+    if kind not in ("kd", "aug", "labels") or not epochs or (kind == "aug" and copies < 1):
+        raise SystemExit(f"--recipes: {text!r} is not kd:E, augK:E (K >= 1) or labels:E")
+    return kind, copies, float(epochs)
+
+
+def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok) -> str:
+    """K augmented copies of every train text, labelled by the teacher, in MiniLM's tokens (cached beside the teacher's
+    logits, as the finals' transfer set is beside the initialiser's)."""
+    from transformers import AutoTokenizer
+
+    from nas.distill.augment import AugmentSettings, teacher_transfer_set, transfer_set_path
+    from nas.teachers.load import load_teacher
+
+    cache = pathlib.Path(teacher_info["logits_path"]).parent / f"for-{INIT}"
+    settings = AugmentSettings(copies=copies, seed=0)
+    path = transfer_set_path(cache, train, settings)
+    if not path.is_file():
+        cache.mkdir(exist_ok=True)
+        teacher_transfer_set(load_teacher(teacher_info), AutoTokenizer.from_pretrained(teacher_info["dir"]), ds, train,
+                             seq, settings, cache_dir=cache, student_tokenizer=init_tok)
+    return str(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
+    ap.add_argument("--seq", type=int, default=48, help="tokens per text (the large-teacher job's)")
+    ap.add_argument("--teacher-epochs", type=float, default=1.0, help="the large-teacher job's teacher_epochs")
+    args = ap.parse_args()
+    recipes = [(r, *parse_recipe(r)) for r in args.recipes]
+    os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from nas.data import load_dataset, split_indices, tokenize
+    from nas.latency.measure import device_fingerprint
+    from nas.spec.job import DatasetRef
+    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(os.cpu_count() or 1)
+    ds = load_dataset(DatasetRef(name="rotten-tomatoes"), "classification", 0)
+    splits = split_indices(ds.labels, 0)
+    teacher = cached_teacher("mpnet-base", ds, 0, args.teacher_epochs, args.seq)
+    if teacher is None:
+        print(f"no fine-tuned mpnet-base for Rotten Tomatoes at seq {args.seq}, teacher_epochs {args.teacher_epochs} in "
+              f"the cache: run `python benchmarks/large_teacher.py --student-init {INIT} --train-rows 0` first",
+              file=sys.stderr)
+        sys.exit(2)
+    init_tok = AutoTokenizer.from_pretrained(teacher_path(INIT, "student_init"))
+    tensors = tokenize(init_tok, ds, args.seq)
+    t_test = teacher["test"]["accuracy"]
+    rows = []
+    for text, kind, copies, epochs in recipes:
+        t0 = time.perf_counter()
+        kw = {}
+        if kind in ("kd", "aug"):
+            kw["soft_from"] = teacher["logits_path"]
+        if kind == "aug":
+            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok)
+        print(f"{text}: training (or reading the cache)", flush=True)
+        info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, **kw)
+        row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
+               "retention": round(info["test"]["accuracy"] / t_test, 4), "early_stopping": info.get("early_stopping"),
+               "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        print(f"{text}: dev {row['dev']:.4f} test {row['test']:.4f} retention {row['retention']:.4f} "
+              f"({row['early_stopping'] or 'no early stopping'})", flush=True)
+    fp = device_fingerprint()
+    print(json.dumps({"teacher": "mpnet-base", "teacher_test_acc": round(t_test, 4),
+                      "teacher_dev_acc": round(teacher["dev"]["accuracy"], 4), "initialiser": INIT, "seq": args.seq,
+                      "recipes": rows, "fingerprint": {k: fp.get(k) for k in ("cpu", "cores", "threads")}}))
+
+
+if __name__ == "__main__":
+    main()
