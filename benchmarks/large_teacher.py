@@ -151,7 +151,11 @@ def plain_recipe(sources: tuple, finals: list[dict], workdir: pathlib.Path) -> d
     labels, soft = torch.as_tensor(ds.labels, device="cpu"), torch.load(info["logits_path"])
     tr = torch.as_tensor(train, device="cpu")
     settings = load_search_space(spec.search_space).distill.model_dump()
-    for t in finals:
+    def dev(t):
+        return next((m["value"] for m in t["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"
+                     and m["source"] == "final"), 0.0)
+
+    for t in sorted(finals, key=dev, reverse=True):  # the best on dev first: it decides the retention figures
         shape = Shape.from_dict(t["config"]["shape"])
         if shape.key in done:
             continue
