@@ -135,6 +135,7 @@ def plain_recipe(sources: tuple, finals: list[dict], workdir: pathlib.Path) -> d
     from nas.distill.evaluate import predict_logits, scores
     from nas.distill.loop import DistillSettings, distill
     from nas.spec.space import load_search_space
+    from nas.store.records import metric_value
     from nas.students.bert_slice import extract_subnet
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
@@ -151,11 +152,8 @@ def plain_recipe(sources: tuple, finals: list[dict], workdir: pathlib.Path) -> d
     labels, soft = torch.as_tensor(ds.labels, device="cpu"), torch.load(info["logits_path"])
     tr = torch.as_tensor(train, device="cpu")
     settings = load_search_space(spec.search_space).distill.model_dump()
-    def dev(t):
-        return next((m["value"] for m in t["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"
-                     and m["source"] == "final"), 0.0)
-
-    for t in sorted(finals, key=dev, reverse=True):  # the best on dev first: it decides the retention figures
+    # the best on dev first: it decides the retention figures
+    for t in sorted(finals, key=lambda t: metric_value(t, "accuracy", "dev", "final") or 0.0, reverse=True):
         shape = Shape.from_dict(t["config"]["shape"])
         if shape.key in done:
             continue

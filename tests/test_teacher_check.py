@@ -133,11 +133,12 @@ def test_early_stopping_keeps_the_best_epoch_on_dev(tmp_path, soft):
 
 
 def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
-    """The initialiser's own `budgets.student_init_epochs` (default: teacher_epochs) and, past one epoch, its early
-    stopping are part of its cache key: a job asking for another recipe does not read an initialiser trained by the
-    old one."""
+    """The initialiser's own `budgets.student_init_epochs` (default: teacher_epochs) is part of its cache key, and past
+    one epoch so is its early stopping: a job asking for another recipe does not read an initialiser trained by the
+    old one, nor the teacher's entry."""
     from nas.data import load_dataset
     from nas.spec.job import Budgets, DatasetRef
+    from nas.teachers import recipe
     from nas.teachers.load import teacher_cache_dir
 
     assert Budgets().init_epochs() == Budgets().teacher_epochs
@@ -145,3 +146,5 @@ def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     ds = load_dataset(DatasetRef(name="bbc-news", max_rows=150), "classification", 0)
     keys = {e: teacher_cache_dir("minilm-l6", ds, 0, e, 32, soft_from="/x/logits.pt").name for e in (1, 3)}
     assert keys[1] != keys[3] and keys[1] != teacher_cache_dir("minilm-l6", ds, 0, 1, 32).name
+    assert recipe.early_stop_part(len(ds.labels), 32, 3 * len(ds.labels), "accuracy") and \
+        not recipe.early_stop_part(len(ds.labels), 32, 1, "accuracy")

@@ -141,9 +141,8 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
     if not soft_from and epochs > 0 and not _has_task_head(teacher_path(name), ds.num_labels):
         parts += recipe.key_parts([ds.labels[i] for i in train], ds.num_labels, n_train, TEACHER_BATCH,
                                   teacher_steps(n_train, epochs), metric)
-    if soft_from and recipe.early_stopping_applies(n_train, TEACHER_BATCH,
-                                                   steps_for(n_train, TEACHER_BATCH, epochs, None)):
-        parts += (("early_stop", metric, recipe.PATIENCE),)  # the initialiser keeps its best epoch on dev
+    if soft_from:  # the initialiser keeps its best epoch on dev
+        parts += recipe.early_stop_part(n_train, TEACHER_BATCH, steps_for(n_train, TEACHER_BATCH, epochs, None), metric)
     if soft_from and transfer:
         parts += (("transfer", str(transfer)),)
     return cache_dir() / "teachers" / _key(*parts)
@@ -187,9 +186,9 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
             model = model_class_of(src).from_pretrained(
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
-        rows = torch.load(transfer, map_location="cpu") if soft_from and transfer else None
+        transfer_rows = torch.load(transfer, map_location="cpu") if soft_from and transfer else None
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
-                            rows)
+                            transfer_rows)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")

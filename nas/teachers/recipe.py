@@ -41,9 +41,12 @@ def key_parts(train_labels, num_labels: int, n_train: int, batch: int, steps: in
     w = class_weights(train_labels, num_labels)
     if w:
         parts += (("class_weights", w),)
-    if early_stopping_applies(n_train, batch, steps):
-        parts += (("early_stop", metric, PATIENCE),)
-    return parts
+    return parts + early_stop_part(n_train, batch, steps, metric)
+
+
+def early_stop_part(n_train: int, batch: int, steps: int, metric: str) -> tuple:
+    """Early stopping's part of a cache key (fine-tuned teachers and student initialisers alike): only where it applies."""
+    return (("early_stop", metric, PATIENCE),) if early_stopping_applies(n_train, batch, steps) else ()
 
 
 class EarlyStopping:
