@@ -42,25 +42,19 @@ def parse_recipe(text: str) -> tuple[str, int, float]:
     return kind, copies, float(epochs)
 
 
-def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok, job_epochs: list[float]) -> str:
-    """K augmented copies of every train text, labelled by the teacher, in MiniLM's tokens: the large-teacher job's
-    finals' own set where it made one with K copies (beside its initialiser, distilled for one of `job_epochs`), else
-    made here and cached beside the teacher's logits."""
+def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok) -> str:
+    """K augmented copies of every train text, labelled by the teacher, in MiniLM's tokens: where the large-teacher
+    job keeps its own (`transfer_home`; the job's initialiser and finals learn from it), made here if missing."""
     from transformers import AutoTokenizer
 
     from nas.distill.augment import AugmentSettings, teacher_transfer_set, transfer_set_path
-    from nas.teachers.load import cached_teacher, load_teacher
+    from nas.teachers.load import load_teacher, transfer_home
 
     settings = AugmentSettings(copies=copies, seed=0)
-    for epochs in job_epochs:
-        init = cached_teacher(INIT, ds, 0, epochs, seq, soft_from=teacher_info["logits_path"])
-        path = transfer_set_path(pathlib.Path(init["logits_path"]).parent, train, settings) if init else None
-        if path is not None and path.is_file():
-            return str(path)
-    cache = pathlib.Path(teacher_info["logits_path"]).parent / f"for-{INIT}"
+    cache = transfer_home(teacher_info, INIT)[0]
     path = transfer_set_path(cache, train, settings)
     if not path.is_file():
-        cache.mkdir(exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         teacher_transfer_set(load_teacher(teacher_info), AutoTokenizer.from_pretrained(teacher_info["dir"]), ds, train,
                              seq, settings, cache_dir=cache, student_tokenizer=init_tok)
     return str(path)
@@ -71,8 +65,6 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (the large-teacher job's)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0, help="the large-teacher job's teacher_epochs")
-    ap.add_argument("--job-init-epochs", type=float, default=3.0,
-                    help="the large-teacher job's student_init_epochs (its finals' transfer set is reused)")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
     os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
@@ -107,8 +99,7 @@ def main() -> None:
         if kind in ("kd", "aug"):
             kw["soft_from"] = teacher["logits_path"]
         if kind == "aug":
-            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok,
-                                          [args.job_init_epochs, 1.0])
+            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok)
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),

@@ -81,19 +81,19 @@ def stage_walls(trials: list[dict]) -> dict[str, float]:
 
 def job_sources(store, job_id: int):
     """(spec, dataset, the teacher's info, the info of what students slice: the teacher's, or the job's student
-    initialiser distilled from the teacher's logits, read from the job's cache)."""
+    initialiser distilled from the teacher's logits, the teacher stage's artefact)."""
     from nas.data import load_dataset
     from nas.spec.job import parse_spec
-    from nas.teachers.load import cached_teacher
 
     spec = parse_spec(store.get_job(job_id)["spec"])
-    teacher_dir = pathlib.Path(store.trials(job_id, kind="teacher")[0]["config"]["dir"])
+    teacher = store.trials(job_id, kind="teacher")[0]
+    teacher_dir = pathlib.Path(teacher["config"]["dir"])
     info = json.loads((teacher_dir.parent / "teacher.json").read_text())  # prepare_teacher's, beside the model
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     src = info
-    if spec.student_init:
-        src = cached_teacher(spec.student_init, ds, spec.seed, spec.budgets.init_epochs(), spec.budgets.max_seq_len,
-                             soft_from=info["logits_path"], metric=spec.objectives.metric)
+    init = [a["path"] for a in teacher["artefacts"] if a["kind"] == "student_init"]  # the teacher stage's
+    if init:
+        src = json.loads((pathlib.Path(init[0]).parent / "teacher.json").read_text())
     return spec, ds, info, src
 
 
@@ -119,6 +119,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "dev": round(src["dev"]["accuracy"], 4), "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
+           "transfer_rows": src.get("transfer_rows", 0),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row

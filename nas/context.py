@@ -46,6 +46,11 @@ class JobContext:
     # the teacher-labelled transfer corpus every student trains on beside the train rows (spec `transfer:`; None: off)
     transfer_path: str | None = None
     transfer_rows: int = 0
+    # where any teacher-labelled transfer set of the job is cached, and the tokenizer its rows are in (None: the
+    # teacher's): beside the teacher, or, where students slice a student initialiser, in a folder beside it keyed by
+    # the initialiser, whose tokens the set holds (it is labelled before the initialiser, which learns from it too)
+    transfer_dir: str | None = None
+    transfer_tokenizer: str | None = None
 
     # driver only: never shipped to a worker
     dataset: Dataset | None = None

@@ -282,6 +282,19 @@ def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_
     assert config["model_type"] == "deberta-v2"
     supernet = load_pretrained(store.job_artefacts(job_id, kind="supernet")[-1]["path"])
     assert supernet.config.model_type == "bert" and Shape.of_config(supernet.config) == Shape(6, 384, 12, 1536)
+    # MiniLM learnt from the teacher's labels of final.augment's copies too (labelled first, in MiniLM's tokens, beside
+    # the teacher), and the finals read the same set
+    logits = json.loads((pathlib.Path(teacher["config"]["dir"]).parent / "teacher.json").read_text())["logits_path"]
+    cache = pathlib.Path(logits).parent.parent
+    init = next(i for p in cache.glob("*/teacher.json") for i in [json.loads(p.read_text())]
+                if i.get("soft_from") == logits)
+    rows = torch.load(init["transfer"])
+    assert pathlib.Path(init["transfer"]).parent.parent == pathlib.Path(logits).parent
+    assert init["transfer_rows"] == len(rows["source"]) == len(rows["logits"]) > 0
+    assert int(rows["tensors"]["input_ids"].max()) >= 800  # MiniLM's ids, beyond the teacher's 800-entry vocabulary
+    assistant = next(t for t in trials if t["kind"] == "assistant" and t["state"] == "COMPLETE")
+    transfer_logits = next(a["path"] for a in assistant["artefacts"] if a["kind"] == "transfer_logits")
+    assert len(torch.load(transfer_logits)) == init["transfer_rows"]
     final = next(t for t in store.trials(job_id, kind="student", state="COMPLETE")
                  if metric_value(t, "accuracy", "dev", "final") is not None)
     out = export_trial(store, job_id, final["number"], distil_only_job["home"] / "export")

@@ -61,7 +61,7 @@ def run(ctx: JobContext, store: Store) -> None:
     from transformers.utils import logging as hf_logging
 
     from nas.teachers import family
-    from nas.teachers.load import root_of, teacher_config, teacher_path
+    from nas.teachers.load import root_of, teacher_config, teacher_path, transfer_home
 
     hf_logging.set_verbosity_error()
     spec, ds = ctx.spec, ctx.dataset
@@ -71,28 +71,55 @@ def run(ctx: JobContext, store: Store) -> None:
     splits = split_indices(ds.labels, spec.seed)
     torch.set_num_threads(ctx.threads)
     ctx.teacher = prepared(ctx, spec.teacher, tensors, splits)
+    # scored, timed and checked before anything learns from it (a teacher_check stop distils nothing)
+    trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
+    check_learned(ctx, store, trial, splits)
+    train_idx = splits["train"]
+    if spec.budgets.data_fraction < 1:
+        train_idx = train_idx[stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)]
+    ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
+    ctx.labels = ds.labels.tolist()
     root, _ = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))
+    home, student_tok = transfer_home(ctx.teacher, None if root == spec.teacher else root)
+    ctx.transfer_dir, ctx.transfer_tokenizer = str(home), student_tok and str(student_tok)
     if root == spec.teacher:
         ctx.source = ctx.teacher
     else:  # students slice a student initialiser, distilled from the teacher's logits first (its own tokenizer)
         tok = AutoTokenizer.from_pretrained(teacher_path(root, "student_init"))
         ctx.source = prepared(ctx, root, tokenize(tok, ds, spec.budgets.max_seq_len), splits,
-                              soft_from=ctx.teacher["logits_path"])
+                              soft_from=ctx.teacher["logits_path"], transfer=initialiser_transfer(ctx, store))
         ctx.say(f"student initialiser {root}: distilled from the teacher, dev accuracy "
                 f"{ctx.source['dev']['accuracy']:.4f}; students are sliced from it")
-    trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
-    check_learned(ctx, store, trial, splits)
+        if not any(a["kind"] == "student_init" for a in trial["artefacts"]):  # once (a resumed job has it)
+            store.add_artefact(ctx.job_id, trial["id"], "student_init", ctx.source["dir"])
     # what students slice (the teacher, or the student initialiser), by axis
     ctx.teacher_shape = family(ctx.teacher_config.get("model_type", "bert")).shape_limits(ctx.teacher_config)
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
     ctx.teacher_params = int(metric_value(trial, "params", "dev"))
-    train_idx = splits["train"]
-    if spec.budgets.data_fraction < 1:
-        train_idx = train_idx[stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)]
     ctx.tokens_path = str(token_cache_path(tok, ds, spec.budgets.max_seq_len))
-    ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
-    ctx.labels = ds.labels.tolist()
 
+
+def initialiser_transfer(ctx: JobContext, store: Store) -> str | None:
+    """The transfer set the job's students learn from, labelled by the teacher now, in the student initialiser's
+    tokens, so the initialiser learns the teacher's function from it too: the job's transfer corpus (spec
+    `transfer:`), else the supernet schedule's search.final.augment copies; None where the job has neither. The later
+    stages read it back from the cache."""
+    import ray
+
+    from nas.stages import transfer
+    from nas.workers.finals import transfer_set_task
+
+    spec = ctx.spec
+    if spec.transfer is not None:
+        transfer.run(ctx, store)
+        store.set_job_stage(ctx.job_id, "teacher")
+        return ctx.transfer_path
+    if spec.search.supernet is None or not spec.search.final.augment:
+        return None
+    ctx.say(f"student initialiser: labelling {spec.search.final.augment} augmented copies of {len(ctx.train_idx)} "
+            "train texts with the teacher first (cached; the finals learn from them too)")
+    task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(transfer_set_task)
+    return ray.get(task.remote(ctx, list(ctx.dataset.texts)))
 
 class TeacherUnfit(RuntimeError):
     """The fine-tuned teacher is not worth distilling (and the spec's teacher_check says stop)."""
@@ -145,7 +172,8 @@ def check_learned(ctx: JobContext, store: Store, trial: dict, splits: dict) -> N
     ctx.say(f"warning: {why} ({hint})")
 
 
-def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from: str | None = None) -> dict:
+def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from: str | None = None,
+             transfer: str | None = None) -> dict:
     """`prepare_teacher`'s info: from the cache, or trained now (in a Ray task where the GPUs are, on a GPU or a
     cluster whose driver stays on the head; else here, with a progress bar)."""
     from nas.teachers.load import cached_teacher, prepare_teacher
@@ -154,7 +182,7 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
-    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric)
+    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer)
     if info is not None:
         return info
     if ctx.compute.cuda or ctx.ray_address:
@@ -162,8 +190,10 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
 
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
-        return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric))
-    return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric)
+        return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric,
+                                   transfer=transfer))
+    return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric,
+                           transfer=transfer)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

@@ -42,11 +42,12 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     corpus = read_corpus(tr.path, tr.column, tr.max_rows) if tr.path else []
     teacher = load_teacher(ctx.teacher)
     tok = AutoTokenizer.from_pretrained(ctx.teacher["dir"])
-    other = ctx.source and ctx.source != ctx.teacher  # students read the student initialiser's tokenizer
-    student_tok = AutoTokenizer.from_pretrained(ctx.source["dir"]) if other else None
+    # students sliced from a student initialiser read its tokenizer (the set is cached in ctx.transfer_dir)
+    student_tok = AutoTokenizer.from_pretrained(ctx.transfer_tokenizer) if ctx.transfer_tokenizer else None
     augment = AugmentSettings(copies=tr.augment, seed=ctx.seed)
     max_len = ctx.spec.budgets.max_seq_len
-    cache = pathlib.Path((ctx.source if other else ctx.teacher)["logits_path"]).parent
+    cache = pathlib.Path(ctx.transfer_dir)
+    cache.mkdir(parents=True, exist_ok=True)
     key = corpus_key(ctx.teacher["dir"], corpus, augment, ctx.train_idx, max_len)
     path = cache / f"transfer-{key}.pt"
     if not path.is_file():
@@ -63,7 +64,7 @@ def run(ctx: JobContext, store: Store) -> None:
     import ray
 
     tr = ctx.spec.transfer
-    if tr is None:
+    if tr is None or ctx.transfer_path:  # none, or labelled already (for the student initialiser, nas/stages/teacher.py)
         return
     store.set_job_stage(ctx.job_id, "transfer")
     ctx.say(f"transfer: {tr.augment} augmented copies of {len(ctx.train_idx)} train texts"

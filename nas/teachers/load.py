@@ -100,6 +100,18 @@ def root_of(teacher: str, student_init: str | None, teacher_cfg: dict) -> tuple[
     return name, teacher_config(name, field="student_init")
 
 
+def transfer_home(teacher_info: dict, student_init: str | None) -> tuple[pathlib.Path, pathlib.Path | None]:
+    """(where a teacher-labelled transfer set is cached, the tokenizer directory its rows are in: None for the
+    teacher's own). Beside the fine-tuned teacher; for students sliced from the student initialiser `student_init`,
+    in a folder beside it keyed by the initialiser, whose tokens the set holds (it is labelled before the initialiser
+    is distilled, which learns from it too, so it cannot live beside the initialiser)."""
+    here = pathlib.Path(teacher_info["logits_path"]).parent
+    if student_init is None:
+        return here, None
+    src = teacher_path(student_init, "student_init").resolve()
+    return here / f"for-{_key(str(src))}", src
+
+
 def _has_task_head(path: pathlib.Path, num_labels: int) -> bool:
     cfg = json.loads((path / "config.json").read_text())
     archs = cfg.get("architectures") or []
@@ -143,8 +155,8 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
                                   teacher_steps(n_train, epochs), metric)
     if soft_from:  # the initialiser keeps its best epoch on dev
         parts += recipe.early_stop_part(n_train, TEACHER_BATCH, steps_for(n_train, TEACHER_BATCH, epochs, None), metric)
-    if soft_from and transfer:
-        parts += (("transfer", str(transfer)),)
+    if soft_from and transfer:  # its file name keys its content (settings, rows, corpus); the teacher is soft_from
+        parts += (("transfer", pathlib.Path(transfer).name),)
     return cache_dir() / "teachers" / _key(*parts)
 
 
@@ -178,6 +190,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     # the new task head's initialisation draws from torch's global generator, which torch seeds at random per process:
     # without this a cold cache trained a different teacher every time (BBC 400-row slice: dev 0.925 or 0.975)
     torch.manual_seed(seed)
+    transfer_rows = torch.load(transfer, map_location="cpu") if soft_from and transfer else None
     if _has_task_head(src, ds.num_labels) and not soft_from:
         model = load_pretrained(src)
         fine_tuned, stopped = False, None
@@ -186,7 +199,6 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
             model = model_class_of(src).from_pretrained(
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
-        transfer_rows = torch.load(transfer, map_location="cpu") if soft_from and transfer else None
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
                             transfer_rows)
         fine_tuned = True
@@ -198,6 +210,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,
         "train_s": time.perf_counter() - t0, "source": str(src), "early_stopping": stopped,
+        **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
+            "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0} if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }

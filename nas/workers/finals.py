@@ -45,13 +45,13 @@ def transfer_set_task(ctx: JobContext, texts: list[str]) -> str:
     worker_setup(ctx, tensors=False)  # the token tensors are not needed: the texts are tokenised here
     teacher = load_teacher(ctx.teacher)
     tok = AutoTokenizer.from_pretrained(ctx.teacher["dir"])
-    other = ctx.source and ctx.source != ctx.teacher  # students read the student initialiser's tokenizer
-    student_tok = AutoTokenizer.from_pretrained(ctx.source["dir"]) if other else None
+    # students sliced from a student initialiser read its tokenizer (the set is cached in ctx.transfer_dir)
+    student_tok = AutoTokenizer.from_pretrained(ctx.transfer_tokenizer) if ctx.transfer_tokenizer else None
     train = np.asarray(ctx.train_idx)
     ds = Dataset("train", "classification", texts, np.asarray(ctx.labels), [])
     settings = AugmentSettings(copies=int(ctx.spec.search.final.augment), seed=ctx.seed)
-    # beside the teacher, or beside the student initialiser (keyed by the teacher's logits) whose tokens it holds
-    cache = pathlib.Path((ctx.source if other else ctx.teacher)["logits_path"]).parent
+    cache = pathlib.Path(ctx.transfer_dir)
+    cache.mkdir(parents=True, exist_ok=True)
     teacher_transfer_set(teacher, tok, ds, train, ctx.spec.budgets.max_seq_len, settings, cache_dir=cache,
                          log=lambda m: None, compute=ctx.compute, student_tokenizer=student_tok)
     return str(transfer_set_path(cache, train, settings))
