@@ -13,6 +13,7 @@ import copy
 import json
 import pathlib
 
+import numpy
 import pytest
 import torch
 import transformers as tr
@@ -174,7 +175,7 @@ def test_the_supernets_slices_equal_its_extracted_students(family_job):
 
 def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(family_job, tmp_path):
     from nas.results.export import evaluate_export, export_trial
-    from nas.results.formats import formats_of
+    from nas.results.formats import formats_of, predictor
     from nas.store.records import metric_value
 
     store, job_id = family_job["store"], family_job["job_id"]
@@ -184,9 +185,29 @@ def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(
     model = tr.AutoModelForSequenceClassification.from_pretrained(pathlib.Path(out) / "model")
     assert model.config.model_type == family_job["model_type"]
     assert formats_of(out) == ["hf", "onnx", "int8"]
-    for fmt in formats_of(out):  # transformers, ONNX Runtime fp32 and int8, each from raw text
+    for fmt in ["hf", "onnx"]:  # transformers and ONNX Runtime fp32, each from raw text
         result = evaluate_export(out, fmt)
         assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
+    # int8 is another graph (dynamic quantisation): a tiny random teacher leaves near-flat logits, where a row whose
+    # fp32 margin is inside the quantisation error may flip (it did in two cold CI runs: 1 of 5 dev rows). So int8
+    # is held to the fp32 ONNX model row by row: probabilities within 0.05, and the same class wherever fp32 decides
+    # by more than that.
+    texts = dev_texts(out)
+    fp32, int8 = predictor(out, "onnx")(texts), predictor(out, "int8")(texts)
+    assert abs(int8 - fp32).max() <= 0.05, abs(int8 - fp32).max()
+    top2 = numpy.sort(fp32, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    assert (int8.argmax(-1) == fp32.argmax(-1))[margin > 0.1].all(), (fp32, int8)
+
+
+def dev_texts(out) -> list[str]:
+    """The raw dev texts of the job an export came from, rebuilt from the provenance in its config.yaml."""
+    from nas.data import load_dataset, split_indices
+    from nas.spec.job import parse_spec
+
+    spec = parse_spec(yaml.safe_load((pathlib.Path(out) / "config.yaml").read_text())["spec"])
+    ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    return [ds.texts[i] for i in split_indices(ds.labels, spec.seed)["dev"]]
 
 
 @pytest.mark.parametrize("field", ["teacher", "student_init"])
