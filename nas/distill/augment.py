@@ -113,11 +113,12 @@ def transfer_set_path(cache_dir: str | pathlib.Path, train_idx, s: AugmentSettin
 
 def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: AugmentSettings,
                          cache_dir: str | pathlib.Path | None = None, log=print, compute: Compute = CPU,
-                         student_tokenizer=None) -> dict:
+                         student_tokenizer=None, progress: bool = False) -> dict:
     """Augmented copies of the train rows, tokenised and labelled by `teacher`: {"tensors": {...} (m, seq), "logits":
     (m, classes), "source": (m,) row index into the dataset}. Cached under `cache_dir` when given (a directory of this
     teacher and student tokenizer). `student_tokenizer`: the students read another tokenizer than the teacher (they
-    are sliced from a student initialiser): the teacher labels its own tokens, "tensors" are the students'."""
+    are sliced from a student initialiser): the teacher labels its own tokens, "tensors" are the students'.
+    `progress`: a progress bar over the labelling."""
     from nas.data import encode
     from nas.distill.evaluate import predict_logits
 
@@ -133,7 +134,8 @@ def teacher_transfer_set(teacher, tokenizer, ds, train_idx, max_len: int, s: Aug
     tensors = encode(tokenizer, new, max_len)
     students = encode(student_tokenizer, new, max_len) if student_tokenizer is not None else tensors
     log(f"labelling {len(new)} augmented rows with the teacher (cached afterwards)")
-    out = {"tensors": students, "logits": predict_logits(teacher, tensors, compute=compute),
+    out = {"tensors": students, "logits": predict_logits(teacher, tensors, compute=compute,
+                                                             progress="labelling" if progress else None),
            "source": torch.as_tensor(train_idx[src], device="cpu")}
     if path is not None:
         save_atomic(out, path)

@@ -19,10 +19,13 @@ def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64, compute: Compute = CPU) -> torch.Tensor:
+def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64, compute: Compute = CPU,
+                   progress: str | None = None) -> torch.Tensor:
     """Logits (n, classes) on the CPU in row order; rows are batched by length and padding trimmed (same values, less
     work), each batch run on `compute`'s device in its precision (on cuda, in batches of at least 256). The model goes
-    back where it was."""
+    back where it was. `progress`: a progress bar of that name, by rows."""
+    from tqdm import tqdm
+
     home = device_of(model)
     model.eval().to(compute.device)
     n = len(next(iter(tensors.values())))
@@ -31,11 +34,14 @@ def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64
     batch_size = max(batch_size, 256) if compute.cuda else batch_size
     order = length_order(tensors)
     outs = []
+    bar = tqdm(total=n, desc=progress, unit="row", leave=False, disable=progress is None)
     for i in range(0, n, batch_size):
         rows = order[i:i + batch_size]
         with compute.autocast():
             logits = model(**compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))).logits
         outs.append(logits.float().cpu())
+        bar.update(len(rows))
+    bar.close()
     model.to(home)
     out = torch.cat(outs)
     return out[torch.argsort(order)]

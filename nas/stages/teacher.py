@@ -104,10 +104,8 @@ def initialiser_transfer(ctx: JobContext, store: Store) -> str | None:
     tokens, so the initialiser learns the teacher's function from it too: the job's transfer corpus (spec
     `transfer:`), else the supernet schedule's search.final.augment copies; None where the job has neither. The later
     stages read it back from the cache."""
-    import ray
-
     from nas.stages import transfer
-    from nas.workers.finals import transfer_set_task
+    from nas.workers.finals import labelled_transfer_set
 
     spec = ctx.spec
     if spec.transfer is not None:
@@ -118,8 +116,7 @@ def initialiser_transfer(ctx: JobContext, store: Store) -> str | None:
         return None
     ctx.say(f"student initialiser: labelling {spec.search.final.augment} augmented copies of {len(ctx.train_idx)} "
             "train texts with the teacher first (cached; the finals learn from them too)")
-    task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(transfer_set_task)
-    return ray.get(task.remote(ctx, list(ctx.dataset.texts)))
+    return labelled_transfer_set(ctx)
 
 class TeacherUnfit(RuntimeError):
     """The fine-tuned teacher is not worth distilling (and the spec's teacher_check says stop)."""

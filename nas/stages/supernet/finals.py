@@ -11,7 +11,7 @@ import numpy as np
 from nas.stages.supernet.state import SupernetRun
 from nas.store.records import metric_value, trial_objectives
 from nas.students.shape import Shape
-from nas.workers.finals import FinalTask, final_distill_task, transfer_set_task
+from nas.workers.finals import FinalTask, final_distill_task, labelled_transfer_set
 
 
 def distil(state: SupernetRun, task: FinalTask) -> dict:
@@ -25,16 +25,13 @@ def distil(state: SupernetRun, task: FinalTask) -> dict:
 def transfer_set(state: SupernetRun) -> None:
     """The teacher-labelled transfer set (cached beside the teacher), once per run: the job's transfer corpus, or
     final.augment's copies."""
-    import ray
-
     ctx, fin = state.ctx, state.ctx.spec.search.final
     if ctx.transfer_path and state.transfer_path is None:  # the job's transfer corpus (spec `transfer:`) wins
         state.transfer_path = ctx.transfer_path
     if fin.augment and state.transfer_path is None:
         ctx.say(f"final: labelling {fin.augment} augmented copies of {len(ctx.train_idx)} train texts with the "
                 "teacher (cached)")
-        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(transfer_set_task)
-        state.transfer_path = ray.get(task.remote(ctx, list(ctx.dataset.texts)))
+        state.transfer_path = labelled_transfer_set(ctx)
 
 
 def distilled_assistant(state: SupernetRun) -> dict:
