@@ -67,6 +67,12 @@ class JobContext:
         """Rows a student trains on: the train split (after budgets.data_fraction) and the transfer corpus."""
         return len(self.train_idx) + self.transfer_rows
 
+    def one_off_in_ray_task(self) -> bool:
+        """Where the job's one-off heavy work (the teacher's fine-tuning, the transfer set's labelling) runs: in a Ray
+        task where the GPUs are, or on a cluster whose driver stays on the head; else in the job's own process, with
+        a progress bar (Ray's workers do not log to the driver)."""
+        return bool(self.compute.cuda or self.ray_address)
+
     def trial_threads(self) -> int:
         """CPU threads of one small trial: compute.cpus_per_trial, else the node's share of max_concurrent trials."""
         return self.compute.cpus_per_trial or max(1, self.threads // self.spec.budgets.max_concurrent)

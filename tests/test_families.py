@@ -174,7 +174,7 @@ def test_the_supernets_slices_equal_its_extracted_students(family_job):
 
 
 def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(family_job, tmp_path):
-    from nas.results.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.results.formats import formats_of, predictor
     from nas.store.records import metric_value
 
@@ -189,25 +189,18 @@ def test_an_export_reloads_as_the_family_and_reproduces_the_stored_dev_accuracy(
         result = evaluate_export(out, fmt)
         assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
     # int8 is another graph (dynamic quantisation): a tiny random teacher leaves near-flat logits, where a row whose
-    # fp32 margin is inside the quantisation error may flip (it did in two cold CI runs: 1 of 5 dev rows). So int8
-    # is held to the fp32 ONNX model row by row: probabilities within 0.05, and the same class wherever fp32 decides
-    # by more than that.
-    texts = dev_texts(out)
+    # fp32 margin is inside the quantisation error may flip (it did in two cold CI runs: 1 of 5 dev rows). So int8 is
+    # held to the fp32 ONNX model row by row (probabilities within 0.05), and its dev accuracy to the stored one within
+    # 0.5 points plus the near-tied rows (fp32 margin <= 0.1, the most that error can move a margin by), the only rows
+    # that may flip.
+    texts, labels = export_dev_split(out)
     fp32, int8 = predictor(out, "onnx")(texts), predictor(out, "int8")(texts)
     assert abs(int8 - fp32).max() <= 0.05, abs(int8 - fp32).max()
     top2 = numpy.sort(fp32, axis=-1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    assert (int8.argmax(-1) == fp32.argmax(-1))[margin > 0.1].all(), (fp32, int8)
-
-
-def dev_texts(out) -> list[str]:
-    """The raw dev texts of the job an export came from, rebuilt from the provenance in its config.yaml."""
-    from nas.data import load_dataset, split_indices
-    from nas.spec.job import parse_spec
-
-    spec = parse_spec(yaml.safe_load((pathlib.Path(out) / "config.yaml").read_text())["spec"])
-    ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    return [ds.texts[i] for i in split_indices(ds.labels, spec.seed)["dev"]]
+    near_tied = int((top2[:, 1] - top2[:, 0] <= 0.1).sum())
+    int8_acc = float((int8.argmax(-1) == labels).mean())
+    stored = metric_value(final, "accuracy", "dev", "final")
+    assert abs(int8_acc - stored) <= 0.005 + near_tied / len(labels), (int8_acc, stored, near_tied)
 
 
 @pytest.mark.parametrize("field", ["teacher", "student_init"])
@@ -290,7 +283,7 @@ def distil_only_job(tmp_path_factory):
 def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_only_job):
     """DeBERTa-v2 (relative attention, its own tokenizer): its logits distil MiniLM-L6 first, which every student is
     then sliced from; the students read MiniLM's tokenizer, and their exports are BERT models beside it."""
-    from nas.results.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
     from nas.teachers import load_pretrained
 
@@ -329,7 +322,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
     slice the initialiser (MiniLM-L6, distilled from the teacher's logits first), not the teacher; an export is a BERT
     model that reproduces the stored dev accuracy."""
-    from nas.results.export import evaluate_export, export_trial
+    from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
     from nas.teachers import load_pretrained
 

@@ -144,23 +144,30 @@ def _model_card(card: dict, trial: dict) -> str:
     )
 
 
+def export_dev_split(out_dir: str | pathlib.Path):
+    """The raw dev texts and labels (a numpy array) of the job an export came from, rebuilt from the provenance in
+    its config.yaml."""
+    import numpy as np
+
+    from nas.data import load_dataset, split_indices
+    from nas.spec.job import parse_spec
+
+    spec = parse_spec(yaml.safe_load((pathlib.Path(out_dir) / "config.yaml").read_text())["spec"])
+    ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    dev = split_indices(ds.labels, spec.seed)["dev"]
+    return [ds.texts[i] for i in dev], np.asarray(ds.labels)[dev]
+
+
 def evaluate_export(out_dir: str | pathlib.Path, fmt: str | None = None) -> dict:
     """Load an exported model the way a user would (transformers, ONNX Runtime or joblib: format `fmt`, default the
     first the export holds) and score it on the job's dev split, rebuilt from the provenance in config.yaml, from raw
     text. Returns {"format", "dev_accuracy", "stored_dev_accuracy", "abs_diff"}."""
-    import numpy as np
-
-    from nas.data import load_dataset, split_indices
     from nas.results.formats import formats_of, predictor
-    from nas.spec.job import parse_spec
 
     out = pathlib.Path(out_dir)
     card = yaml.safe_load((out / "config.yaml").read_text())
-    spec = parse_spec(card["spec"])
-    ds = load_dataset(spec.dataset, spec.task, spec.seed)
-    dev = split_indices(ds.labels, spec.seed)["dev"]
-    probs = predictor(out, fmt)([ds.texts[i] for i in dev])
-    acc = float((probs.argmax(-1) == np.asarray(ds.labels)[dev]).mean())
+    texts, labels = export_dev_split(out)
+    acc = float((predictor(out, fmt)(texts).argmax(-1) == labels).mean())
     dev_acc = [m for m in card["metrics"] if m["name"] == "accuracy" and m["split"] == "dev"]
     final = [m for m in dev_acc if m["source"] == "final"]
     # a probe proxy scored a classifier the export does not carry: its weights reproduce the inherited head's figure

@@ -182,7 +182,7 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer)
     if info is not None:
         return info
-    if ctx.compute.cuda or ctx.ray_address:
+    if ctx.one_off_in_ray_task():
         import ray
 
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")

@@ -36,9 +36,9 @@ class FinalTask:
 
 def labelled_transfer_set(ctx: JobContext) -> str:
     """The job's teacher-labelled augmented copies of the train texts (cached beside the teacher; the path of the
-    file): labelled in a Ray task where the GPUs are (or on a cluster whose driver stays on the head), else here with
-    a progress bar, as the teacher's fine-tuning is (a 110M teacher labels 20k rows for half an hour on 2 cores)."""
-    if ctx.compute.cuda or ctx.ray_address:
+    file), labelled where the teacher's fine-tuning runs (ctx.one_off_in_ray_task: a 110M teacher labels 20k rows for
+    half an hour on 2 cores, which wants a progress bar)."""
+    if ctx.one_off_in_ray_task():
         import ray
 
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(transfer_set_task)
@@ -68,7 +68,7 @@ def transfer_set_task(ctx: JobContext, texts: list[str], here: bool = False) -> 
     cache.mkdir(parents=True, exist_ok=True)
     teacher_transfer_set(teacher, tok, ds, train, ctx.spec.budgets.max_seq_len, settings, cache_dir=cache,
                          log=ctx.say if here else lambda m: None, compute=ctx.compute, student_tokenizer=student_tok,
-                         progress=here)
+                         progress=here and ctx.progress)
     return str(transfer_set_path(cache, train, settings))
 
 
