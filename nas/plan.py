@@ -1,7 +1,8 @@
 """`nas plan SPEC`: how long each stage of a job will take on this machine, before anything is written.
 
 A few steps are timed here (calibration): a training step and a batched forward of the teacher, the same for the
-smallest and the largest student of the space (sliced from the teacher), and their batch-1 latency. Every stage's time
+smallest and the largest student of the space (sliced from what students slice: the teacher, or the student
+initialiser, which is timed at full size too), and their batch-1 latency. Every stage's time
 is then those step times multiplied by the counts the spec and the data imply (steps from epochs and rows, trials,
 rows to label, latency runs), students in between interpolated by their share of the encoder's weights. The same job
 with per-candidate distillation is estimated beside a supernet schedule, for comparison. Nothing is cached or stored.
@@ -9,6 +10,7 @@ with per-candidate distillation is estimated beside a supernet schedule, for com
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -80,6 +82,7 @@ class Calibration:
     teacher_latency: float  # s per batch-1 call
     small: dict  # {"weights", "step", "row", "latency"} of the smallest student
     large: dict  # the same of the largest
+    init: dict | None = None  # {"step", "row"} of the student initialiser at full size, where students slice one
 
     def student(self, weights: float, what: str) -> float:
         """A student's `what` (step / row / latency) by its encoder weights, between the smallest and the largest."""
@@ -90,49 +93,82 @@ class Calibration:
         return max(lo[what] * 0.5, lo[what] + f * (hi[what] - lo[what]))
 
 
-def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu") -> Calibration:
-    """The step, row and latency times of the teacher and of the smallest and largest student, on `device` (fp32)."""
+def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu",
+              source=None) -> Calibration:
+    """The step, row and latency times of the teacher and of the smallest and largest student, on `device` (fp32).
+    `source`: the student initialiser the students slice (else they slice the teacher), timed at full size too."""
     from nas.students.bert_slice import extract_subnet
+    from nas.teachers.load import TEACHER_BATCH
 
     torch.set_num_threads(threads)
     small, large = min(shapes, key=lambda s: s.encoder_weights()), max(shapes, key=lambda s: s.encoder_weights())
     parts = {}
     teacher = teacher.to(device)
+    src = teacher if source is None else source.to(device)
     for name, shape in (("small", small), ("large", large)):
-        m = extract_subnet(teacher, shape).to(device)
+        m = extract_subnet(src, shape).to(device)
         parts[name] = {"weights": shape.encoder_weights(), "step": step_time(m, batch, seq),
                        "row": forward_time(m, 64, seq) / 64, "latency": forward_time(m, 1, seq, n=5)}
-    t_step = step_time(teacher, 32, seq)
+    init = None if source is None else {"step": step_time(src, TEACHER_BATCH, seq),
+                                        "row": forward_time(src, 64, seq) / 64}
+    t_step = step_time(teacher, TEACHER_BATCH, seq)
     return Calibration(t_step, forward_time(teacher, 64, seq) / 64, forward_time(teacher, 1, seq, n=5),
-                       parts["small"], parts["large"])
+                       parts["small"], parts["large"], init)
 
 
-def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: bool, assistant_weights: float = 0.0
-             ) -> dict[str, float]:
-    """Seconds per stage of `spec` on a dataset of `n_rows` rows."""
+@dataclass
+class Work:
+    """What the job reads from the cache, and the rows it labels, of a spec on its dataset (nas/stages/teacher.py's
+    order: the teacher, then, where students slice a student initialiser, the transfer set and the initialiser)."""
+    n_rows: int  # the dataset's rows
+    teacher_cached: bool = False
+    initialiser: bool = False  # students slice a student initialiser, distilled from the teacher in the teacher stage
+    init_cached: bool = False
+    transfer_cached: bool = False
+    corpus_rows: int = 0  # the rows of the transfer corpus file (spec transfer.path)
+
+
+def transfer_rows(spec, n_train: int, corpus_rows: int) -> int:
+    """The teacher-labelled rows the students learn from beside the train rows: the job's transfer corpus (spec
+    `transfer:`), else the supernet schedule's search.final.augment copies (nas/stages/supernet/finals.py)."""
+    if spec.transfer is not None:
+        return spec.transfer.augment * n_train + corpus_rows
+    if spec.search.supernet is not None:
+        return int(spec.search.final.augment) * n_train
+    return 0
+
+
+def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights: float = 0.0) -> dict[str, float]:
+    """Seconds per stage of `spec` on a dataset of `work.n_rows` rows."""
+    from nas.teachers.load import TEACHER_BATCH, teacher_steps
     from nas.distill.loop import steps_for
-    from nas.teachers.load import teacher_steps
 
-    b, lat = spec.budgets, spec.latency
-    n_train = int(0.8 * n_rows * b.data_fraction)
-    n_dev = int(0.1 * n_rows)
+    b, lat, n_rows = spec.budgets, spec.latency, work.n_rows
+    n_all = int(0.8 * n_rows)  # the teacher and the initialiser learn from every train row
+    n_train, n_dev = int(n_all * b.data_fraction), int(0.1 * n_rows)
     runs = lat.warmup + (lat.min_runs + lat.max_runs) / 2  # a latency measurement's calls (it stops when stable)
     avg_w = statistics.mean(s.encoder_weights() for s in shapes)
     measure = runs * (cal.student(avg_w, "latency") + cal.teacher_latency)  # a student beside the teacher, interleaved
     # fine-tuning, its dev evaluation after each epoch (early stopping) and the logits of every row, unless cached;
     # then, cached or not: loading it, its latency, the teacher check's TF-IDF (Ray starts before any stage)
-    fit = 0.0 if cached_teacher else (teacher_steps(n_train, b.teacher_epochs) * cal.teacher_step
-                                      + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
-    out = {"teacher": fit + runs * cal.teacher_latency + n_train * 5 * 3e-5 + OVERHEAD_S["load"]}
-    tr = spec.transfer
-    out["transfer"] = 0.0 if tr is None else (tr.augment * n_train + (tr.max_rows or 0)) * cal.teacher_row
-    rows = n_train + (0 if tr is None else tr.augment * n_train)
+    fit = 0.0 if work.teacher_cached else (teacher_steps(n_all, b.teacher_epochs) * cal.teacher_step
+                                           + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
+    out = {"teacher": fit + runs * cal.teacher_latency + n_all * 5 * 3e-5 + OVERHEAD_S["load"]}
+    extra = transfer_rows(spec, n_train, work.corpus_rows)
+    label = 0.0 if work.transfer_cached else extra * cal.teacher_row
+    out["transfer"] = label if spec.transfer is not None and not work.initialiser else 0.0
+    if work.initialiser:  # the teacher stage labels the transfer set first, then distils the initialiser from both
+        epochs = b.init_epochs()
+        distil = 0.0 if work.init_cached else (steps_for(n_all + extra, TEACHER_BATCH, epochs, None) * cal.init["step"]
+                                               + (n_rows + n_dev * max(1, math.ceil(epochs))) * cal.init["row"])
+        out["teacher"] += label + distil + OVERHEAD_S["load"]
     batch = 32
 
     def per_trial(steps: int) -> float:
         return (steps * cal.student(avg_w, "step") + n_dev * cal.student(avg_w, "row") + measure
                 + OVERHEAD_S["trial"])
 
+    rows = n_train + (extra if spec.transfer is not None else 0)
     per_candidate = b.trials * per_trial(steps_for(rows, batch, b.epochs, b.steps))
     sn = spec.search.supernet
     if sn is None:
@@ -141,12 +177,16 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
         steps = sn.steps or steps_for(n_train, batch, sn.epochs, None)
         sandwich = (2 + sn.n_random) * cal.student(avg_w, "step") + cal.teacher_row * batch
         fin = spec.search.final
-        final_steps = steps_for(rows + fin.augment * n_train, batch, fin.epochs, None)
-        finals = fin.top_k * final_steps * cal.student(avg_w, "step") * (2 if fin.one_step_baseline else 1)
-        assistant = final_steps * cal.teacher_step * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
-            if assistant_weights else 0.0
+        two_step = fin.two_step and assistant_weights > 0  # the assistant is distilled, then the finals from it
+        final_steps = steps_for(n_train + extra, batch, fin.epochs, None)
+        finals = fin.top_k * final_steps * cal.student(avg_w, "step") * (2 if two_step and fin.one_step_baseline
+                                                                           else 1)
+        top = cal.init["step"] if cal.init else cal.teacher_step  # the assistant is a slice of what students slice
+        assistant = final_steps * top * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
+            if two_step else 0.0
         evolve = b.trials * (n_dev * cal.student(avg_w, "row") + measure)
-        out["search"] = steps * sandwich + evolve + finals + assistant + OVERHEAD_S["load"] * 3
+        labelled_here = 0.0 if spec.transfer is not None or work.initialiser else label  # the finals label the copies
+        out["search"] = steps * sandwich + evolve + finals + assistant + labelled_here + OVERHEAD_S["load"] * 3
         out["per-candidate instead"] = per_candidate
     # the scoring stage reads each per-trial front point's saved model and scores it on test (finals carry theirs)
     front = 0 if sn is not None else min(b.trials, 6)
@@ -154,6 +194,37 @@ def estimate(spec, n_rows: int, cal: Calibration, shapes: list, cached_teacher: 
     out["references"] = runs * (cal.teacher_latency + 0.001) + n_train * 5 * 3e-5 + OVERHEAD_S["load"]
     out["total"] = sum(v for k, v in out.items() if k != "per-candidate instead")
     return out
+
+
+def job_work(spec, ds, teacher_info: dict | None, root: str) -> Work:
+    """The spec's `Work` on dataset `ds`: which of the teacher, its transfer set and the student initialiser
+    (students slice `root`) the cache holds, by the keys the job's stages read them with."""
+    from nas.data import split_indices, stratified_sample
+    from nas.distill.augment import AugmentSettings, transfer_set_path
+    from nas.distill.transfer import corpus_key, read_corpus
+    from nas.teachers.load import cached_teacher, transfer_home
+
+    tr, b = spec.transfer, spec.budgets
+    corpus = read_corpus(tr.path, tr.column, tr.max_rows) if tr is not None and tr.path else []
+    work = Work(len(ds.labels), teacher_info is not None, root != spec.teacher, corpus_rows=len(corpus))
+    if teacher_info is None:
+        return work
+    train = split_indices(ds.labels, spec.seed)["train"]
+    if b.data_fraction < 1:  # the rows the transfer set copies (nas/stages/teacher.py)
+        train = train[stratified_sample(ds.labels[train], b.data_fraction, spec.seed)]
+    home = transfer_home(teacher_info, root if work.initialiser else None)[0]
+    path = None
+    if tr is not None:
+        augment = AugmentSettings(copies=tr.augment, seed=spec.seed)
+        path = home / f"transfer-{corpus_key(teacher_info['dir'], corpus, augment, train, b.max_seq_len)}.pt"
+    elif spec.search.supernet is not None and spec.search.final.augment:
+        path = transfer_set_path(home, train, AugmentSettings(copies=int(spec.search.final.augment), seed=spec.seed))
+    work.transfer_cached = path is not None and path.is_file()
+    if work.initialiser:
+        work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
+                                          soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
+                                          transfer=path and str(path)) is not None
+    return work
 
 
 def plan(spec) -> dict:
@@ -174,23 +245,28 @@ def plan(spec) -> dict:
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
     cached = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
                             metric=spec.objectives.metric)
+    work = job_work(spec, ds, cached, root)
     with on_host():
-        teacher = load_teacher(cached) if cached else load_pretrained(teacher_path(root))
+        teacher = load_teacher(cached) if cached else load_pretrained(teacher_path(spec.teacher))
+        source = load_pretrained(teacher_path(root, "student_init")) if work.initialiser else None
     shapes = all_shapes(space.student)
     threads = spec.latency.threads or os.cpu_count() or 1
-    cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads)
+    cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source)
     aw = max((s.encoder_weights() for s in all_shapes(space.assistant)), default=0) if space.assistant else 0
     aw = aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0
-    stages = estimate(spec, len(ds.labels), cal, shapes, cached is not None, aw)
+    stages = estimate(spec, work, cal, shapes, aw)
     gpu = {}
     if torch.cuda.is_available():  # the same job where a GPU trains it (fp32 calibration: bf16 runs faster)
-        gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda")
-        gpu = {"gpu": {"device": torch.cuda.get_device_name(0),
-                       "stages": estimate(spec, len(ds.labels), gcal, shapes, cached is not None, aw)}}
+        gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda",
+                         source=source)
+        gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "stages": estimate(spec, work, gcal, shapes, aw)}}
         teacher.to("cpu")
     return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels), **gpu,
             "made_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "teacher_cached": cached is not None,
+            "cached": {"teacher": work.teacher_cached, "transfer set": work.transfer_cached,
+                       **({"student initialiser": work.init_cached} if work.initialiser else {})},
             "calibration": {"teacher_step_s": cal.teacher_step, "teacher_row_s": cal.teacher_row,
                             "teacher_latency_ms": 1000 * cal.teacher_latency,
-                            "student_step_s": [cal.small["step"], cal.large["step"]]}}
+                            "student_step_s": [cal.small["step"], cal.large["step"]],
+                            **({"initialiser_step_s": cal.init["step"]} if cal.init else {})}}

@@ -277,7 +277,7 @@ def distil_only_job(tmp_path_factory):
 
     ray.shutdown()
     with real_job(home, yaml.safe_dump(spec), NAS_STRICT_DEVICES="") as j:
-        yield j
+        yield {**j, "spec": spec}
 
 
 def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_only_job):
@@ -316,6 +316,29 @@ def test_a_teacher_of_another_family_teaches_students_sliced_from_minilm(distil_
     assert len(vocab) == VOCAB  # MiniLM's tokenizer, not the teacher's 800 entries
     result = evaluate_export(out)
     assert abs(result["dev_accuracy"] - metric_value(final, "accuracy", "dev", "final")) <= 0.005, result
+
+
+def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(distil_only_job):
+    """`nas plan` where students slice a student initialiser (a DeBERTa teacher, which does not slice): students are
+    timed as slices of the initialiser, the initialiser at full size; the teacher stage counts the teacher's
+    fine-tuning, the labelling of final.augment's copies and the initialiser's distillation; once the job has run,
+    the plan finds all three in the cache under the keys the job's stages wrote them with."""
+    from nas.distill.loop import steps_for
+    from nas.plan import plan
+    from nas.spec.job import parse_spec
+
+    spec = parse_spec(distil_only_job["spec"])
+    warm = plan(spec)
+    assert warm["cached"] == {"teacher": True, "transfer set": True, "student initialiser": True}, warm["cached"]
+    cold = plan(spec.model_copy(update={"seed": 4}))  # another split: nothing of it is cached
+    assert cold["cached"] == {"teacher": False, "transfer set": False, "student initialiser": False}, cold["cached"]
+    cal = cold["calibration"]
+    assert cal["initialiser_step_s"] > cal["student_step_s"][1] > 0  # MiniLM-L6 at full size, then its largest slice
+    n_train = int(0.8 * cold["rows"])
+    distil = steps_for(2 * n_train, 32, 1, None) * cal["initialiser_step_s"]  # train rows + 1 copy, 1 epoch
+    fine_tune = 60 * cal["teacher_step_s"]  # the teacher's minimum steps
+    assert cold["stages"]["teacher"] >= warm["stages"]["teacher"] + 0.8 * (distil + fine_tune), (cold, warm)
+    assert cold["stages"]["transfer"] == 0  # labelled in the teacher stage, before the initialiser learns from it
 
 
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):

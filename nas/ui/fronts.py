@@ -95,8 +95,9 @@ def shape_text(s: dict | None) -> str:
 
 def print_plan(name: str, p: dict) -> None:
     """`nas plan`'s estimate, a line per stage."""
+    cached = [k for k, v in (p.get("cached") or {"teacher": p["teacher_cached"]}).items() if v]
     typer.echo(f"{name}: {p['rows']} rows, {p['threads']} threads on this machine's CPU"
-               + ("; the teacher is cached" if p["teacher_cached"] else ""))
+               + (f"; cached: {', '.join(cached)}" if cached else ""))
     gpu = (p.get("gpu") or {}).get("stages")
     if gpu:
         typer.echo(f"  {'':<22} {'this CPU':>11} {p['gpu']['device'][:24]:>26}")
