@@ -110,7 +110,7 @@ def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device:
         parts[name] = {"weights": shape.encoder_weights(), "step": step_time(m, batch, seq),
                        "row": forward_time(m, 64, seq) / 64, "latency": forward_time(m, 1, seq, n=5)}
     init = None if source is None else {"step": step_time(src, TEACHER_BATCH, seq),
-                                        "row": forward_time(src, 64, seq) / 64}
+                                        "row": forward_time(src, 64, seq) / 64}  # its forward: the supernet's targets
     t_step = step_time(teacher, TEACHER_BATCH, seq)
     return Calibration(t_step, forward_time(teacher, 64, seq) / 64, forward_time(teacher, 1, seq, n=5),
                        parts["small"], parts["large"], init)
@@ -175,7 +175,8 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
         out["search"] = per_candidate
     else:
         steps = sn.steps or steps_for(n_train, batch, sn.epochs, None)
-        sandwich = (2 + sn.n_random) * cal.student(avg_w, "step") + cal.teacher_row * batch
+        # each step also runs the frozen copy of what students slice, whose hidden states are the targets
+        sandwich = (2 + sn.n_random) * cal.student(avg_w, "step") + (cal.init or {"row": cal.teacher_row})["row"] * batch
         fin = spec.search.final
         two_step = fin.two_step and assistant_weights > 0  # the assistant is distilled, then the finals from it
         final_steps = steps_for(n_train + extra, batch, fin.epochs, None)
