@@ -2,10 +2,11 @@
 
 A few steps are timed here (calibration): a training step and a batched forward of the teacher, the same for the
 smallest and the largest student of the space (sliced from what students slice: the teacher, or the student
-initialiser, which is timed at full size too), and their batch-1 latency. Every stage's time
-is then those step times multiplied by the counts the spec and the data imply (steps from epochs and rows, trials,
-rows to label, latency runs), students in between interpolated by their share of the encoder's weights. The same job
-with per-candidate distillation is estimated beside a supernet schedule, for comparison. Nothing is cached or stored.
+initialiser, which is timed at full size too), and their batch-1 latency. Every stage's time is then those step
+times multiplied by the counts the spec and the data imply (steps from epochs and rows, trials, rows to label,
+latency runs; forwards over length-sorted rows at the data's own batch widths), students in between interpolated by
+their share of the encoder's weights. The same job with per-candidate distillation is estimated beside a supernet
+schedule, for comparison. Nothing is cached or stored.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Calibration:
     small: dict  # {"weights", "step", "row", "latency"} of the smallest student
     large: dict  # the same of the largest
     init: dict | None = None  # {"step", "row"} of the student initialiser at full size, where students slice one
+    sorted_rows: float = 1.0  # a row's share of its full-width cost in a length-sorted, padding-trimmed batch
 
     def student(self, weights: float, what: str) -> float:
         """A student's `what` (step / row / latency) by its encoder weights, between the smallest and the largest."""
@@ -94,9 +96,11 @@ class Calibration:
 
 
 def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu",
-              source=None) -> Calibration:
+              source=None, sorted_seq: int | None = None) -> Calibration:
     """The step, row and latency times of the teacher and of the smallest and largest student, on `device` (fp32).
-    `source`: the student initialiser the students slice (else they slice the teacher), timed at full size too."""
+    `source`: the student initialiser the students slice (else they slice the teacher), timed at full size too.
+    `sorted_seq`: the mean width of the data's length-sorted batches (nas/distill/evaluate.py's predict_logits), at
+    which the teacher's batched forward is timed again."""
     from nas.students.bert_slice import extract_subnet
     from nas.teachers.load import TEACHER_BATCH
 
@@ -111,9 +115,19 @@ def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device:
                        "row": forward_time(m, 64, seq) / 64, "latency": forward_time(m, 1, seq, n=5)}
     init = None if source is None else {"step": step_time(src, TEACHER_BATCH, seq),
                                         "row": forward_time(src, 64, seq) / 64}  # its forward: the supernet's targets
-    t_step = step_time(teacher, TEACHER_BATCH, seq)
-    return Calibration(t_step, forward_time(teacher, 64, seq) / 64, forward_time(teacher, 1, seq, n=5),
-                       parts["small"], parts["large"], init)
+    t_step, t_row = step_time(teacher, TEACHER_BATCH, seq), forward_time(teacher, 64, seq) / 64
+    share = 1.0 if not sorted_seq or sorted_seq >= seq else min(1.0, forward_time(teacher, 64, sorted_seq) / 64 / t_row)
+    return Calibration(t_step, t_row, forward_time(teacher, 1, seq, n=5), parts["small"], parts["large"], init, share)
+
+
+def sorted_width(tokenizer, texts, seq: int, pair: bool = False, batch: int = 64) -> int:
+    """The mean width of batches of `batch` rows sorted by length and trimmed of shared padding: what the logits of
+    every row, the labelling and the dev evaluations run at (reviews are shorter than max_seq_len)."""
+    from nas.data import encode
+
+    lengths = sorted(encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).tolist())
+    widths = [max(lengths[i:i + batch]) for i in range(0, len(lengths), batch)]
+    return max(1, round(statistics.mean(widths))) if widths else seq
 
 
 @dataclass
@@ -149,23 +163,25 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
     runs = lat.warmup + (lat.min_runs + lat.max_runs) / 2  # a latency measurement's calls (it stops when stable)
     avg_w = statistics.mean(s.encoder_weights() for s in shapes)
     measure = runs * (cal.student(avg_w, "latency") + cal.teacher_latency)  # a student beside the teacher, interleaved
+    sorted_row = cal.teacher_row * cal.sorted_rows  # the teacher's logits, the labelling: length-sorted batches
     # fine-tuning, its dev evaluation after each epoch (early stopping) and the logits of every row, unless cached;
     # then, cached or not: loading it, its latency, the teacher check's TF-IDF (Ray starts before any stage)
     fit = 0.0 if work.teacher_cached else (teacher_steps(n_all, b.teacher_epochs) * cal.teacher_step
-                                           + (n_rows + n_dev * max(1, b.teacher_epochs)) * cal.teacher_row)
+                                           + (n_rows + n_dev * max(1, b.teacher_epochs)) * sorted_row)
     out = {"teacher": fit + runs * cal.teacher_latency + n_all * 5 * 3e-5 + OVERHEAD_S["load"]}
     extra = transfer_rows(spec, n_train, work.corpus_rows)
-    label = 0.0 if work.transfer_cached else extra * cal.teacher_row
+    label = 0.0 if work.transfer_cached else extra * sorted_row
     out["transfer"] = label if spec.transfer is not None and not work.initialiser else 0.0
     if work.initialiser:  # the teacher stage labels the transfer set first, then distils the initialiser from both
         epochs = b.init_epochs()
         distil = 0.0 if work.init_cached else (steps_for(n_all + extra, TEACHER_BATCH, epochs, None) * cal.init["step"]
-                                               + (n_rows + n_dev * max(1, math.ceil(epochs))) * cal.init["row"])
+                                               + (n_rows + n_dev * max(1, math.ceil(epochs))) * cal.init["row"]
+                                               * cal.sorted_rows)
         out["teacher"] += label + distil + OVERHEAD_S["load"]
     batch = 32
 
     def per_trial(steps: int) -> float:
-        return (steps * cal.student(avg_w, "step") + n_dev * cal.student(avg_w, "row") + measure
+        return (steps * cal.student(avg_w, "step") + n_dev * cal.student(avg_w, "row") * cal.sorted_rows + measure
                 + OVERHEAD_S["trial"])
 
     rows = n_train + (extra if spec.transfer is not None else 0)
@@ -185,13 +201,13 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
         top = cal.init["step"] if cal.init else cal.teacher_step  # the assistant is a slice of what students slice
         assistant = final_steps * top * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
             if two_step else 0.0
-        evolve = b.trials * (n_dev * cal.student(avg_w, "row") + measure)
+        evolve = b.trials * (n_dev * cal.student(avg_w, "row") * cal.sorted_rows + measure)
         labelled_here = 0.0 if spec.transfer is not None or work.initialiser else label  # the finals label the copies
         out["search"] = steps * sandwich + evolve + finals + assistant + labelled_here + OVERHEAD_S["load"] * 3
         out["per-candidate instead"] = per_candidate
     # the scoring stage reads each per-trial front point's saved model and scores it on test (finals carry theirs)
     front = 0 if sn is not None else min(b.trials, 6)
-    out["scoring"] = front * (n_dev * cal.student(avg_w, "row") + 0.1)
+    out["scoring"] = front * (n_dev * cal.student(avg_w, "row") * cal.sorted_rows + 0.1)
     out["references"] = runs * (cal.teacher_latency + 0.001) + n_train * 5 * 3e-5 + OVERHEAD_S["load"]
     out["total"] = sum(v for k, v in out.items() if k != "per-candidate instead")
     return out
@@ -252,14 +268,19 @@ def plan(spec) -> dict:
         source = load_pretrained(teacher_path(root, "student_init")) if work.initialiser else None
     shapes = all_shapes(space.student)
     threads = spec.latency.threads or os.cpu_count() or 1
-    cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source)
+    from transformers import AutoTokenizer
+
+    width = sorted_width(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)), ds.texts, spec.budgets.max_seq_len,
+                         pair=ds.task == "pair")
+    cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source,
+                    sorted_seq=width)
     aw = max((s.encoder_weights() for s in all_shapes(space.assistant)), default=0) if space.assistant else 0
     aw = aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0
     stages = estimate(spec, work, cal, shapes, aw)
     gpu = {}
     if torch.cuda.is_available():  # the same job where a GPU trains it (fp32 calibration: bf16 runs faster)
         gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda",
-                         source=source)
+                         source=source, sorted_seq=width)
         gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "stages": estimate(spec, work, gcal, shapes, aw)}}
         teacher.to("cpu")
     return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels), **gpu,
@@ -268,6 +289,7 @@ def plan(spec) -> dict:
             "cached": {"teacher": work.teacher_cached, "transfer set": work.transfer_cached,
                        **({"student initialiser": work.init_cached} if work.initialiser else {})},
             "calibration": {"teacher_step_s": cal.teacher_step, "teacher_row_s": cal.teacher_row,
-                            "teacher_latency_ms": 1000 * cal.teacher_latency,
+                            "teacher_latency_ms": 1000 * cal.teacher_latency, "sorted_batch_width": width,
+                            "sorted_row_share": cal.sorted_rows,
                             "student_step_s": [cal.small["step"], cal.large["step"]],
                             **({"initialiser_step_s": cal.init["step"]} if cal.init else {})}}
