@@ -223,6 +223,12 @@ def load_dataset(ref: DatasetRef, task: str, seed: int = 0) -> Dataset:
 
 
 # -- splits -------------------------------------------------------------------------------------------------------------
+def job_train_rows(labels: np.ndarray, train_idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The train rows a job's students learn from (and its transfer set copies): a stratified `fraction`
+    (budgets.data_fraction) of the split's `train_idx`, all of them at 1."""
+    return train_idx if fraction >= 1 else train_idx[stratified_sample(labels[train_idx], fraction, seed)]
+
+
 def stratified_sample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of a stratified sample (at least one row per class)."""
     rng = np.random.default_rng(seed + 7919)

@@ -216,9 +216,9 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
 def job_work(spec, ds, teacher_info: dict | None, root: str) -> Work:
     """The spec's `Work` on dataset `ds`: which of the teacher, its transfer set and the student initialiser
     (students slice `root`) the cache holds, by the keys the job's stages read them with."""
-    from nas.data import split_indices, stratified_sample
+    from nas.data import job_train_rows, split_indices
     from nas.distill.augment import AugmentSettings, transfer_set_path
-    from nas.distill.transfer import corpus_key, read_corpus
+    from nas.distill.transfer import corpus_path, read_corpus
     from nas.teachers.load import cached_teacher, transfer_home
 
     tr, b = spec.transfer, spec.budgets
@@ -226,14 +226,12 @@ def job_work(spec, ds, teacher_info: dict | None, root: str) -> Work:
     work = Work(len(ds.labels), teacher_info is not None, root != spec.teacher, corpus_rows=len(corpus))
     if teacher_info is None:
         return work
-    train = split_indices(ds.labels, spec.seed)["train"]
-    if b.data_fraction < 1:  # the rows the transfer set copies (nas/stages/teacher.py)
-        train = train[stratified_sample(ds.labels[train], b.data_fraction, spec.seed)]
+    train = job_train_rows(ds.labels, split_indices(ds.labels, spec.seed)["train"], b.data_fraction, spec.seed)
     home = transfer_home(teacher_info, root if work.initialiser else None)[0]
     path = None
     if tr is not None:
         augment = AugmentSettings(copies=tr.augment, seed=spec.seed)
-        path = home / f"transfer-{corpus_key(teacher_info['dir'], corpus, augment, train, b.max_seq_len)}.pt"
+        path = corpus_path(home, teacher_info["dir"], corpus, augment, train, b.max_seq_len)
     elif spec.search.supernet is not None and spec.search.final.augment:
         path = transfer_set_path(home, train, AugmentSettings(copies=int(spec.search.final.augment), seed=spec.seed))
     work.transfer_cached = path is not None and path.is_file()
@@ -254,6 +252,7 @@ def plan(spec) -> dict:
     from nas.teachers.load import cached_teacher, load_teacher, root_of, teacher_config, teacher_path
     from nas.teachers import load_pretrained
 
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -268,8 +267,6 @@ def plan(spec) -> dict:
         source = load_pretrained(teacher_path(root, "student_init")) if work.initialiser else None
     shapes = all_shapes(space.student)
     threads = spec.latency.threads or os.cpu_count() or 1
-    from transformers import AutoTokenizer
-
     width = sorted_width(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)), ds.texts, spec.budgets.max_seq_len,
                          pair=ds.task == "pair")
     cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source,

@@ -326,6 +326,7 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
     from nas.distill.loop import steps_for
     from nas.plan import plan
     from nas.spec.job import parse_spec
+    from nas.teachers.load import MIN_TEACHER_STEPS, TEACHER_BATCH
 
     spec = parse_spec(distil_only_job["spec"])
     warm = plan(spec)
@@ -335,8 +336,8 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
     cal = cold["calibration"]
     assert cal["initialiser_step_s"] > cal["student_step_s"][1] > 0  # MiniLM-L6 at full size, then its largest slice
     n_train = int(0.8 * cold["rows"])
-    distil = steps_for(2 * n_train, 32, 1, None) * cal["initialiser_step_s"]  # train rows + 1 copy, 1 epoch
-    fine_tune = 60 * cal["teacher_step_s"]  # the teacher's minimum steps
+    distil = steps_for(2 * n_train, TEACHER_BATCH, 1, None) * cal["initialiser_step_s"]  # train rows + 1 copy, 1 epoch
+    fine_tune = MIN_TEACHER_STEPS * cal["teacher_step_s"]  # 150 rows: the teacher's minimum steps
     assert cold["stages"]["teacher"] >= warm["stages"]["teacher"] + 0.8 * (distil + fine_tune), (cold, warm)
     assert cold["stages"]["transfer"] == 0  # labelled in the teacher stage, before the initialiser learns from it
 

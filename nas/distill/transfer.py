@@ -85,6 +85,11 @@ def corpus_key(teacher_dir: str, corpus: list[str], augment, train_idx, max_len:
     return h.hexdigest()[:16]
 
 
+def corpus_path(cache_dir, teacher_dir: str, corpus: list[str], augment, train_idx, max_len: int) -> pathlib.Path:
+    """The cache file of a labelled transfer corpus (nas/stages/transfer.py) in `cache_dir`, keyed by its content."""
+    return pathlib.Path(cache_dir) / f"transfer-{corpus_key(teacher_dir, corpus, augment, train_idx, max_len)}.pt"
+
+
 def transfer_texts(texts: list[str], train_idx, corpus: list[str], tokenizer, embeddings: torch.Tensor,
                    augment) -> tuple[list[str], np.ndarray]:
     """Augmented copies of the train texts, then the corpus: (texts, source row in the dataset; -1 for the corpus)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nas.compute import gpu_name
 from nas.context import JobContext
-from nas.data import split_indices, stratified_sample, token_cache_path, tokenize
+from nas.data import job_train_rows, split_indices, token_cache_path, tokenize
 from nas.spec.errors import SpecError
 from nas.spec.job import JobSpec
 from nas.store.records import metric_value
@@ -74,9 +74,7 @@ def run(ctx: JobContext, store: Store) -> None:
     # scored, timed and checked before anything learns from it (a teacher_check stop distils nothing)
     trial = next(iter(store.trials(ctx.job_id, kind="teacher", state="COMPLETE")), None) or record_teacher(ctx, store)
     check_learned(ctx, store, trial, splits)
-    train_idx = splits["train"]
-    if spec.budgets.data_fraction < 1:
-        train_idx = train_idx[stratified_sample(ds.labels[train_idx], spec.budgets.data_fraction, spec.seed)]
+    train_idx = job_train_rows(ds.labels, splits["train"], spec.budgets.data_fraction, spec.seed)
     ctx.train_idx, ctx.dev_idx, ctx.test_idx = train_idx.tolist(), splits["dev"].tolist(), splits["test"].tolist()
     ctx.labels = ds.labels.tolist()
     root, _ = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))

@@ -33,7 +33,7 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     from transformers import AutoTokenizer
 
     from nas.distill.augment import AugmentSettings
-    from nas.distill.transfer import corpus_key, label_transfer, read_corpus, transfer_texts
+    from nas.distill.transfer import corpus_path, label_transfer, read_corpus, transfer_texts
     from nas.teachers.load import load_teacher
     from nas.workers.setup import worker_setup
 
@@ -48,8 +48,7 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     max_len = ctx.spec.budgets.max_seq_len
     cache = pathlib.Path(ctx.transfer_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    key = corpus_key(ctx.teacher["dir"], corpus, augment, ctx.train_idx, max_len)
-    path = cache / f"transfer-{key}.pt"
+    path = corpus_path(cache, ctx.teacher["dir"], corpus, augment, ctx.train_idx, max_len)
     if not path.is_file():
         rows, source = transfer_texts(texts, ctx.train_idx, corpus,
                                       tok, teacher.get_input_embeddings().weight.detach(), augment)
