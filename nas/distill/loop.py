@@ -84,7 +84,8 @@ STOP = object()  # what an `on_step` callback returns to end the training after 
 def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None,
             settings: DistillSettings, steps: int, seed: int = 0,
             on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
-            teacher=None, aux_probs: torch.Tensor | None = None, compute: Compute = CPU, accumulate: int = 1) -> dict:
+            teacher=None, aux_probs: torch.Tensor | None = None, compute: Compute = CPU, accumulate: int = 1,
+            checkpoint=None) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
     logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
     are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
@@ -92,7 +93,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     for the relevance loss. The data stay on the CPU; each batch is moved to `compute`'s device and trained in its
     precision; models go back where they were at the end. `accumulate` splits every batch into that many micro-batches
     whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). `on_step`
-    returning STOP ends the training after that step. Raises FloatingPointError on a NaN/inf loss."""
+    returning STOP ends the training after that step. `checkpoint` (nas/distill/resume.py's TrainCheckpoint): the run
+    continues from its saved state and saves it as it goes. Raises FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
     inner = settings.hidden_weight > 0 or settings.attention_weight > 0
     if inner and teacher is None:
@@ -113,7 +115,10 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     n = len(labels)
     t0 = time.perf_counter()
     last = float("nan")
+    start = checkpoint.restore(student, opt, sched, scaler, steps) if checkpoint else 0
     for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed)):
+        if step < start:  # taken before the checkpoint: the same batches are replayed from the seed, not trained
+            continue
         opt.zero_grad(set_to_none=True)
         last = 0.0
         for part in (np.array_split(idx, accumulate) if accumulate > 1 else [idx]):
@@ -133,6 +138,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
         if on_step and on_step(step, last) is STOP:  # the caller stops it early (the teacher's early stopping on dev)
             steps = step + 1
             break
+        if checkpoint:  # after on_step: its state (the best weights on dev) is part of the run's
+            checkpoint.maybe_save(step + 1, steps, student, opt, sched, scaler)
     student.eval().to(homes[0])
     if teacher is not None:
         teacher.to(homes[1])

@@ -16,6 +16,7 @@ from nas.compute import CPU, Compute
 from nas.data import Dataset, cache_dir
 from nas.distill.evaluate import predict_logits, scores
 from nas.distill.loop import DistillSettings, distill, steps_for
+from nas.distill.resume import TrainCheckpoint
 from nas.spec.errors import SpecError
 from nas.compute import on_host
 from nas.teachers import FAMILIES, load_pretrained, model_class_of
@@ -200,7 +201,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
-                            transfer_rows)
+                            transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"))
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -218,16 +219,20 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     (tmp / "teacher.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
+    out.with_name(key + ".checkpoint.pt").unlink(missing_ok=True)  # the training's (fine_tune): cached now
     return info
 
 
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
-              log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None) -> str | None:
+              log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None,
+              checkpoint: pathlib.Path | None = None) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
     progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
     fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
     tokens (nas/distill/augment.py's transfer set) learnt beside the train rows from the soft targets alone; an epoch
-    is then one pass over both."""
+    is then one pass over both. `checkpoint`: the file the training saves its state to as it goes (every
+    nas/distill/resume.py EVERY_S) and continues from when a killed run is started again (the caller removes it once
+    the result is cached)."""
     from tqdm import tqdm
 
     from nas.distill.augment import with_transfer_set
@@ -249,7 +254,7 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     bar = tqdm(total=steps, desc="student init" if soft_from else "teacher", unit="step", leave=False)
 
     def tick(s, loss):
-        bar.update(1)
+        bar.update(s + 1 - bar.n)  # a resumed run starts where its checkpoint was
         bar.set_postfix(loss=f"{loss:.3f}")
 
     stopper = None
@@ -257,9 +262,12 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         dev = torch.as_tensor(splits["dev"], device="cpu")
         stopper = recipe.EarlyStopping(model, {k: v[dev] for k, v in tensors.items()}, labels[dev], metric,
                                        recipe.epoch_steps(len(y), TEACHER_BATCH), compute, then=tick)
+    saver = checkpoint and TrainCheckpoint(checkpoint, stateful={"early_stopping": stopper} if stopper else {})
     info = distill(model, x, y, soft, settings, steps, seed, compute=compute, on_step=stopper or tick,
-                   hard_mask=hard) if steps else None
+                   hard_mask=hard, checkpoint=saver) if steps else None
     bar.close()  # before the line below, or the bar redraws over it
+    if saver and saver.resumed_from:
+        log(f"{what}: resumed from its checkpoint at step {saver.resumed_from} of {steps}")
     if not stopper:
         return None
     line = stopper.finish(info["steps"])

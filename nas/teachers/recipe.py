@@ -89,6 +89,15 @@ class EarlyStopping:
                 return STOP
         return None
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs (nas/distill/resume.py): the best score, its step and weights, the count."""
+        return {"best": self.best, "best_step": self.best_step, "state": self.state, "bad": self.bad,
+                "history": list(self.history)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.best_step, self.state, self.bad = d["best"], d["best_step"], d["state"], d["bad"]
+        self.history = [tuple(h) for h in d["history"]]
+
     def finish(self, steps_run: int) -> str:
         """After `distill`: the last step scored (unless it just was), the best weights restored; a line saying so."""
         if not self.history or self.history[-1][0] != steps_run:

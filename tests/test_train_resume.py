@@ -1,0 +1,95 @@
+"""A teacher's fine-tuning (or a student initialiser's distillation) killed part way continues from its checkpoint and
+ends where an uninterrupted run ends: the same weights, the same early-stopping line. The kill is real: the first run is
+a child process, SIGKILLed once its checkpoint has a few steps in it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def problem():
+    """A tiny random BERT and 2,000 rows of a rule it learns slowly (the second token decides): many steps, each short."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    ids = torch.randint(5, 50, (2000, 16))
+    labels = (ids[:, 1] > 27).long()
+    tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    splits = {"train": np.arange(0, 1800), "dev": np.arange(1800, 2000)}
+    return model, tensors, labels, splits
+
+
+def train(checkpoint: pathlib.Path | None, soft_from: str | None) -> tuple[dict, list[str]]:
+    """fine_tune on `problem()` for up to 6 epochs; the trained weights and the lines it logged."""
+    from nas.compute import CPU
+    from nas.teachers.load import fine_tune
+
+    torch.set_num_threads(1)  # the same kernels in the child and here
+    model, tensors, labels, splits = problem()
+    lines: list[str] = []
+    fine_tune(model, tensors, labels, splits, 2, 0, 6, lines.append, CPU, soft_from, "accuracy", checkpoint=checkpoint)
+    return model.state_dict(), lines
+
+
+CHILD = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from test_train_resume import train
+train(__import__("pathlib").Path({ckpt!r}), {soft!r})
+"""
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["fine-tuned", "distilled from logits"])
+def test_a_killed_fine_tuning_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path, soft):
+    threads = torch.get_num_threads()
+    soft_from = None
+    if soft:  # a teacher that knows the rule: the initialiser's case
+        _, _, labels, _ = problem()
+        soft_from = str(tmp_path / "logits.pt")
+        torch.save(4.0 * torch.nn.functional.one_hot(labels, 2).float() - 2.0, soft_from)
+    try:
+        whole, whole_lines = train(None, soft_from)
+        ckpt = tmp_path / "run.checkpoint.pt"
+        env = {**os.environ, "NAS_TRAIN_CHECKPOINT_S": "0", "PYTHONPATH": str(ROOT)}
+        child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(HERE), root=str(ROOT), ckpt=str(ckpt),
+                                                                     soft=soft_from)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        deadline, step = time.monotonic() + 300, 0
+        while step < 40 and time.monotonic() < deadline:
+            assert child.poll() is None, f"the run ended before it could be killed: {child.stderr.read().decode()}"
+            time.sleep(0.05)
+            if ckpt.is_file():
+                step = torch.load(ckpt, map_location="cpu", weights_only=False)["step"]
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        assert 40 <= saved["step"] < saved["steps"]
+        resumed, lines = train(ckpt, soft_from)
+    finally:
+        torch.set_num_threads(threads)
+    assert any(line.endswith(f"resumed from its checkpoint at step {saved['step']} of {saved['steps']}")
+               for line in lines), lines
+    stop = [x for x in lines if x.startswith("early stopping on dev accuracy")]
+    assert stop and stop == [x for x in whole_lines if x.startswith("early stopping on dev accuracy")]
+    diff = max((resumed[k].float() - whole[k].float()).abs().max().item() for k in whole)
+    assert diff <= 1e-6, diff
+    # a checkpoint of another schedule is not this run's: it is ignored, and the run trains from the start
+    saved["steps"] += 1
+    torch.save(saved, ckpt)
+    again, lines = train(ckpt, soft_from)
+    assert not any("resumed" in line for line in lines)
+    assert max((again[k].float() - whole[k].float()).abs().max().item() for k in whole) <= 1e-6
