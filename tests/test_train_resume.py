@@ -87,9 +87,82 @@ def test_a_killed_fine_tuning_resumes_from_its_checkpoint_to_the_uninterrupted_r
     assert stop and stop == [x for x in whole_lines if x.startswith("early stopping on dev accuracy")]
     diff = max((resumed[k].float() - whole[k].float()).abs().max().item() for k in whole)
     assert diff <= 1e-6, diff
-    # a checkpoint of another schedule is not this run's: it is ignored, and the run trains from the start
-    saved["steps"] += 1
-    torch.save(saved, ckpt)
-    again, lines = train(ckpt, soft_from)
-    assert not any("resumed" in line for line in lines)
-    assert max((again[k].float() - whole[k].float()).abs().max().item() for k in whole) <= 1e-6
+    # a checkpoint of another schedule (steps) or another run (key) is not this run's: the run trains from the start
+    for field, value in (("steps", saved["steps"] + 1), ("key", "another final")):
+        torch.save({**saved, field: value}, ckpt)
+        again, lines = train(ckpt, soft_from)
+        assert not any("resumed" in line for line in lines)
+        assert max((again[k].float() - whole[k].float()).abs().max().item() for k in whole) <= 1e-6
+
+
+FINALS_SPEC = """
+name: tiny-final-resume
+teacher: minilm-l6
+dataset: {name: bbc-news, max_rows: 150}
+task: classification
+search_space: tiny
+latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
+budgets: {trials: 4, max_seq_len: 32, teacher_epochs: 2}
+search:
+  strategy: evolution
+  population: 2
+  supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
+  final: {top_k: 1, epochs: 8, two_step: false}
+seed: 3
+"""
+
+
+def kill_everything_of(home: pathlib.Path, run: subprocess.Popen) -> None:
+    """SIGKILL what a lost machine loses at once: the driver's process group and every process of the job's NAS_HOME
+    (Ray's workers and raylet run in sessions of their own, and a worker would otherwise train on for a moment)."""
+    mark = f"NAS_HOME={home}".encode()
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            ours = proc.name.isdigit() and mark in (proc / "environ").read_bytes().split(b"\0")
+            if ours and int(proc.name) != os.getpid():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+
+def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path):
+    """`nas run` (its whole process group, Ray workers too) SIGKILLed while a final trains; `nas resume` finishes the
+    job, and the final goes on from its checkpoint: its trial records the step, and the checkpoint is gone after."""
+    from nas.store import Store
+    from nas.store.records import metric_value
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{home / 'nas.db'}"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(FINALS_SPEC)
+    env = {**os.environ, "NAS_HOME": str(home), "NAS_TRAIN_CHECKPOINT_S": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "NAS_CACHE": os.environ.get("NAS_CACHE", str(ROOT / ".nas" / "test-cache")), "NAS_STORAGE": "",
+           "TOKENIZERS_PARALLELISM": "false"}
+    log = open(tmp_path / "run.log", "wb")
+    run = subprocess.Popen([sys.executable, "-m", "nas", "run", str(spec), "--storage", url, "--quiet"], env=env,
+                           stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline, found = time.monotonic() + 600, None
+    while found is None and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+        found = next(iter(home.rglob("train.checkpoint.pt")), None)
+    assert found is not None, (tmp_path / "run.log").read_text()[-3000:]
+    kill_everything_of(home, run)
+    saved = torch.load(found, map_location="cpu", weights_only=False)
+    assert 1 <= saved["step"] < saved["steps"]
+    store = Store(url)
+    job_id = store.list_jobs()[0]["id"]
+    assert store.get_job(job_id)["status"] != "COMPLETE"
+    again = subprocess.run([sys.executable, "-m", "nas", "resume", str(job_id), "--storage", url, "--quiet"], env=env,
+                           capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    number = int(found.parent.name.split("-")[1])
+    prefix = found.parent.name.split("-", 2)[2] + "_" if found.parent.name.count("-") > 1 else ""
+    trial = next(t for t in store.trials(job_id) if t["number"] == number)
+    assert metric_value(trial, prefix + "resumed_from_step", "train", "final") == saved["step"]
+    assert metric_value(trial, prefix + "accuracy", "test", "final") is not None
+    assert not found.exists()
+    store.dispose()

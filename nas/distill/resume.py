@@ -21,23 +21,26 @@ EVERY_S = float(os.environ.get("NAS_TRAIN_CHECKPOINT_S", 600))  # wall seconds b
 
 
 class TrainCheckpoint:
-    """The checkpoint file of one training run, keyed by the caller (the teacher cache key names what is trained on what).
-    `stateful`: objects with `state_dict()` / `load_state_dict()` saved beside the optimiser (the caller's on_step)."""
+    """The checkpoint file of one training run. `key`: what the run is (a final's shape, settings, targets and seed);
+    a file saved under another key, or for another number of steps, is not this run's and is trained over. (A teacher's
+    file is named by its cache key already.) `stateful`: objects with `state_dict()` / `load_state_dict()` saved
+    beside the optimiser (the caller's on_step)."""
 
-    def __init__(self, path: str | os.PathLike, every_s: float | None = None, stateful: dict | None = None):
-        self.path = pathlib.Path(path)
+    def __init__(self, path: str | os.PathLike, every_s: float | None = None, stateful: dict | None = None,
+                 key: str = ""):
+        self.path, self.key = pathlib.Path(path), key
         self.every_s = EVERY_S if every_s is None else every_s
         self.stateful = stateful or {}
         self.saved_at = time.monotonic()
         self.resumed_from = 0
 
     def restore(self, model, opt, sched, scaler, steps: int) -> int:
-        """Load the saved state into the run's objects; the number of steps already taken (0 when there is none).
-        A checkpoint of another schedule (another total of steps) is not this run's and is ignored."""
+        """Load the saved state into the run's objects; the number of steps already taken (0 when there is none, or it
+        is another run's)."""
         if not self.path.is_file():
             return 0
         state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state["steps"] != steps:
+        if state["steps"] != steps or state.get("key", "") != self.key:
             return 0
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -57,8 +60,8 @@ class TrainCheckpoint:
         """Save after `done` steps when `every_s` has passed since the last save (never after the last step)."""
         if done >= steps or time.monotonic() - self.saved_at < self.every_s:
             return False
-        save_atomic({"step": done, "steps": steps, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "schedule": sched.state_dict(),
+        save_atomic({"step": done, "steps": steps, "key": self.key, "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
                      "rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,

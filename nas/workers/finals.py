@@ -94,6 +94,7 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
 
     from nas.distill.augment import with_transfer_set
     from nas.distill.loop import distill, steps_for
+    from nas.distill.resume import TrainCheckpoint
     from nas.students.bert_slice import extract_subnet
 
     tensors, labels = worker_setup(ctx)
@@ -118,18 +119,24 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
                                           transfer, t_soft)
         steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
+        # a resumed job's final continues where it was killed, if it is the same final (source, targets, settings)
+        ckpt = TrainCheckpoint(final_dir(ctx, task) / "train.checkpoint.pt", key=repr((
+            init_path, task.shape, settings, task.soft_logits_paths, task.transfer_path, task.transfer_soft_paths,
+            ctx.seed + task.seed_offset, len(y))))
 
         def train_once(accumulate: int) -> tuple:
             model = extract_subnet(source, shape)
             return model, distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
                                   on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
-                                  teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate)
+                                  teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate, checkpoint=ckpt)
 
         model, info = with_oom_retry(train_once, lambda reason: store.add_metric(tid, prefix + "oom_retries", 1, "train",
                                                                                  "final"))
         inner_teacher = source = None  # free them before scoring
         out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
         store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
+        if ckpt.resumed_from:  # a killed run's final went on from its checkpoint
+            store.add_metric(tid, prefix + "resumed_from_step", ckpt.resumed_from, "train", "final", step=steps)
         for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on
             if getattr(settings, name) > 0:
                 store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
@@ -137,9 +144,16 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         out.update(score_final(ctx, store, task, model, tensors, labels, steps))
         if task.save_model:
             out.update(save_final(ctx, store, task, model, tensors, transfer))
+        ckpt.clear()
         return out
     finally:
         store.dispose()
+
+
+def final_dir(ctx: JobContext, task: FinalTask) -> pathlib.Path:
+    """Where a final's model, logits and training checkpoint go: one directory per trial and final (its prefix)."""
+    prefix = task.metric_prefix
+    return pathlib.Path(ctx.artefact_dir) / f"trial-{task.number:04d}{'-' + prefix.rstrip('_') if prefix else ''}"
 
 
 def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, labels, steps: int) -> dict:
@@ -165,7 +179,7 @@ def save_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, t
     from nas.distill.evaluate import predict_logits
 
     prefix, tid = task.metric_prefix, task.trial_id
-    path = pathlib.Path(ctx.artefact_dir) / f"trial-{task.number:04d}{'-' + prefix.rstrip('_') if prefix else ''}"
+    path = final_dir(ctx, task)
     out = {"model_path": save_model(model, ctx, path / "model")}
     store.add_artefact(ctx.job_id, tid, "model", out["model_path"])
     if task.save_logits:
