@@ -183,6 +183,20 @@ seed: 3
 """
 
 
+# The supernet schedule on the same slice (tests/test_supernet_job.py, tests/test_train_resume.py): rewiring, a 4-step
+# supernet, AutoDisc, evolution, two two-step finals with a one-step baseline; no reference.
+TINY_SUPERNET_SPEC = (TINY_JOB_SPEC.replace("name: tiny-e2e", "name: tiny-supernet")
+                      .replace("references: [tfidf-linear]\n", "")
+                      .replace("budgets: {trials: 3, epochs: 3,", "budgets: {trials: 6,")
+                      .replace("seed: 3", """search:
+  strategy: evolution
+  population: 3
+  supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
+  autodisc: {lambda: 0.2}
+  final: {top_k: 2, epochs: 1, one_step_baseline: true, augment: 1, soft_targets: average, student_init: assistant}
+seed: 3"""))
+
+
 def tiny_job_spec(name: str) -> str:
     return TINY_JOB_SPEC.replace("name: tiny-e2e", f"name: {name}")
 

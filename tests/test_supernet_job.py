@@ -7,27 +7,12 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import job_environment, real_job
+from conftest import TINY_SUPERNET_SPEC, job_environment, real_job
 
 from nas.store.records import metric_value
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SPEC = """
-name: tiny-supernet
-teacher: minilm-l6
-dataset: {name: bbc-news, max_rows: 150}
-task: classification
-search_space: tiny
-latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
-budgets: {trials: 6, max_seq_len: 32, teacher_epochs: 2}
-search:
-  strategy: evolution
-  population: 3
-  supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
-  autodisc: {lambda: 0.2}
-  final: {top_k: 2, epochs: 1, one_step_baseline: true, augment: 1, soft_targets: average, student_init: assistant}
-seed: 3
-"""
+SPEC = TINY_SUPERNET_SPEC
 
 
 @pytest.fixture(scope="module")

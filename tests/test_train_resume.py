@@ -20,7 +20,7 @@ ROOT = HERE.parent
 
 
 def problem():
-    """A tiny random BERT and 2,000 rows of a rule it learns slowly (the second token decides): many steps, each short."""
+    """A tiny random BERT and 2,000 rows of a rule it learns slowly (the second token decides): many short steps."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
@@ -95,21 +95,17 @@ def test_a_killed_fine_tuning_resumes_from_its_checkpoint_to_the_uninterrupted_r
         assert max((again[k].float() - whole[k].float()).abs().max().item() for k in whole) <= 1e-6
 
 
-FINALS_SPEC = """
-name: tiny-final-resume
-teacher: minilm-l6
-dataset: {name: bbc-news, max_rows: 150}
-task: classification
-search_space: tiny
-latency: {device: cpu, batch: 1, seq_len: 32, threads: 1, warmup: 2, min_runs: 5, max_runs: 20}
-budgets: {trials: 4, max_seq_len: 32, teacher_epochs: 2}
-search:
-  strategy: evolution
-  population: 2
-  supernet: {steps: 4, n_random: 1, rewire_rows: 16, checkpoint_every: 2}
-  final: {top_k: 1, epochs: 8, two_step: false}
-seed: 3
-"""
+def finals_spec() -> str:
+    """The tiny supernet job with one final and no assistant (two_step false), 8 epochs: steps enough to kill it in."""
+    import yaml
+
+    from conftest import TINY_SUPERNET_SPEC
+
+    spec = yaml.safe_load(TINY_SUPERNET_SPEC)
+    spec["name"], spec["budgets"]["trials"], spec["search"]["population"] = "tiny-final-resume", 4, 2
+    spec["search"].pop("autodisc")
+    spec["search"]["final"] = {"top_k": 1, "epochs": 8, "two_step": False}
+    return yaml.safe_dump(spec)
 
 
 def kill_everything_of(home: pathlib.Path, run: subprocess.Popen) -> None:
@@ -137,7 +133,7 @@ def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path)
     home.mkdir()
     url = f"sqlite:///{home / 'nas.db'}"
     spec = tmp_path / "spec.yaml"
-    spec.write_text(FINALS_SPEC)
+    spec.write_text(finals_spec())
     env = {**os.environ, "NAS_HOME": str(home), "NAS_TRAIN_CHECKPOINT_S": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "NAS_CACHE": os.environ.get("NAS_CACHE", str(ROOT / ".nas" / "test-cache")), "NAS_STORAGE": "",
            "TOKENIZERS_PARALLELISM": "false"}
