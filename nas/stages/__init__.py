@@ -15,11 +15,13 @@ What "a stage resumes from what the store holds" means, for every stage:
    artefacts are read back instead (a finished supernet's model directory, a scored reference, a distilled assistant).
 2. A trial left RUNNING by a killed process was set back to WAITING by the pipeline before any stage runs
    (`Store.reset_unfinished_trials`); the stage runs WAITING trials before it asks for new ones, so none is lost and
-   none is duplicated. Long trials (the supernet) continue from their last checkpoint.
+   none is duplicated. Long trials (the supernet) continue from their last checkpoint, and so do the teacher's
+   fine-tuning, the student initialiser's distillation and each final (nas/distill/resume.py: at most
+   NAS_TRAIN_CHECKPOINT_S of training is lost).
 3. A stage decides from the store, not from memory: how many trials a budget still allows, which shapes a strategy has
    already seen (told back to it before it proposes more), which configurations a searcher has learnt from.
 4. What a stage hands the next one goes into the `JobContext` (the teacher's info, the splits, the token cache); a stage
    never re-reads from the store what the previous stage of the same run just put there.
 
-So `nas resume JOB` runs the same stages again and loses at most the trials that were running.
+So `nas resume JOB` runs the same stages again and loses at most the training since the last checkpoint.
 """
