@@ -6,14 +6,17 @@ the service's own schedule against the plain recipe at the same shapes. Last lin
     python benchmarks/large_teacher.py --quick            # a tiny smoke run (minutes; not a figure)
     python benchmarks/large_teacher.py --student-init minilm-l6 --train-rows 0 --one-step-finals
                                                           # students slice MiniLM-L6 distilled from the teacher
+    python benchmarks/large_teacher.py --student-init minilm-l6 --train-rows 0 --one-step-finals --top-k 3 \
+        --min-speedup 10 --workdir .nas/bench-large-budget  # the same, with a latency budget: the finals go to >= 10x
 
 It runs a real job of the service (teacher `mpnet-base` fine-tuned once and cached; rewiring, the supernet, the AutoDisc
 assistant, evolution on inherited weights, finals with the teacher-labelled transfer set, the TF-IDF reference) into a
 SQLite store in --workdir, so a stopped run resumes where it stopped (`python benchmarks/large_teacher.py` again: the
-store's resume contract, the teacher cache, the supernet checkpoints). Then the plain recipe (each final's shape sliced
-from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the lr the final trained at, no transfer set) trains for as many
-steps on the same train rows; its results are kept in --workdir too. Every speedup is the job's: measured in the same
-rounds as the teacher (a plain student has the same shape, hence the same latency, as ours).
+store's resume contract, the teacher cache, the training checkpoints of the teacher, the initialiser, the supernet and
+each final). Then the plain recipe (each final's shape sliced from the fine-tuned teacher, 0.5 KL(T=2) + 0.5 CE, the lr
+the final trained at, no transfer set) trains for as many steps on the same train rows; its results are kept in
+--workdir too. Every speedup is the job's: measured in the same rounds as the teacher (a plain student has the same
+shape, hence the same latency, as ours).
 
 With --student-init NAME the job's `student_init` is NAME (search space `large_init`): the students slice that small
 pretrained encoder, distilled from the teacher's logits first, instead of the teacher; each candidate then costs about
@@ -44,7 +47,8 @@ def job_spec(args) -> dict:
     quick = args.quick
     init = {"student_init": args.student_init} if args.student_init else {}
     return {
-        "name": "large-teacher" + (f"-init-{args.student_init}" if init else "") + ("-quick" if quick else ""),
+        "name": "large-teacher" + (f"-init-{args.student_init}" if init else "")
+                + (f"-budget-{args.min_speedup:g}x" if args.min_speedup else "") + ("-quick" if quick else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
         "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
@@ -60,6 +64,7 @@ def job_spec(args) -> dict:
                    "final": {"top_k": 1 if quick else args.top_k, "epochs": 0.5 if quick else args.final_epochs,
                              "one_step_baseline": True, "augment": 1 if quick else args.augment}},
         "references": ["tfidf-linear"], "seed": 0,
+        **({"constraints": {"min_speedup": args.min_speedup}} if args.min_speedup else {}),
     }
 
 
@@ -217,6 +222,9 @@ def main() -> None:
     ap.add_argument("--augment", type=int, default=2)
     ap.add_argument("--student-init", default="", help="students slice this small pretrained encoder (e.g. minilm-l6), "
                                                         "distilled from the teacher first, instead of the teacher")
+    ap.add_argument("--min-speedup", type=float, default=0.0,
+                    help="a latency budget (spec constraints.min_speedup): the search ranks and the finals spend inside "
+                         "it (0: none)")
     ap.add_argument("--one-step-finals", action="store_true",
                     help="finals distilled from the teacher's logits directly (final.two_step false): on 2 CPU cores the "
                          "assistant's own distillation (a 8-layer x 768 model, ~10 s a step) costs ~1.5 hours; an existing "
@@ -267,7 +275,7 @@ def main() -> None:
     walls["plain_recipe"] = round(plain_s, 1)
     result = {
         "teacher": "mpnet-base", "dataset": "rotten-tomatoes", "train_rows": args.train_rows or "all",
-        "students_slice": args.student_init or "the teacher",
+        "students_slice": args.student_init or "the teacher", "min_speedup": args.min_speedup or None,
         "final_recipe": "one-step (teacher logits)" if args.one_step_finals else "two-step (teacher -> assistant -> student)",
         "teacher_test_acc": teacher_test, "teacher_dev_acc": metric_value(teacher, "accuracy", "dev", "final"),
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,

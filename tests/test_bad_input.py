@@ -163,6 +163,7 @@ CASES = [
     ("latency-target-unknown-key", set_("latency.targets", [{"speed": 1}]), "latency.targets[0].speed", None),
     ("latency-target-bad-runtime", set_("latency.targets", [{}, {"runtime": "tvm"}]), "latency.targets[1].runtime", None),
     ("constraint-negative", set_("constraints.latency_p90_ms", -1), "constraints.latency_p90_ms", None),
+    ("min-speedup-not-a-speedup", set_("constraints.min_speedup", 0.5), "constraints.min_speedup", None),
     ("augment-too-many", set_("search.final.augment", 500), "search.final.augment", None),
     ("second-round-without-supernet", set_("search.autodisc.second_round", True), "search.autodisc.second_round", None),
     ("latency-runs", set_("latency", {"min_runs": 50, "max_runs": 10}), "latency", None),

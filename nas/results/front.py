@@ -3,6 +3,7 @@ the teacher's measurement), the Pareto front, its hypervolume, and which front p
 
 from __future__ import annotations
 
+from nas.search.constraints import violation
 from nas.spec.errors import SpecError
 from nas.spec.job import latency_targets
 from nas.store.records import metric_value
@@ -84,9 +85,8 @@ def front_rows(store: Store, job_id: int, trials: list[dict] | None = None, targ
     own = index == 0  # the stored `speedup` metric is the objective target's
     rows = [front_row(t, metric, pct, lat, t_lat, own) for t in of("student") if (lat := comparable(t, t_lat))]
     cons = spec.get("constraints") or {}
-    limits = {f: cons.get(f"latency_{f}_ms") for f in ("p50", "p90") if cons.get(f"latency_{f}_ms") is not None}
-    for r in rows:  # a point over a latency limit is shown but never on the front
-        r["meets_constraints"] = all(r[f"{f}_ms"] <= ms for f, ms in limits.items())
+    for r in rows:  # a point over a limit (latency, min_speedup) is shown but never on the front
+        r["meets_constraints"] = violation(r, cons) == 0.0
     feasible = [i for i, r in enumerate(rows) if r["meets_constraints"]]
     objs = [[r["metric"], r["latency_ms"]] + ([r["params"]] if use_size else []) for r in rows]
     maximize = [True, False] + ([False] if use_size else [])

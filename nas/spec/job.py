@@ -119,10 +119,15 @@ def check_latency_targets(lat: LatencySettings) -> None:
 
 
 class Constraints(Strict):
-    """Hard limits on a student. A candidate the latency predictor is sure will miss the limit is not measured."""
+    """Hard limits on a student (nas/search/constraints.py). A candidate the latency predictor is sure will miss a
+    limit is not measured; one measured over a limit ranks below every one within them, is never chosen for a final
+    while any within them is, and never reaches the front."""
 
     latency_p90_ms: float | None = Field(None, gt=0)
     latency_p50_ms: float | None = Field(None, gt=0)
+    # a latency budget relative to the teacher (its p50 over the student's, measured in the same rounds): the same
+    # spec means the same budget on any machine
+    min_speedup: float | None = Field(None, gt=1, le=10000)
 
 
 class Budgets(Strict):

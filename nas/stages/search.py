@@ -10,6 +10,7 @@ import os
 import time
 
 from nas.context import JobContext
+from nas.search.constraints import as_told
 from nas.search.space import searched_space
 from nas.search.strategies import make_strategy
 from nas.spec.errors import SpecError
@@ -120,6 +121,8 @@ def run_waiting(ctx: JobContext, store: Store, waiting: list[dict], strategy, ge
 
 
 def completed_objectives(t: dict, spec: JobSpec) -> dict:
+    """What the strategy is told of a trial: {} unless COMPLETE; a trial over the job's constraints ranked below every
+    one within them (nas/search/constraints.py)."""
     if t["state"] != "COMPLETE":
         return {}
-    return trial_objectives(t, spec.objectives.metric, spec.objectives.latency)
+    return as_told(trial_objectives(t, spec.objectives.metric, spec.objectives.latency), spec.constraints.model_dump())

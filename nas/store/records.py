@@ -38,13 +38,15 @@ def job_dict(j: Job) -> dict:
 
 
 def trial_objectives(trial: dict, metric: str, percentile: str, source: str | None = None) -> dict:
-    """{"metric", "latency_ms", "params"} of a completed trial, as strategies and fronts take them; {} without latency."""
+    """{"metric", "latency_ms", "params"} of a completed trial, as strategies and fronts take them, with its p50, p90
+    and speedup (what the job's constraints are checked on); {} without latency."""
     lat = trial["latency"][-1] if trial["latency"] else None
     if lat is None:
         return {}
     return {"metric": metric_value(trial, metric, "dev", source),
             "latency_ms": lat["p50_ms"] if percentile == "p50" else lat["p90_ms"],
-            "params": metric_value(trial, "params", "dev") or 0}
+            "params": metric_value(trial, "params", "dev") or 0,
+            "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"], "speedup": metric_value(trial, "speedup", "dev")}
 
 
 def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source: str | None = None) -> float | None:

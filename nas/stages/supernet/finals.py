@@ -98,7 +98,7 @@ def run_finals(state: SupernetRun) -> None:
     src = final_sources(state)
     one_step = fin.one_step_baseline and state.assistant is not None and fin.two_step
     chosen = choose_final(state.store.trials(ctx.job_id, kind="student", state="COMPLETE"), fin.top_k,
-                          spec.objectives.metric, spec.objectives.latency)
+                          spec.objectives.metric, spec.objectives.latency, spec.constraints.model_dump(), ctx.say)
     todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not ctx.progress)
     for t in todo:
@@ -124,13 +124,23 @@ def run_finals(state: SupernetRun) -> None:
     bar.close()
 
 
-def choose_final(trials: list[dict], k: int, metric: str, pct: str) -> list[dict]:
-    """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks."""
+def choose_final(trials: list[dict], k: int, metric: str, pct: str, constraints: dict | None = None,
+                 log=lambda m: None) -> list[dict]:
+    """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks.
+    With `constraints` (the spec's), only points within them, while there are any (else every point, and `log` says
+    so): a latency budget spends every final inside it."""
+    from nas.search.constraints import describe, feasible
     from nas.search.pareto import non_dominated_sort
 
     if not trials:
         return []
-    objs = [[o["metric"], o["latency_ms"]] for o in (trial_objectives(t, metric, pct, "proxy") for t in trials)]
+    points = [trial_objectives(t, metric, pct, "proxy") for t in trials]
+    within = feasible(points, constraints or {})
+    if describe(constraints or {}) and not within:
+        log(f"final: no candidate meets the constraints ({describe(constraints)}); the finals are chosen from all")
+    elif describe(constraints or {}):
+        trials, points = [trials[i] for i in within], [points[i] for i in within]
+    objs = [[o["metric"], o["latency_ms"]] for o in points]
     chosen: list[int] = []
     for front in non_dominated_sort(objs, [True, False]):
         front = sorted(front, key=lambda i: objs[i][1])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 
+from nas.search.constraints import as_told
 from nas.search.strategies import make_strategy
 from nas.spec.space import StudentSpace
 from nas.stages.supernet.state import SupernetRun
-from nas.store.records import trial_objectives
+from nas.store.records import metric_value, trial_objectives
 from nas.store.store import Store
 from nas.students.shape import Shape
 
@@ -42,10 +43,11 @@ def search_students(state: SupernetRun, space: StudentSpace) -> None:
     strategy = make_strategy(spec.search.strategy, space, spec.seed, population=spec.search.population,
                              use_size=spec.objectives.size)
     students = store.trials(ctx.job_id, kind="student")
+    cons = spec.constraints.model_dump()
     for t in students:
         done = t["state"] == "COMPLETE"
-        strategy.tell(Shape.from_dict(t["config"]["shape"]),
-                      trial_objectives(t, spec.objectives.metric, spec.objectives.latency, "proxy") if done else {})
+        strategy.tell(Shape.from_dict(t["config"]["shape"]), as_told(
+            trial_objectives(t, spec.objectives.metric, spec.objectives.latency, "proxy") if done else {}, cons))
     waiting = [t for t in students if t["state"] == "WAITING"]
     if waiting:
         evaluate(state, [{"trial_id": t["id"], "shape": t["config"]["shape"]} for t in waiting])
@@ -65,20 +67,26 @@ def search_students(state: SupernetRun, space: StudentSpace) -> None:
         extra = {"strategy": spec.search.strategy, "generation": generation, "source": "proxy"}
         for r in evaluate_new(state, "student", shapes, extra):
             if r["state"] == "COMPLETE":
-                strategy.tell(Shape.from_dict(r["shape"]), {"metric": r[spec.objectives.metric],
-                                                            "latency_ms": r[latency_field], "params": r["params"]})
+                strategy.tell(Shape.from_dict(r["shape"]), as_told({
+                    "metric": r[spec.objectives.metric], "latency_ms": r[latency_field], "params": r["params"],
+                    "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "speedup": r.get("speedup")}, cons))
         generation += 1
         n_done += n
         bar.update(n)
     bar.close()
 
 
-def latency_limit(spec) -> tuple[str, float] | None:
+def latency_limit(spec, measured: list[tuple[Shape, dict]] = ()) -> tuple[str, float] | None:
+    """The limit the predictor prunes by: p90 or p50 in ms, else the p50 that `min_speedup` allows, from the teacher's
+    p50 in the rounds the job's students were measured in (the median of speedup x p50 over `measured`)."""
     c = spec.constraints
     if c.latency_p90_ms is not None:
         return "p90_ms", c.latency_p90_ms
     if c.latency_p50_ms is not None:
         return "p50_ms", c.latency_p50_ms
+    implied = sorted(row["speedup"] * row["p50_ms"] for _, row in measured if row.get("speedup"))
+    if c.min_speedup is not None and implied:
+        return "p50_ms", implied[len(implied) // 2] / c.min_speedup
     return None
 
 
@@ -88,15 +96,16 @@ def prune_by_predictor(store: Store, job_id: int, shapes: list[Shape], spec, gen
     shapes it is sure miss the limit as PRUNED trials (never measured); the rest, ordered fastest-predicted first."""
     from nas.latency.predictor import feasible, fit_predictor
 
-    limit = latency_limit(spec)
-    if limit is None:
+    c = spec.constraints
+    if c.latency_p90_ms is None and c.latency_p50_ms is None and c.min_speedup is None:
+        return shapes
+    measured = [(Shape.from_dict(t["config"]["shape"]), {**t["latency"][-1], "speedup": metric_value(t, "speedup")})
+                for t in store.trials(job_id, kind="student", state="COMPLETE") if t["latency"]]
+    limit = latency_limit(spec, measured)
+    if len(measured) < min_fit or limit is None:
         return shapes
     field, ms = limit
-    measured = [(Shape.from_dict(t["config"]["shape"]), t["latency"][-1][field])
-                for t in store.trials(job_id, kind="student", state="COMPLETE") if t["latency"]]
-    if len(measured) < min_fit:
-        return shapes
-    pred = fit_predictor([s for s, _ in measured], [v for _, v in measured])
+    pred = fit_predictor([s for s, _ in measured], [row[field] for _, row in measured])
     keep = []
     for s in shapes:
         if feasible(pred, s, ms):
@@ -104,9 +113,9 @@ def prune_by_predictor(store: Store, job_id: int, shapes: list[Shape], spec, gen
         else:
             t = store.add_trial(job_id, "student", {"shape": s.as_dict(), "strategy": spec.search.strategy,
                                                     "generation": generation, "source": "predictor"})
-            store.finish_trial(t["id"], "PRUNED", error=f"predicted {field[:3]} {pred.predict(s):.2f} ms > limit {ms} ms "
+            store.finish_trial(t["id"], "PRUNED", error=f"predicted {field[:3]} {pred.predict(s):.2f} ms > limit {round(ms, 3)} ms "
                                                       f"(predictor fitted on {pred.n_fit} measurements, MAPE {pred.fit_mape:.3f})")
     if len(keep) < len(shapes):
         log(f"search: the latency predictor pruned {len(shapes) - len(keep)} of {len(shapes)} candidates "
-            f"({field[:3]} limit {ms} ms)")
+            f"({field[:3]} limit {round(ms, 3)} ms)")
     return sorted(keep, key=pred.predict)
