@@ -139,3 +139,27 @@ def test_min_speedup_must_be_above_one():
 
     with pytest.raises(ValidationError, match="constraints.min_speedup"):
         JobSpec.model_validate({"name": "b", "dataset": "bbc-news", "constraints": {"min_speedup": 1.0}})
+
+
+def test_the_dashboard_front_keeps_points_over_the_budget_off_it_and_draws_the_budget(sqlite_url):
+    from nas.results.front import front_rows
+    from nas.ui.dashboard import data as dd
+    from nas.ui.dashboard.common import front_figure
+
+    store = Store(sqlite_url)
+    job, _ = job_with_students(store, {"min_speedup": 10.0}, POINTS)
+    f, df = front_rows(store, job), dd.trial_frame(store.trials(job), "accuracy")
+    fig = front_figure(f, df, "speedup", "metric")
+    xs = {tr.name: sorted(tr.x) for tr in fig.data if tr.x is not None}
+    assert xs["over the limits · proxy"] == [5.75, 8.6]
+    assert min(xs["front · proxy"]) >= 10.0
+    assert [(s.x0, s.line.dash) for s in fig.layout.shapes] == [(10.0, "dot")]
+    assert any(a.text == "budget 10x" for a in fig.layout.annotations)
+    # on the latency axis the budget is the p50 it allows against the teacher's (60 ms / 10)
+    fig = front_figure(f, df, "p50_ms", "metric")
+    assert [s.x0 for s in fig.layout.shapes] == [pytest.approx(6.0)]
+    # without constraints the slow accurate points are on the front and no line is drawn
+    free, _ = job_with_students(store, {}, POINTS)
+    fig = front_figure(front_rows(store, free), dd.trial_frame(store.trials(free), "accuracy"), "speedup", "metric")
+    assert 5.75 in next(tr.x for tr in fig.data if tr.name == "front · proxy") and not fig.layout.shapes
+    store.dispose()

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from nas.results.front import all_fronts
+from nas.search.constraints import violation
 from nas.store import Store
 from nas.store.records import stage_times
 from nas.ui.dashboard import data as dd
@@ -111,17 +112,25 @@ FAMILY_SYMBOLS = {"bert": "circle", "albert": "pentagon", "textcnn": "square", "
 
 
 def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
+    """The job's students on (x, y) with their front among the points within the job's constraints (a point over a
+    limit is drawn as such and never on the front), the teacher, the assistant, references and the budget's line."""
+    cons = ((f.get("job") or {}).get("spec") or {}).get("constraints") or {}
     students = df[(df["kind"] == "student") & (df["state"] == "COMPLETE") & df[x].notna() & df[y].notna()].copy()
-    students["on front"] = dd.front_mask(students, x, y) if len(students) else []
+    cols = [c for c in ("p50_ms", "p90_ms", "speedup") if c in students]
+    inside = [violation(r, cons) == 0.0 for r in students[cols].to_dict("records")]
+    students["on front"] = False
+    if any(inside):
+        students.loc[inside, "on front"] = dd.front_mask(students[inside], x, y)
+    students["where"] = ["front" if on else "dominated" if ok else "over the limits"
+                         for on, ok in zip(students["on front"], inside)]
     fig = go.Figure()
     if "family" not in students:
         students["family"], students["shape"] = "bert", None
     several = students["family"].nunique() > 1  # the family in the legend only where there is more than one
-    for (fam, on, source), part in students.groupby(["family", "on front", "source"]):
-        symbol = FAMILY_SYMBOLS.get(fam, "x")
+    for (fam, where, source), part in students.groupby(["family", "where", "source"]):
+        symbol, on = FAMILY_SYMBOLS.get(fam, "x"), where == "front"
         fig.add_trace(go.Scatter(
-            x=part[x], y=part[y], mode="markers",
-            name=(f"{fam} · " if several else "") + f"{'front' if on else 'dominated'} · {source}",
+            x=part[x], y=part[y], mode="markers", name=(f"{fam} · " if several else "") + f"{where} · {source}",
             marker={"symbol": symbol if source == "final" else symbol + "-open", "size": 9 if on else 6,
                     "opacity": 1.0 if on else 0.3},
             error_x={"type": "data", "symmetric": False, "array": (part["p90_ms"] - part["p50_ms"]).clip(lower=0),
@@ -160,11 +169,27 @@ def front_figure(f: dict, df: pd.DataFrame, x: str, y: str) -> go.Figure:
               "retention": f"share of the teacher's dev {f['metric']}"}
     fig.update_layout(xaxis_title={"speedup": "speedup over the teacher (x, same rounds)"}.get(x, x),
                       yaxis_title=titles[y], height=480, margin={"t": 30}, legend={"orientation": "h"})
+    for at, label in budget_lines(cons, x, t):
+        fig.add_vline(x=at, line={"dash": "dot", "width": 1}, annotation_text=label, annotation_position="top")
     if x in ("p50_ms", "p90_ms", "speedup"):
         fig.update_xaxes(type="log")
     if y == "retention":
         fig.update_yaxes(tickformat=".0%")
     return fig
+
+
+def budget_lines(cons: dict, x: str, teacher: dict | None) -> list[tuple[float, str]]:
+    """Where the job's limits fall on the x axis (x, label): min_speedup on the speedup axis, and on a latency axis
+    its own limit, or the p50 min_speedup allows against the teacher's p50 in its students' rounds."""
+    out = []
+    if x == "speedup" and cons.get("min_speedup"):
+        out.append((cons["min_speedup"], f"budget {cons['min_speedup']:g}x"))
+    if x in ("p50_ms", "p90_ms") and cons.get(f"latency_{x}"):
+        out.append((cons[f"latency_{x}"], f"limit {cons[f'latency_{x}']:g} ms"))
+    t_ms = (teacher or {}).get("same_round_p50_ms") or (teacher or {}).get("p50_ms")
+    if x == "p50_ms" and cons.get("min_speedup") and t_ms:
+        out.append((t_ms / cons["min_speedup"], f"budget {cons['min_speedup']:g}x"))
+    return out
 
 
 def target_label(t: dict) -> str:
