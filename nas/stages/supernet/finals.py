@@ -99,7 +99,9 @@ def run_finals(state: SupernetRun) -> None:
     one_step = fin.one_step_baseline and state.assistant is not None and fin.two_step
     chosen = choose_final(state.store.trials(ctx.job_id, kind="student", state="COMPLETE"), fin.top_k,
                           spec.objectives.metric, spec.objectives.latency, spec.constraints.model_dump(), ctx.say)
-    todo = [t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None]
+    # the most accurate on the proxy first: a wall-clock budget or a stop leaves the finals that matter most done
+    todo = sorted((t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None),
+                  key=lambda t: -(metric_value(t, spec.objectives.metric, "dev", "proxy") or 0.0))
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not ctx.progress)
     for t in todo:
         if ctx.deadline is not None and time.time() >= ctx.deadline:
