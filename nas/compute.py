@@ -10,7 +10,7 @@ CUDA path differs from the CPU one only in the device's name.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import os
 
@@ -42,6 +42,16 @@ class Compute:
         import torch
 
         return torch.autocast(device_type=self.device, dtype=getattr(torch, AUTOCAST_DTYPES[self.precision]))
+
+    def exact(self) -> "Compute":
+        """The same device in fp32: where a score is stored as the model's (dev and test accuracy of teachers,
+        initialisers, students), it is the fp32 model's, as the exports deploy it, whatever precision it trained in."""
+        return replace(self, precision="fp32")
+
+    def key_part(self) -> tuple:
+        """What the precision adds to a cache key (a fine-tuned teacher, an initialiser, a labelled transfer set): only
+        where it is not fp32, so entries trained in fp32 keep their keys."""
+        return () if self.precision == "fp32" else (("precision", self.precision),)
 
     def scaler(self):
         """A gradient scaler, enabled for fp16 only (bf16 has fp32's range)."""

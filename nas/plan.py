@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nas.compute import on_host
+from nas.compute import on_host, resolve
 
 OVERHEAD_S = {"trial": 3.0, "load": 4.0}  # one Tune trial, loading a model
 
@@ -213,7 +213,7 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
     return out
 
 
-def job_work(spec, ds, teacher_info: dict | None, root: str) -> Work:
+def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "fp32") -> Work:
     """The spec's `Work` on dataset `ds`: which of the teacher, its transfer set and the student initialiser
     (students slice `root`) the cache holds, by the keys the job's stages read them with."""
     from nas.data import job_train_rows, split_indices
@@ -238,7 +238,7 @@ def job_work(spec, ds, teacher_info: dict | None, root: str) -> Work:
     if work.initialiser:
         work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
                                           soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
-                                          transfer=path and str(path)) is not None
+                                          transfer=path and str(path), precision=precision) is not None
     return work
 
 
@@ -259,9 +259,10 @@ def plan(spec) -> dict:
     root, tcfg = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))
     space = load_search_space(spec.search_space, tcfg)
     ds = load_dataset(spec.dataset, spec.task, spec.seed)
+    precision = resolve(spec.compute).precision  # the cache keys trained entries by it
     cached = cached_teacher(spec.teacher, ds, spec.seed, spec.budgets.teacher_epochs, spec.budgets.max_seq_len,
-                            metric=spec.objectives.metric)
-    work = job_work(spec, ds, cached, root)
+                            metric=spec.objectives.metric, precision=precision)
+    work = job_work(spec, ds, cached, root, precision)
     with on_host():
         teacher = load_teacher(cached) if cached else load_pretrained(teacher_path(spec.teacher))
         source = load_pretrained(teacher_path(root, "student_init")) if work.initialiser else None

@@ -101,6 +101,8 @@ def test_finals_are_spent_inside_the_budget_and_the_front_holds_only_points_with
     assert len(chosen) == 3 and all(speed[t["id"]] >= 10.0 for t in chosen) and not logs
     # the slowest point inside the budget (the most accurate there) is among them
     assert max(chosen, key=lambda t: -speed[t["id"]])["config"]["shape"] == POINTS[4][0].as_dict()
+    # the finals go to the most accurate points inside it (10.6x, 12.5x, 13.9x), not spread to 60x
+    assert sorted(speed[t["id"]] for t in chosen) == [10.6, 12.5, 13.9]
     # a budget nothing meets: finals from every point, and the log says why
     chosen = choose_final(trials, 2, "accuracy", "p50", {"min_speedup": 100.0}, logs.append)
     assert len(chosen) == 2 and "no candidate meets the constraints (>= 100x the teacher's speed)" in logs[0]

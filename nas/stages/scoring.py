@@ -39,6 +39,6 @@ def run(ctx: JobContext, store: Store) -> None:
     x = {k: v[idx] for k, v in tensors.items()}
     for t in todo:
         model = load_student(models[t["id"]][-1])
-        for name, value in scores(predict_logits(model, x, compute=ctx.compute), labels).items():
+        for name, value in scores(predict_logits(model, x, compute=ctx.compute.exact()), labels).items():
             store.add_metric(t["id"], name, value, "test", "final")
     ctx.say(f"scoring: {len(todo)} front point(s) scored on the test split (search decisions used dev only)")

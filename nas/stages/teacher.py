@@ -177,7 +177,8 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
-    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer)
+    info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer,
+                          precision=ctx.compute.precision)
     if info is not None:
         return info
     if ctx.one_off_in_ray_task():

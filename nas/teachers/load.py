@@ -138,10 +138,10 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
-                      transfer: str | None = None) -> pathlib.Path:
+                      transfer: str | None = None, precision: str = "fp32") -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
-    cached. The minimum number of steps, class weights, early stopping on dev `metric` and an initialiser's transfer
-    set join the key only where they apply (other entries keep theirs)."""
+    cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
+    set and a training precision other than fp32 join the key only where they apply (other entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
 
@@ -158,13 +158,15 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
         parts += recipe.early_stop_part(n_train, TEACHER_BATCH, steps_for(n_train, TEACHER_BATCH, epochs, None), metric)
     if soft_from and transfer:  # its file name keys its content (settings, rows, corpus); the teacher is soft_from
         parts += (("transfer", pathlib.Path(transfer).name),)
+    parts += Compute(precision=precision).key_part()
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
-                   soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None) -> dict | None:
+                   soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None,
+                   precision: str = "fp32") -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
-    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer) / "teacher.json"
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
@@ -179,7 +181,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     (nas/teachers/recipe.py). `transfer` (with `soft_from`): a transfer set's file (in this model's tokens), learnt
     beside the train rows."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
-    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer)
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -206,7 +208,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
     AutoTokenizer.from_pretrained(src).save_pretrained(tmp / "model")
-    logits = predict_logits(model, tensors, compute=compute)
+    logits = predict_logits(model, tensors, compute=compute.exact())  # its dev and test scores are the fp32 model's
     torch.save(logits, tmp / "logits.pt")
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,

@@ -64,7 +64,7 @@ class EarlyStopping:
     def _score(self) -> float:
         from nas.distill.evaluate import predict_logits, scores
 
-        s = scores(predict_logits(self.model, self.x, compute=self.compute), self.y)
+        s = scores(predict_logits(self.model, self.x, compute=self.compute.exact()), self.y)
         self.model.train()
         return s.get(self.metric, s["accuracy"])
 

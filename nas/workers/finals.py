@@ -165,7 +165,7 @@ def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, 
     out = {}
     for split in ("dev", "test"):
         idx = torch.as_tensor(getattr(ctx, f"{split}_idx"), device="cpu")
-        sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=ctx.compute), labels[idx])
+        sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=ctx.compute.exact()), labels[idx])
         for name, value in sc.items():
             store.add_metric(task.trial_id, task.metric_prefix + name, value, split, "final", step=steps)
         out[split] = sc

@@ -56,7 +56,7 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     def evaluate(step: int) -> None:
         state["train_s"] += time.perf_counter() - state["t"]
         dev_scores = scores(predict_logits(box["student"], {k: v[dev] for k, v in tensors.items()},
-                                           compute=ctx.compute), labels[dev])
+                                           compute=ctx.compute.exact()), labels[dev])
         box["student"].train()
         state.update(dev_scores, steps=step, data_seen=step * settings.batch_size, t=time.perf_counter())
         if on_report:
@@ -81,7 +81,7 @@ def train_config(ctx: JobContext, task: HPOTask, hp: dict, rows: list[int], epoc
     out = {k: state[k] for k in ("accuracy", "f1_macro", "steps", "train_s")}
     if with_test:
         test = torch.as_tensor(ctx.test_idx, device="cpu")
-        out["test"] = scores(predict_logits(student, {k: v[test] for k, v in tensors.items()}, compute=ctx.compute),
+        out["test"] = scores(predict_logits(student, {k: v[test] for k, v in tensors.items()}, compute=ctx.compute.exact()),
                              labels[test])
     return out
 

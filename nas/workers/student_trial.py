@@ -79,7 +79,7 @@ def train_and_measure(ctx: JobContext, store, trial: dict, threads: int, nan_tri
     student, info = with_oom_retry(train_once, retried)
     watchdog.beat()
     store.add_metric(trial_id, "train_loss", info["final_loss"], "train", "final", step=info["steps"])
-    dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}, compute=ctx.compute),
+    dev_scores = scores(predict_logits(student, {k: v[dev] for k, v in tensors.items()}, compute=ctx.compute.exact()),
                         labels[dev])
     for name, value in dev_scores.items():
         store.add_metric(trial_id, name, value, "dev", "final", step=info["steps"])

@@ -129,8 +129,9 @@ def run_finals(state: SupernetRun) -> None:
 def choose_final(trials: list[dict], k: int, metric: str, pct: str, constraints: dict | None = None,
                  log=lambda m: None) -> list[dict]:
     """Up to k points spread along the proxy front (by latency); when the front is smaller, the next non-dominated ranks.
-    With `constraints` (the spec's), only points within them, while there are any (else every point, and `log` says
-    so): a latency budget spends every final inside it."""
+    With `constraints` (the spec's), the k most accurate points by proxy within them, while there are any (else every
+    point, spread, and `log` says so): a latency budget spends every final where the best student inside it is likely
+    to be, near the budget, not on 100x points the user did not ask for."""
     from nas.search.constraints import describe, feasible
     from nas.search.pareto import non_dominated_sort
 
@@ -141,7 +142,8 @@ def choose_final(trials: list[dict], k: int, metric: str, pct: str, constraints:
     if describe(constraints or {}) and not within:
         log(f"final: no candidate meets the constraints ({describe(constraints)}); the finals are chosen from all")
     elif describe(constraints or {}):
-        trials, points = [trials[i] for i in within], [points[i] for i in within]
+        best = sorted(within, key=lambda i: (-points[i]["metric"], points[i]["latency_ms"]))[:k]
+        return [trials[i] for i in best]
     objs = [[o["metric"], o["latency_ms"]] for o in points]
     chosen: list[int] = []
     for front in non_dominated_sort(objs, [True, False]):
