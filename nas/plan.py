@@ -50,16 +50,21 @@ def _device(model) -> str:
     return next(model.parameters()).device.type
 
 
-def step_time(model, batch: int, seq: int) -> float:
-    """Seconds of one AdamW training step on a batch of `batch` rows at `seq` tokens, on the model's device."""
+def step_time(model, batch: int, seq: int, precision: str = "fp32") -> float:
+    """Seconds of one AdamW training step on a batch of `batch` rows at `seq` tokens, on the model's device, forward and
+    loss in `precision` (torch.autocast, as the job trains)."""
+    from nas.compute import Compute
+
     dev = _device(model)
+    cast = Compute(dev, precision).autocast
     x = _inputs(batch, seq, model.config.vocab_size, dev)
     y = torch.zeros(batch, dtype=torch.long, device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model(**x).logits, y)
+        with cast():
+            loss = torch.nn.functional.cross_entropy(model(**x).logits.float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -96,8 +101,9 @@ class Calibration:
 
 
 def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu",
-              source=None, sorted_seq: int | None = None) -> Calibration:
-    """The step, row and latency times of the teacher and of the smallest and largest student, on `device` (fp32).
+              source=None, sorted_seq: int | None = None, precision: str = "fp32") -> Calibration:
+    """The step, row and latency times of the teacher and of the smallest and largest student, on `device`: training
+    steps in the job's `precision`, forwards in fp32 (the scores and the latency are the fp32 model's).
     `source`: the student initialiser the students slice (else they slice the teacher), timed at full size too.
     `sorted_seq`: the mean width of the data's length-sorted batches (nas/distill/evaluate.py's predict_logits), at
     which the teacher's batched forward is timed again."""
@@ -111,11 +117,11 @@ def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device:
     src = teacher if source is None else source.to(device)
     for name, shape in (("small", small), ("large", large)):
         m = extract_subnet(src, shape).to(device)
-        parts[name] = {"weights": shape.encoder_weights(), "step": step_time(m, batch, seq),
+        parts[name] = {"weights": shape.encoder_weights(), "step": step_time(m, batch, seq, precision),
                        "row": forward_time(m, 64, seq) / 64, "latency": forward_time(m, 1, seq, n=5)}
-    init = None if source is None else {"step": step_time(src, TEACHER_BATCH, seq),
+    init = None if source is None else {"step": step_time(src, TEACHER_BATCH, seq, precision),
                                         "row": forward_time(src, 64, seq) / 64}  # its forward: the supernet's targets
-    t_step, t_row = step_time(teacher, TEACHER_BATCH, seq), forward_time(teacher, 64, seq) / 64
+    t_step, t_row = step_time(teacher, TEACHER_BATCH, seq, precision), forward_time(teacher, 64, seq) / 64
     share = 1.0 if not sorted_seq or sorted_seq >= seq else min(1.0, forward_time(teacher, 64, sorted_seq) / 64 / t_row)
     return Calibration(t_step, t_row, forward_time(teacher, 1, seq, n=5), parts["small"], parts["large"], init, share)
 
@@ -271,14 +277,14 @@ def plan(spec) -> dict:
     width = sorted_width(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)), ds.texts, spec.budgets.max_seq_len,
                          pair=ds.task == "pair")
     cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source,
-                    sorted_seq=width)
+                    sorted_seq=width, precision=spec.compute.precision if spec.compute.precision != "fp16" else "fp32")
     aw = max((s.encoder_weights() for s in all_shapes(space.assistant)), default=0) if space.assistant else 0
     aw = aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0
     stages = estimate(spec, work, cal, shapes, aw)
     gpu = {}
-    if torch.cuda.is_available():  # the same job where a GPU trains it (fp32 calibration: bf16 runs faster)
+    if torch.cuda.is_available():  # the same job where a GPU trains it, in its precision
         gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda",
-                         source=source, sorted_seq=width)
+                         source=source, sorted_seq=width, precision=spec.compute.precision)
         gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "stages": estimate(spec, work, gcal, shapes, aw)}}
         teacher.to("cpu")
     return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels), **gpu,

@@ -213,6 +213,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     info = {
         "dir": str(out / "model"), "logits_path": str(out / "logits.pt"), "fine_tuned": fine_tuned,
         "train_s": time.perf_counter() - t0, "source": str(src), "early_stopping": stopped,
+        "precision": compute.precision,
         **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
             "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0} if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
