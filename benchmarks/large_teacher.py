@@ -215,8 +215,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="training precision (spec compute.precision): bf16 trains the teacher, the initialiser, the "
-                         "supernet, the finals and the plain recipe under torch.autocast (about 3x faster a step for "
-                         "the 110M teacher on a CPU with avx512_bf16 or AMX, and on most GPUs); every stored score is "
+                         "supernet, the finals and the plain recipe under torch.autocast (1.8x faster a step for "
+                         "the 110M teacher on a 2-core AMD EPYC with avx512_bf16: benchmarks/precision.py); every stored score is "
                          "the fp32 model's and latency is measured in fp32 either way")
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (Rotten Tomatoes reviews: ~30 on average)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0)
