@@ -1,6 +1,6 @@
 """bf16 against fp32 on this machine, side by side in one run: a training step (AdamW, forward and loss under
-torch.autocast as the jobs train, `nas.plan.step_time`) and a batch-1 forward (bf16: the model's weights cast to bf16), for the named teachers, and how far the
-bf16 logits move from the fp32 ones on the same inputs. Last line of output: one JSON object.
+torch.autocast as the jobs train, `nas.plan.step_time`) and a batch-1 forward (bf16: the model's weights cast to
+bf16), for the named teachers, and how far the bf16 logits move from the fp32 ones on the same inputs. Last line of output: one JSON object.
 
     python benchmarks/precision.py                       # mpnet-base (after `make teacher-mpnet`) and minilm-l6
     python benchmarks/precision.py --models minilm-l6 --rounds 5
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -25,37 +24,24 @@ sys.path.insert(0, str(ROOT))
 
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("?", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"cpu": model, "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx"))}
+    from nas.latency.measure import device_fingerprint
+
+    fp = device_fingerprint()
+    return {"cpu": fp["cpu"], "bf16_flags": [f for f in fp["cpu_flags"] if "bf16" in f or f.startswith("amx")]}
 
 
 def batch1_forward(model, seq: int, precision: str, n: int = 20) -> float:
-    """Median seconds of a batch-1 forward. bf16 is timed on a copy whose weights are bf16, as a bf16 deployment serves:
-    autocast under inference_mode keeps no cast weights between calls, so it would re-cast every weight on every call and
-    time the casts, not the model."""
+    """Median seconds of a batch-1 forward (`nas.plan.forward_time`). bf16 is timed on a copy whose weights are bf16, as
+    a bf16 deployment serves: autocast under inference_mode keeps no cast weights between calls, so it would re-cast
+    every weight on every call and time the casts, not the model."""
     import copy
 
     import torch
 
-    x = {"input_ids": torch.randint(5, model.config.vocab_size, (1, seq)),
-         "attention_mask": torch.ones(1, seq, dtype=torch.long)}
+    from nas.plan import forward_time
+
     served = copy.deepcopy(model).to(torch.bfloat16) if precision == "bf16" else model
-    with torch.inference_mode():
-        served(**x)
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            served(**x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return forward_time(served, 1, seq, n)
 
 
 def logit_gap(model, seq: int, rows: int = 32) -> float:
