@@ -184,6 +184,40 @@ def plain_recipe(sources: tuple, finals: list[dict], workdir: pathlib.Path) -> d
     return done
 
 
+def runtime_speedups(sources: tuple, finals: list[dict], runtimes: list[str], workdir: pathlib.Path) -> dict:
+    """The teacher, the student initialiser (where there is one) and every final's shape timed again in each of
+    `runtimes` (onnx: ONNX Runtime fp32, as `nas export`'s onnx format deploys), in interleaved rounds with the teacher
+    in the same runtime as the reference, on the job's latency settings (batch, length, threads, rounds): {runtime:
+    {"teacher_p50_ms", "speedup": {name or shape key: speedup}}}, kept in workdir/runtimes.json (a rerun reports it;
+    delete it to time again). ONNX Runtime computes the same logits as eager fp32 (`nas check-export`), so a final's
+    accuracy stands; only the speedup is the runtime's."""
+    from nas.latency.measure import measure_interleaved, settings_from_spec
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    path = workdir / "runtimes.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [rt for rt in runtimes if rt not in done]
+    if not todo:
+        return {rt: done[rt] for rt in runtimes}
+    spec, _, info, src = sources
+    source = load_teacher(src)
+    models = {"teacher": load_teacher(info), **({"initialiser": source} if spec.student_init else {})}
+    for t in finals:
+        shape = Shape.from_dict(t["config"]["shape"])
+        models[shape.key] = extract_subnet(source, shape)
+    base = settings_from_spec(spec.latency)
+    for rt in todo:
+        settings = type(base)(**{**base.__dict__, "runtime": rt, "dtype": "int8" if rt == "int8" else "fp32"})
+        rows = measure_interleaved(models, settings, reference="teacher")
+        done[rt] = {"teacher_p50_ms": round(rows["teacher"]["p50_ms"], 3),
+                    "speedup": {k: round(r["speedup"], 2) for k, r in rows.items() if k != "teacher"}}
+        path.write_text(json.dumps(done, indent=1))
+        print(f"{rt}: teacher p50 {done[rt]['teacher_p50_ms']} ms; speedups {done[rt]['speedup']}", flush=True)
+    return {rt: done[rt] for rt in runtimes}
+
+
 def one_step_finals(store, name: str) -> None:
     """An existing job of `name` whose finals have not finished: its stored spec gets final.two_step false (the
     assistant stays chosen and reported; the finals learn from the teacher's logits and the transfer set)."""
@@ -216,7 +250,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="training precision (spec compute.precision): bf16 trains the teacher, the initialiser, the "
                          "supernet, the finals and the plain recipe under torch.autocast (1.8x faster a step for "
-                         "the 110M teacher on a 2-core AMD EPYC with avx512_bf16: benchmarks/precision.py); every stored score is "
+                         "the 110M teacher on a 2-core AMD EPYC with avx512_bf16, 2.5x on an Intel Xeon with AMX: "
+                         "benchmarks/precision.py); every stored score is "
                          "the fp32 model's and latency is measured in fp32 either way")
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (Rotten Tomatoes reviews: ~30 on average)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0)
@@ -227,7 +262,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--final-epochs", type=float, default=2.0)
-    ap.add_argument("--augment", type=int, default=2)
+    ap.add_argument("--augment", type=int, default=2,
+                    help="teacher-labelled augmented copies of every train text (search.final.augment): the transfer "
+                         "set the finals and, with --student-init, the initialiser learn from beside the train rows")
     ap.add_argument("--student-init", default="", help="students slice this small pretrained encoder (e.g. minilm-l6), "
                                                         "distilled from the teacher first, instead of the teacher")
     ap.add_argument("--min-speedup", type=float, default=0.0,
@@ -237,6 +274,10 @@ def main() -> None:
                     help="finals distilled from the teacher's logits directly (final.two_step false): on 2 CPU cores the "
                          "assistant's own distillation (a 8-layer x 768 model, ~10 s a step) costs ~1.5 hours; an existing "
                          "job's stored spec is changed before it resumes, and the result says so")
+    ap.add_argument("--runtimes", default="",
+                    help="comma-separated runtimes (onnx, int8) to time the teacher, the initialiser and the finals in "
+                         "again after the job, side by side, each against the teacher in the same runtime (the job "
+                         "itself times in eager PyTorch); int8 speedups come without int8 accuracies")
     args = ap.parse_args()
     from task_setup import bench_workdir
 
@@ -291,6 +332,8 @@ def main() -> None:
         **{f"retention_at_{x}x_{k}": retention(rows, k, teacher_test, x) for x in (5, 10) for k in ("ours", "plain")},
         "finals": sorted(rows, key=lambda r: -r["speedup"]),
         "initialiser": initialiser(sources, workdir),
+        "speedup_by_runtime": runtime_speedups(sources, finals, [r for r in args.runtimes.split(",") if r.strip()],
+                                               workdir) if args.runtimes else None,
         "front": [{"trial": r["trial"], "shape": Shape.from_dict(r["shape"]).key, "dev_acc": round(r["metric"], 4),
                    "speedup": round(r["speedup"], 2)} for r in f["front"]],
         "stage_wall_s": walls, "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
