@@ -42,7 +42,7 @@ def parse_recipe(text: str) -> tuple[str, int, float]:
     return kind, copies, float(epochs)
 
 
-def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok) -> str:
+def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok, compute) -> str:
     """K augmented copies of every train text, labelled by the teacher, in MiniLM's tokens: where the large-teacher
     job keeps its own (`transfer_home`; the job's initialiser and finals learn from it), made here if missing."""
     from transformers import AutoTokenizer
@@ -56,7 +56,7 @@ def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok)
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         teacher_transfer_set(load_teacher(teacher_info), AutoTokenizer.from_pretrained(teacher_info["dir"]), ds, train,
-                             seq, settings, cache_dir=cache, student_tokenizer=init_tok)
+                             seq, settings, cache_dir=cache, student_tokenizer=init_tok, compute=compute, progress=True)
     return str(path)
 
 
@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (the large-teacher job's)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0, help="the large-teacher job's teacher_epochs")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="the large-teacher job's compute.precision: its teacher is read from the cache under that key, "
+                         "and labelling and training run in it (scores are the fp32 model's either way)")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
     os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
@@ -74,6 +77,7 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from nas.compute import Compute
     from nas.data import load_dataset, split_indices, tokenize
     from nas.latency.measure import device_fingerprint
     from nas.spec.job import DatasetRef
@@ -83,10 +87,12 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     ds = load_dataset(DatasetRef(name="rotten-tomatoes"), "classification", 0)
     splits = split_indices(ds.labels, 0)
-    teacher = cached_teacher("mpnet-base", ds, 0, args.teacher_epochs, args.seq)
+    compute = Compute("cpu", args.precision)
+    teacher = cached_teacher("mpnet-base", ds, 0, args.teacher_epochs, args.seq, precision=args.precision)
     if teacher is None:
         print(f"no fine-tuned mpnet-base for Rotten Tomatoes at seq {args.seq}, teacher_epochs {args.teacher_epochs} in "
-              f"the cache: run `python benchmarks/large_teacher.py --student-init {INIT} --train-rows 0` first",
+              f"the cache (precision {args.precision}): run `python benchmarks/large_teacher.py --student-init {INIT} "
+              f"--train-rows 0 --precision {args.precision}` first",
               file=sys.stderr)
         sys.exit(2)
     init_tok = AutoTokenizer.from_pretrained(teacher_path(INIT, "student_init"))
@@ -99,9 +105,9 @@ def main() -> None:
         if kind in ("kd", "aug"):
             kw["soft_from"] = teacher["logits_path"]
         if kind == "aug":
-            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok)
+            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok, compute)
         print(f"{text}: training (or reading the cache)", flush=True)
-        info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, **kw)
+        info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
@@ -111,6 +117,7 @@ def main() -> None:
     fp = device_fingerprint()
     print(json.dumps({"teacher": "mpnet-base", "teacher_test_acc": round(t_test, 4),
                       "teacher_dev_acc": round(teacher["dev"]["accuracy"], 4), "initialiser": INIT, "seq": args.seq,
+                      "precision": args.precision,
                       "recipes": rows, "fingerprint": {k: fp.get(k) for k in ("cpu", "cores", "threads")}}))
 
 
