@@ -286,7 +286,7 @@ def retention(rows: list[dict], key: str, teacher_test: float, at: float) -> dic
             "retention": round(best[key] / teacher_test, 4)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default="", help="NAS_HOME of the run (resumable; default .nas/bench-large, or "
@@ -324,7 +324,11 @@ def main() -> None:
                     help="comma-separated runtimes (onnx, int8) to time the teacher, the initialiser and the finals in "
                          "again after the job, side by side, each against the teacher in the same runtime (the job "
                          "itself times in eager PyTorch); int8 speedups come without int8 accuracies")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     from task_setup import bench_workdir
 
     default = ROOT / ".nas" / ("bench-large-init" if args.student_init else "bench-large")
