@@ -191,7 +191,7 @@ def runtime_speedups(sources: tuple, finals: list[dict], runtimes: list[str], wo
     {"teacher_p50_ms", "speedup": {name or shape key: speedup}}}, kept in workdir/runtimes.json (a rerun reports it;
     delete it to time again). ONNX Runtime computes the same logits as eager fp32 (`nas check-export`), so a final's
     accuracy stands; only the speedup is the runtime's."""
-    from nas.latency.measure import measure_interleaved, settings_from_spec
+    from nas.latency.measure import all_runtime_settings, measure_interleaved, settings_from_spec
     from nas.students.bert_slice import extract_subnet
     from nas.students.shape import Shape
     from nas.teachers.load import load_teacher
@@ -209,7 +209,7 @@ def runtime_speedups(sources: tuple, finals: list[dict], runtimes: list[str], wo
         models[shape.key] = extract_subnet(source, shape)
     base = settings_from_spec(spec.latency)
     for rt in todo:
-        settings = type(base)(**{**base.__dict__, "runtime": rt, "dtype": "int8" if rt == "int8" else "fp32"})
+        settings = all_runtime_settings(base, [rt])[0]  # the job's protocol in `rt` (int8's dtype with int8)
         rows = measure_interleaved(models, settings, reference="teacher")
         done[rt] = {"teacher_p50_ms": round(rows["teacher"]["p50_ms"], 3),
                     "speedup": {k: round(r["speedup"], 2) for k, r in rows.items() if k != "teacher"}}
