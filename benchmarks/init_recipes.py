@@ -10,6 +10,8 @@ object.
 Recipes (E: at most E epochs; every recipe keeps its best epoch on dev, as the service does):
   kd:E       the service's: the teacher's logits on the train rows, 0.5 KL(T=2) + 0.5 CE (budgets.student_init_epochs)
   augK:E     the same beside K augmented copies of every train text labelled by the teacher (soft loss only on them)
+  corpusK:E  K augmented copies (K may be 0) and the unlabelled text of --corpus, labelled by the teacher: what a
+             job's `transfer: {path: CORPUS, augment: K}` gives its initialiser (read from the same cache entry)
   labels:E   fine-tuned on the labels alone, no teacher: the reference
 
 The teacher must be the one `large_teacher.py` fine-tuned and cached (run it first). Every model is cached with the
@@ -32,13 +34,15 @@ INIT = "minilm-l6"
 
 
 def parse_recipe(text: str) -> tuple[str, int, float]:
-    """'kd:3' -> ('kd', 0, 3.0); 'aug2:3' -> ('aug', 2, 3.0); 'labels:3' -> ('labels', 0, 3.0)."""
+    """'kd:3' -> ('kd', 0, 3.0); 'aug2:3' -> ('aug', 2, 3.0); 'corpus0:2' -> ('corpus', 0, 2.0); 'labels:3' ->
+    ('labels', 0, 3.0)."""
     kind, _, epochs = text.partition(":")
     copies = 0
-    if kind.startswith("aug"):
-        kind, copies = "aug", int(kind[3:] or 0)
-    if kind not in ("kd", "aug", "labels") or not epochs or (kind == "aug" and copies < 1):
-        raise SystemExit(f"--recipes: {text!r} is not kd:E, augK:E (K >= 1) or labels:E")
+    for prefix in ("aug", "corpus"):
+        if kind.startswith(prefix) and kind[len(prefix):].isdigit():
+            kind, copies = prefix, int(kind[len(prefix):])
+    if kind not in ("kd", "aug", "corpus", "labels") or not epochs or (kind == "aug" and copies < 1):
+        raise SystemExit(f"--recipes: {text!r} is not kd:E, augK:E (K >= 1), corpusK:E or labels:E")
     return kind, copies, float(epochs)
 
 
@@ -60,6 +64,30 @@ def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok,
     return str(path)
 
 
+def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, corpus_file: str, init_tok,
+                        compute) -> str:
+    """K augmented copies and the unlabelled text of `corpus_file`, labelled by the teacher, in MiniLM's tokens: the
+    cache entry a job with `transfer: {path: corpus_file, augment: K}` (nas/stages/transfer.py) reads and writes."""
+    from transformers import AutoTokenizer
+
+    from nas.distill.augment import AugmentSettings
+    from nas.distill.transfer import corpus_path, label_transfer, read_corpus, transfer_texts
+    from nas.teachers.load import load_teacher, transfer_home
+
+    corpus = read_corpus(corpus_file)
+    augment = AugmentSettings(copies=copies, seed=0)
+    cache = transfer_home(teacher_info, INIT)[0]
+    path = corpus_path(cache, teacher_info["dir"], corpus, augment, train, seq)
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        teacher = load_teacher(teacher_info)
+        tok = AutoTokenizer.from_pretrained(teacher_info["dir"])
+        rows, source = transfer_texts(ds.texts, train, corpus, tok, teacher.get_input_embeddings().weight.detach(),
+                                      augment)
+        label_transfer(teacher, tok, rows, source, seq, path, compute=compute, student_tokenizer=init_tok)
+    return str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
@@ -68,8 +96,12 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="the large-teacher job's compute.precision: its teacher is read from the cache under that key, "
                          "and labelling and training run in it (scores are the fp32 model's either way)")
+    ap.add_argument("--corpus", default="", help="unlabelled in-domain text for corpusK:E recipes (one per line, or "
+                    "the text column of a CSV / TSV / JSONL), as a job's transfer.path")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
+    if any(kind == "corpus" for _, kind, _, _ in recipes) and not args.corpus:
+        ap.error("a corpusK:E recipe needs --corpus FILE")
     os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -102,14 +134,18 @@ def main() -> None:
     for text, kind, copies, epochs in recipes:
         t0 = time.perf_counter()
         kw = {}
-        if kind in ("kd", "aug"):
+        if kind in ("kd", "aug", "corpus"):
             kw["soft_from"] = teacher["logits_path"]
         if kind == "aug":
             kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok, compute)
+        if kind == "corpus":
+            kw["transfer"] = corpus_transfer_set(teacher, ds, splits["train"], args.seq, copies, args.corpus, init_tok,
+                                                 compute)
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
-               "retention": round(info["test"]["accuracy"] / t_test, 4), "early_stopping": info.get("early_stopping"),
+               "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
+               "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         print(f"{text}: dev {row['dev']:.4f} test {row['test']:.4f} retention {row['retention']:.4f} "
@@ -118,7 +154,8 @@ def main() -> None:
     print(json.dumps({"teacher": "mpnet-base", "teacher_test_acc": round(t_test, 4),
                       "teacher_dev_acc": round(teacher["dev"]["accuracy"], 4), "initialiser": INIT, "seq": args.seq,
                       "precision": args.precision,
-                      "recipes": rows, "fingerprint": {k: fp.get(k) for k in ("cpu", "cores", "threads")}}))
+                      **({"corpus": args.corpus} if args.corpus else {}), "recipes": rows,
+                      "fingerprint": {k: fp.get(k) for k in ("cpu", "cores", "threads")}}))
 
 
 if __name__ == "__main__":

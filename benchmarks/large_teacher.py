@@ -46,10 +46,12 @@ def job_spec(args) -> dict:
         fraction = min(1.0, args.train_rows / len(split_indices(ds.labels, 0)["train"]))
     quick = args.quick
     init = {"student_init": args.student_init} if args.student_init else {}
+    corpus = {"transfer": {"path": str(args.corpus), "augment": args.augment}} if args.corpus else {}
     return {
         "name": "large-teacher" + (f"-init-{args.student_init}" if init else "")
                 + (f"-budget-{args.min_speedup:g}x" if args.min_speedup else "")
-                + (f"-{args.precision}" if args.precision != "fp32" else "") + ("-quick" if quick else ""),
+                + (f"-{args.precision}" if args.precision != "fp32" else "") + ("-quick" if quick else "")
+                + (f"-imdb{args.corpus_rows}" if corpus else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
         "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
@@ -63,8 +65,9 @@ def job_spec(args) -> dict:
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
                    "autodisc": {"lambda": 0.2},
                    "final": {"top_k": 1 if quick else args.top_k, "epochs": 0.5 if quick else args.final_epochs,
-                             "one_step_baseline": True, "augment": 1 if quick else args.augment}},
-        "references": ["tfidf-linear"], "seed": 0,
+                             "one_step_baseline": True,
+                             "augment": 0 if corpus else 1 if quick else args.augment}},
+        "references": ["tfidf-linear"], "seed": 0, **corpus,
         **({"constraints": {"min_speedup": args.min_speedup}} if args.min_speedup else {}),
     }
 
@@ -218,52 +221,6 @@ def runtime_speedups(sources: tuple, finals: list[dict], runtimes: list[str], wo
     return {rt: done[rt] for rt in runtimes}
 
 
-def retention_spread(sources: tuple, store, job_id: int, best: dict | None, bar: float = 0.97,
-                     resamples: int = 2000) -> dict | None:
-    """How far the 1,280-row splits let a retention figure move: a paired bootstrap over the rows (teacher and student
-    scored on the same resampled rows) of student accuracy / teacher accuracy, for `best` (a retention row: the best
-    final at some speedup) and for the student initialiser, on dev and on test. Each: the point value, the 95%
-    interval and the share of resamples at or above `bar`. Cheap: one forward of the final and of the initialiser."""
-    import numpy as np
-    import torch
-    from transformers import AutoTokenizer
-
-    from nas.data import split_indices, tokenize
-    from nas.distill.evaluate import predict_logits
-    from nas.students import load_student
-    from nas.students.shape import Shape
-
-    if best is None:
-        return None
-    spec, ds, info, src = sources
-    trial = next(t for t in store.trials(job_id, kind="student")
-                 if Shape.from_dict(t["config"]["shape"]).key == best["shape"]
-                 and any(a["kind"] == "model" for a in t["artefacts"]))
-    model = load_student(next(a["path"] for a in trial["artefacts"] if a["kind"] == "model"))
-    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
-    splits = split_indices(ds.labels, spec.seed)
-    labels = np.asarray(ds.labels)
-    teacher_right = torch.load(info["logits_path"]).argmax(-1).numpy() == labels
-    init_right = torch.load(src["logits_path"]).argmax(-1).numpy() == labels if spec.student_init else None
-    rng = np.random.default_rng(0)
-    out = {"bar": bar, "resamples": resamples}
-    for split in ("dev", "test"):
-        idx = np.asarray(splits[split])
-        final_right = predict_logits(model, {k: v[torch.as_tensor(idx)] for k, v in tensors.items()}).argmax(-1).numpy() \
-            == labels[idx]
-        draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
-        t = teacher_right[idx]
-        for name, right in (("final", final_right), ("initialiser", None if init_right is None else init_right[idx])):
-            if right is None:
-                continue
-            ratio = right[draws].mean(1) / t[draws].mean(1)
-            out[f"{name}_{split}"] = {"point": round(float(right.mean() / t.mean()), 4),
-                                      "ci95": [round(float(q), 4) for q in np.quantile(ratio, [0.025, 0.975])],
-                                      "share_at_bar": round(float((ratio >= bar).mean()), 4)}
-    out["final"] = best["shape"]
-    return out
-
-
 def one_step_finals(store, name: str) -> None:
     """An existing job of `name` whose finals have not finished: its stored spec gets final.two_step false (the
     assistant stays chosen and reported; the finals learn from the teacher's logits and the transfer set)."""
@@ -274,16 +231,6 @@ def one_step_finals(store, name: str) -> None:
     stored["search"]["final"]["two_step"] = False
     store.set_job_spec(job["id"], stored)
     print(f"job {job['id']}: finals switched to one step (final.two_step false) before resuming", flush=True)
-
-
-def retention(rows: list[dict], key: str, teacher_test: float, at: float) -> dict | None:
-    """The best test accuracy among rows at >= `at` speedup, as a share of the teacher's."""
-    fast = [r for r in rows if r["speedup"] >= at and r.get(key) is not None]
-    if not fast:
-        return None
-    best = max(fast, key=lambda r: r[key])
-    return {"shape": best["shape"], "speedup": round(best["speedup"], 2), "test": round(best[key], 4),
-            "retention": round(best[key] / teacher_test, 4)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -311,6 +258,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--augment", type=int, default=2,
                     help="teacher-labelled augmented copies of every train text (search.final.augment): the transfer "
                          "set the finals and, with --student-init, the initialiser learn from beside the train rows")
+    ap.add_argument("--corpus-rows", type=int, default=0,
+                    help="also N IMDB review sentences, unlabelled, in the transfer set (spec transfer.path; "
+                         "benchmarks/imdb_corpus.py); 0: none")
     ap.add_argument("--student-init", default="", help="students slice this small pretrained encoder (e.g. minilm-l6), "
                                                         "distilled from the teacher first, instead of the teacher")
     ap.add_argument("--min-speedup", type=float, default=0.0,
@@ -329,10 +279,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    from retention import retention, retention_spread
     from task_setup import bench_workdir
 
     default = ROOT / ".nas" / ("bench-large-init" if args.student_init else "bench-large")
     workdir = bench_workdir(args.workdir or str(default), args.quick, ROOT)
+    from imdb_corpus import build
+
+    args.corpus = args.corpus_rows and build(ROOT / ".nas" / "data" / f"imdb-sentences-{args.corpus_rows}.txt",
+                                             args.corpus_rows)
     t0 = time.perf_counter()
 
     from nas.data import cache_dir
@@ -375,7 +330,7 @@ def main() -> None:
     result = {
         "teacher": "mpnet-base", "dataset": "rotten-tomatoes", "train_rows": args.train_rows or "all",
         "students_slice": args.student_init or "the teacher", "min_speedup": args.min_speedup or None,
-        "precision": args.precision,
+        "precision": args.precision, "corpus_rows": args.corpus_rows,
         "final_recipe": "one-step (teacher logits)" if args.one_step_finals else "two-step (teacher -> assistant -> student)",
         "teacher_test_acc": teacher_test, "teacher_dev_acc": metric_value(teacher, "accuracy", "dev", "final"),
         "teacher_p50_ms": f["teacher"]["p50_ms"] if f.get("teacher") else None,
