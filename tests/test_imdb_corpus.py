@@ -18,9 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import imdb_corpus  # noqa: E402
 
-
-def _norm(t: str) -> str:
-    return " ".join(t.lower().split())
+_norm = imdb_corpus._norm
 
 
 def test_imdb_corpus_has_no_rotten_tomatoes_text_and_reads_as_a_transfer_corpus(tmp_path):
