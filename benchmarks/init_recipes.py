@@ -34,8 +34,8 @@ INIT = "minilm-l6"
 
 
 def parse_recipe(text: str) -> tuple[str, int, float]:
-    """'kd:3' -> ('kd', 0, 3.0); 'aug2:3' -> ('aug', 2, 3.0); 'corpus0:2' -> ('corpus', 0, 2.0); 'labels:3' ->
-    ('labels', 0, 3.0)."""
+    """'kd:3' -> ('kd', 0, 3.0); 'aug2:3' -> ('aug', 2, 3.0); 'corpus0:2' (or 'corpus:2') -> ('corpus', 0, 2.0);
+    'labels:3' -> ('labels', 0, 3.0)."""
     kind, _, epochs = text.partition(":")
     copies = 0
     for prefix in ("aug", "corpus"):
@@ -68,23 +68,13 @@ def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, co
                         compute) -> str:
     """K augmented copies and the unlabelled text of `corpus_file`, labelled by the teacher, in MiniLM's tokens: the
     cache entry a job with `transfer: {path: corpus_file, augment: K}` (nas/stages/transfer.py) reads and writes."""
-    from transformers import AutoTokenizer
-
     from nas.distill.augment import AugmentSettings
-    from nas.distill.transfer import corpus_path, label_transfer, read_corpus, transfer_texts
-    from nas.teachers.load import load_teacher, transfer_home
+    from nas.distill.transfer import cached_corpus_set, read_corpus
+    from nas.teachers.load import transfer_home
 
-    corpus = read_corpus(corpus_file)
-    augment = AugmentSettings(copies=copies, seed=0)
-    cache = transfer_home(teacher_info, INIT)[0]
-    path = corpus_path(cache, teacher_info["dir"], corpus, augment, train, seq)
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        teacher = load_teacher(teacher_info)
-        tok = AutoTokenizer.from_pretrained(teacher_info["dir"])
-        rows, source = transfer_texts(ds.texts, train, corpus, tok, teacher.get_input_embeddings().weight.detach(),
-                                      augment)
-        label_transfer(teacher, tok, rows, source, seq, path, compute=compute, student_tokenizer=init_tok)
+    path = cached_corpus_set(teacher_info, ds.texts, train, read_corpus(corpus_file),
+                                 AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, INIT)[0],
+                                 compute=compute, student_tokenizer=init_tok)
     return str(path)
 
 

@@ -358,6 +358,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
             "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
+            "transfer": {"augment": 1},
             "teacher_check": {"majority": "warn", "tfidf": "warn"}, "seed": 3}
     with real_job(tmp_path, yaml.safe_dump(spec)) as j:
         store, job_id = j["store"], j["job_id"]
@@ -368,6 +369,12 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         assert json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["model_type"] == "mpnet"
         supernet = load_pretrained(store.job_artefacts(job_id, kind="supernet")[-1]["path"])
         assert supernet.config.model_type == "bert" and Shape.of_config(supernet.config) == Shape(6, 384, 12, 1536)
+        # the initialiser learnt from the job's transfer set too (nas/distill/transfer.py, cached_corpus_set)
+        init = json.loads((pathlib.Path(store.job_artefacts(job_id, kind="student_init")[-1]["path"]).parent
+                           / "teacher.json").read_text())
+        labelled = torch.load(init["transfer"], map_location="cpu")
+        assert init["transfer_rows"] == len(labelled["source"]) > 0 and (labelled["source"] >= 0).all()
+        assert labelled["tensors"]["input_ids"].shape[0] == labelled["logits"].shape[0] == init["transfer_rows"]
         students = store.trials(job_id, kind="student", state="COMPLETE")
         assert students and all(Shape.from_dict(t["config"]["shape"]).hidden <= 384 for t in students)
         final = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is not None)

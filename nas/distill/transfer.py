@@ -133,3 +133,26 @@ def label_transfer(teacher, tokenizer, rows: list[str], source: np.ndarray, max_
     save_atomic(out, path)
     partial.unlink(missing_ok=True)
     return out
+
+
+def cached_corpus_set(teacher_info: dict, texts: list[str], train_idx, corpus: list[str], augment, max_len: int,
+                          cache_dir, compute: Compute = CPU, student_tokenizer=None,
+                          progress: bool = True) -> pathlib.Path:
+    """The cached, teacher-labelled transfer set of a job (the augmented copies of its train texts and `corpus`), built
+    and labelled on `compute` if the cache in `cache_dir` lacks it; returns its path. `teacher_info` is the resolved
+    teacher (nas/teachers/load.py); the students read `student_tokenizer`'s tokens (the teacher's when None)."""
+    from transformers import AutoTokenizer
+
+    from nas.teachers.load import load_teacher
+
+    cache = pathlib.Path(cache_dir)
+    path = corpus_path(cache, teacher_info["dir"], corpus, augment, train_idx, max_len)
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        teacher = load_teacher(teacher_info)
+        tok = AutoTokenizer.from_pretrained(teacher_info["dir"])
+        rows, source = transfer_texts(texts, train_idx, corpus, tok, teacher.get_input_embeddings().weight.detach(),
+                                      augment)
+        label_transfer(teacher, tok, rows, source, max_len, path, compute=compute,
+                       student_tokenizer=student_tokenizer, progress=progress)
+    return path

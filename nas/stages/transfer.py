@@ -33,27 +33,17 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     from transformers import AutoTokenizer
 
     from nas.distill.augment import AugmentSettings
-    from nas.distill.transfer import corpus_path, label_transfer, read_corpus, transfer_texts
-    from nas.teachers.load import load_teacher
+    from nas.distill.transfer import cached_corpus_set, read_corpus
     from nas.workers.setup import worker_setup
 
     worker_setup(ctx, tensors=False)
     tr = ctx.spec.transfer
     corpus = read_corpus(tr.path, tr.column, tr.max_rows) if tr.path else []
-    teacher = load_teacher(ctx.teacher)
-    tok = AutoTokenizer.from_pretrained(ctx.teacher["dir"])
     # students sliced from a student initialiser read its tokenizer (the set is cached in ctx.transfer_dir)
     student_tok = AutoTokenizer.from_pretrained(ctx.transfer_tokenizer) if ctx.transfer_tokenizer else None
-    augment = AugmentSettings(copies=tr.augment, seed=ctx.seed)
-    max_len = ctx.spec.budgets.max_seq_len
-    cache = pathlib.Path(ctx.transfer_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    path = corpus_path(cache, ctx.teacher["dir"], corpus, augment, ctx.train_idx, max_len)
-    if not path.is_file():
-        rows, source = transfer_texts(texts, ctx.train_idx, corpus,
-                                      tok, teacher.get_input_embeddings().weight.detach(), augment)
-        label_transfer(teacher, tok, rows, source, max_len, path, compute=ctx.compute, student_tokenizer=student_tok,
-                       progress=ctx.progress)
+    path = cached_corpus_set(ctx.teacher, texts, ctx.train_idx, corpus, AugmentSettings(copies=tr.augment,
+                                 seed=ctx.seed), ctx.spec.budgets.max_seq_len, ctx.transfer_dir, compute=ctx.compute,
+                                 student_tokenizer=student_tok, progress=ctx.progress)
     import torch
 
     return str(path), int(len(torch.load(path, map_location="cpu")["source"]))
