@@ -14,6 +14,37 @@ def retention(rows: list[dict], key: str, teacher_test: float, at: float) -> dic
             "retention": round(best[key] / teacher_test, 4)}
 
 
+def final_right(sources: tuple, store, job_id: int, shape: str, rows) -> "numpy.ndarray":
+    """Whether the job's final student of `shape` (e.g. "L5-H384-A8-F384") gets each of `rows` (dataset indices)
+    right: one forward pass of its stored model."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from nas.data import tokenize
+    from nas.distill.evaluate import predict_logits
+    from nas.students import load_student
+    from nas.students.shape import Shape
+
+    spec, ds, _, src = sources
+    trial = next(t for t in store.trials(job_id, kind="student")
+                 if Shape.from_dict(t["config"]["shape"]).key == shape
+                 and any(a["kind"] == "model" for a in t["artefacts"]))
+    model = load_student(next(a["path"] for a in trial["artefacts"] if a["kind"] == "model"))
+    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
+    idx = torch.as_tensor(np.asarray(rows))
+    logits = predict_logits(model, {k: v[idx] for k, v in tensors.items()})
+    return logits.argmax(-1).numpy() == np.asarray(ds.labels)[np.asarray(rows)]
+
+
+def logits_right(logits_path: str, labels) -> "numpy.ndarray":
+    """Whether the stored logits (a teacher's or an initialiser's, over every dataset row) get each row right."""
+    import numpy as np
+    import torch
+
+    return torch.load(logits_path).argmax(-1).numpy() == np.asarray(labels)
+
+
 def retention_spread(sources: tuple, store, job_id: int, best: dict | None, bar: float = 0.97,
                      resamples: int = 2000) -> dict | None:
     """How far the 1,280-row splits let a retention figure move: a paired bootstrap over the rows (teacher and student
@@ -21,35 +52,23 @@ def retention_spread(sources: tuple, store, job_id: int, best: dict | None, bar:
     final at some speedup) and for the student initialiser, on dev and on test. Each: the point value, the 95%
     interval and the share of resamples at or above `bar`. Cheap: one forward of the final and of the initialiser."""
     import numpy as np
-    import torch
-    from transformers import AutoTokenizer
 
-    from nas.data import split_indices, tokenize
-    from nas.distill.evaluate import predict_logits
-    from nas.students import load_student
-    from nas.students.shape import Shape
+    from nas.data import split_indices
 
     if best is None:
         return None
     spec, ds, info, src = sources
-    trial = next(t for t in store.trials(job_id, kind="student")
-                 if Shape.from_dict(t["config"]["shape"]).key == best["shape"]
-                 and any(a["kind"] == "model" for a in t["artefacts"]))
-    model = load_student(next(a["path"] for a in trial["artefacts"] if a["kind"] == "model"))
-    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
     splits = split_indices(ds.labels, spec.seed)
-    labels = np.asarray(ds.labels)
-    teacher_right = torch.load(info["logits_path"]).argmax(-1).numpy() == labels
-    init_right = torch.load(src["logits_path"]).argmax(-1).numpy() == labels if spec.student_init else None
+    teacher_right = logits_right(info["logits_path"], ds.labels)
+    init_right = logits_right(src["logits_path"], ds.labels) if spec.student_init else None
     rng = np.random.default_rng(0)
     out = {"bar": bar, "resamples": resamples}
     for split in ("dev", "test"):
         idx = np.asarray(splits[split])
-        final_right = predict_logits(model, {k: v[torch.as_tensor(idx)] for k, v in tensors.items()}).argmax(-1).numpy() \
-            == labels[idx]
+        right_final = final_right(sources, store, job_id, best["shape"], idx)
         draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
         t = teacher_right[idx]
-        for name, right in (("final", final_right), ("initialiser", None if init_right is None else init_right[idx])):
+        for name, right in (("final", right_final), ("initialiser", None if init_right is None else init_right[idx])):
             if right is None:
                 continue
             ratio = right[draws].mean(1) / t[draws].mean(1)
