@@ -73,8 +73,8 @@ def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, co
     from nas.teachers.load import transfer_home
 
     path = cached_corpus_set(teacher_info, ds.texts, train, read_corpus(corpus_file),
-                                 AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, INIT)[0],
-                                 compute=compute, student_tokenizer=init_tok)
+                             AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, INIT)[0],
+                             compute=compute, student_tokenizer=init_tok)
     return str(path)
 
 

@@ -63,9 +63,11 @@ def retention_spread(sources: tuple, store, job_id: int, best: dict | None, bar:
     init_right = logits_right(src["logits_path"], ds.labels) if spec.student_init else None
     rng = np.random.default_rng(0)
     out = {"bar": bar, "resamples": resamples}
+    n_dev = len(splits["dev"])
+    both = final_right(sources, store, job_id, best["shape"], np.concatenate([splits["dev"], splits["test"]]))
     for split in ("dev", "test"):
         idx = np.asarray(splits[split])
-        right_final = final_right(sources, store, job_id, best["shape"], idx)
+        right_final = both[:n_dev] if split == "dev" else both[n_dev:]
         draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
         t = teacher_right[idx]
         for name, right in (("final", right_final), ("initialiser", None if init_right is None else init_right[idx])):

@@ -136,8 +136,7 @@ def label_transfer(teacher, tokenizer, rows: list[str], source: np.ndarray, max_
 
 
 def cached_corpus_set(teacher_info: dict, texts: list[str], train_idx, corpus: list[str], augment, max_len: int,
-                          cache_dir, compute: Compute = CPU, student_tokenizer=None,
-                          progress: bool = True) -> pathlib.Path:
+                      cache_dir, compute: Compute = CPU, student_tokenizer=None, progress: bool = True) -> pathlib.Path:
     """The cached, teacher-labelled transfer set of a job (the augmented copies of its train texts and `corpus`), built
     and labelled on `compute` if the cache in `cache_dir` lacks it; returns its path. `teacher_info` is the resolved
     teacher (nas/teachers/load.py); the students read `student_tokenizer`'s tokens (the teacher's when None)."""

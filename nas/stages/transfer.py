@@ -41,9 +41,10 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     corpus = read_corpus(tr.path, tr.column, tr.max_rows) if tr.path else []
     # students sliced from a student initialiser read its tokenizer (the set is cached in ctx.transfer_dir)
     student_tok = AutoTokenizer.from_pretrained(ctx.transfer_tokenizer) if ctx.transfer_tokenizer else None
-    path = cached_corpus_set(ctx.teacher, texts, ctx.train_idx, corpus, AugmentSettings(copies=tr.augment,
-                                 seed=ctx.seed), ctx.spec.budgets.max_seq_len, ctx.transfer_dir, compute=ctx.compute,
-                                 student_tokenizer=student_tok, progress=ctx.progress)
+    augment = AugmentSettings(copies=tr.augment, seed=ctx.seed)
+    path = cached_corpus_set(ctx.teacher, texts, ctx.train_idx, corpus, augment, ctx.spec.budgets.max_seq_len,
+                             ctx.transfer_dir, compute=ctx.compute, student_tokenizer=student_tok,
+                             progress=ctx.progress)
     import torch
 
     return str(path), int(len(torch.load(path, map_location="cpu")["source"]))
