@@ -1,7 +1,8 @@
 """Two runs of a distillation benchmark (e.g. large_teacher.py with different transfer sets), student against student
 on the same rows: for every final shape both runs trained, and for their student initialisers, the accuracy
 difference (the second run minus the first) on test and on dev and test together, with a paired bootstrap 95%
-interval over the rows. One forward pass per final; minutes on 2 cores. The last stdout line is one JSON object.
+interval over the rows; for the initialisers also how far their errors coincide (`agreement`). One forward pass per
+final; minutes on 2 cores. The last stdout line is one JSON object.
 
     python benchmarks/compare_runs.py .nas/bench-large-imdb .nas/bench-large-imdb120
 """
@@ -51,6 +52,30 @@ def paired(a, b, resamples: int, seed: int = 0) -> dict:
             "first": round(float(a.mean()), 4), "second": round(float(b.mean()), 4)}
 
 
+def agreement(init_logits: list[str], teacher_logits: str, labels, splits: dict) -> dict:
+    """Whether two student initialisers fail on the same rows (dev and test together): how often they predict the
+    same label, how often each predicts the teacher's, the share of each one's errors on rows the teacher gets right,
+    and the accuracy of their ensemble (mean of the two softmaxes); an ensemble no better than either says their
+    errors are shared, not training noise."""
+    import numpy as np
+    import torch
+
+    rows = np.concatenate([splits["dev"], splits["test"]])
+    probs = [torch.load(p)[rows].float().softmax(-1) for p in init_logits]
+    pred = [p.argmax(-1).numpy() for p in probs]
+    teacher = torch.load(teacher_logits)[rows].argmax(-1).numpy()
+    y, n_dev = labels[rows], len(splits["dev"])
+    ens = ((probs[0] + probs[1]).argmax(-1).numpy() == y)
+
+    def share(a) -> float:
+        return round(float(np.mean(a)), 4)
+
+    return {"same_prediction": share(pred[0] == pred[1]),
+            "with_teacher": [share(p == teacher) for p in pred],
+            "errors_where_teacher_right": [share((teacher == y)[p != y]) for p in pred],
+            "ensemble": {"dev": share(ens[:n_dev]), "test": share(ens[n_dev:]), "dev_and_test": share(ens)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("first", help="workdir of the first run (the baseline)")
@@ -81,7 +106,9 @@ def main() -> None:
     if all(r[2][0].student_init for r in runs):
         right = [logits_right(r[2][3]["logits_path"], ds.labels) for r in runs]
         out["initialiser"] = {"test": paired(right[0][test], right[1][test], args.resamples),
-                              "dev_and_test": paired(right[0][both], right[1][both], args.resamples)}
+                              "dev_and_test": paired(right[0][both], right[1][both], args.resamples),
+                              **agreement([r[2][3]["logits_path"] for r in runs], runs[0][2][2]["logits_path"],
+                                          np.asarray(ds.labels), splits)}
     out["only_first"] = sorted(set(runs[0][3]) - set(runs[1][3]))
     out["only_second"] = sorted(set(runs[1][3]) - set(runs[0][3]))
     print(json.dumps(out))
