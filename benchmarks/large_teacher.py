@@ -51,7 +51,8 @@ def job_spec(args) -> dict:
         "name": "large-teacher" + (f"-init-{args.student_init}" if init else "")
                 + (f"-budget-{args.min_speedup:g}x" if args.min_speedup else "")
                 + (f"-{args.precision}" if args.precision != "fp32" else "") + ("-quick" if quick else "")
-                + (f"-imdb{args.corpus_rows}" if corpus else ""),
+                + (f"-imdb{args.corpus_rows}" if corpus else "")
+                + (f"-emb{args.init_embedding:g}" if init and args.init_embedding else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
         "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
@@ -59,7 +60,8 @@ def job_spec(args) -> dict:
         "latency": {"device": "cpu", "batch": 1, "seq_len": args.seq, "threads": 2, "rounds": 3 if quick else 5},
         "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
                     "teacher_epochs": 0.2 if quick else args.teacher_epochs,
-                    **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {})},
+                    **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {}),
+                    **({"student_init_embedding": args.init_embedding} if init and args.init_embedding else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
                    "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
@@ -128,7 +130,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "dev": round(src["dev"]["accuracy"], 4), "test": round(src["test"]["accuracy"], 4), "p50_ms": round(i_ms, 3), "teacher_p50_ms": round(t_ms, 3),
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
-           "transfer_rows": src.get("transfer_rows", 0),
+           "transfer_rows": src.get("transfer_rows", 0), "embedding": src.get("embedding", 0.0),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
@@ -251,6 +253,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--init-epochs", type=float, default=3.0,
                     help="with --student-init: the initialiser's distillation, up to this many epochs, keeping its best "
                          "epoch on dev (budgets.student_init_epochs)")
+    ap.add_argument("--init-embedding", type=float, default=0.0,
+                    help="with --student-init: the initialiser also learns the teacher's mean-pooled final hidden state "
+                         "through a learned projection, 1 - cosine at this weight (budgets.student_init_embedding)")
     ap.add_argument("--supernet-steps", type=int, default=150)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)

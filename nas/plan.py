@@ -237,14 +237,16 @@ def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "f
     path = None
     if tr is not None:
         augment = AugmentSettings(copies=tr.augment, seed=spec.seed)
-        path = corpus_path(home, teacher_info["dir"], corpus, augment, train, b.max_seq_len)
+        path = corpus_path(home, teacher_info["dir"], corpus, augment, train, b.max_seq_len,
+                           work.initialiser and b.student_init_embedding > 0)
     elif spec.search.supernet is not None and spec.search.final.augment:
         path = transfer_set_path(home, train, AugmentSettings(copies=int(spec.search.final.augment), seed=spec.seed))
     work.transfer_cached = path is not None and path.is_file()
     if work.initialiser:
         work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
                                           soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
-                                          transfer=path and str(path), precision=precision) is not None
+                                          transfer=path and str(path), embedding=b.student_init_embedding,
+                                          precision=precision) is not None
     return work
 
 

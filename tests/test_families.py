@@ -230,6 +230,27 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
     assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
 
 
+@pytest.mark.parametrize("case", ["slicing-teacher", "augment-only"])
+def test_an_embedding_target_without_its_initialiser_or_pooled_rows_is_refused(tmp_path, case):
+    """budgets.student_init_embedding applies to a student initialiser (students that slice the teacher have none), and
+    its transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled states): exit 2 with
+    the field named."""
+    from typer.testing import CliRunner
+
+    from nas.ui.cli import app
+
+    spec = {"name": "e", "dataset": "bbc-news", "budgets": {"student_init_embedding": 1.0},
+            "search": {"supernet": {"steps": 2}, "final": {"augment": 1}}}
+    if case == "augment-only":  # a teacher that slices, whose students slice MiniLM-L6 here
+        spec.update(teacher=str(write_teacher("mpnet", tmp_path / "teacher")), student_init="minilm-l6")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2, res.output
+    words = "slice the teacher" if case == "slicing-teacher" else "`transfer: {augment: N}`"
+    assert "budgets.student_init_embedding" in res.output and words in res.output, res.output
+
+
 # -- a teacher whose family does not slice: DeBERTa-v2 with its own tokenizer ---------------------------------------
 def own_tokenizer(out: pathlib.Path, texts: list[str]):
     """A WordPiece tokenizer of ~800 entries trained on `texts` (not MiniLM's: teacher and students tokenise apart)."""
@@ -344,8 +365,9 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
 
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
-    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first), not the teacher; an export is a BERT
-    model that reproduces the stored dev accuracy."""
+    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, and here from its pooled final hidden
+    states through a projection: budgets.student_init_embedding), not the teacher; an export is a BERT model that
+    reproduces the stored dev accuracy."""
     from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
     from nas.teachers import load_pretrained
@@ -355,7 +377,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
             "search_space": "tiny",
             "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
                         "max_runs": 20, "rounds": 2},
-            "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1},
+            "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
             "transfer": {"augment": 1},
@@ -375,6 +397,15 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         labelled = torch.load(init["transfer"], map_location="cpu")
         assert init["transfer_rows"] == len(labelled["source"]) > 0 and (labelled["source"] >= 0).all()
         assert labelled["tensors"]["input_ids"].shape[0] == labelled["logits"].shape[0] == init["transfer_rows"]
+        # ... and the teacher's pooled states on it and on every row, at the teacher's width
+        width = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["hidden_size"]
+        assert init["embedding"] == 0.5 and labelled["pooled"].shape == (init["transfer_rows"], width)
+        pooled = torch.load(pathlib.Path(init["soft_from"]).with_name("pooled.pt"), map_location="cpu")
+        rows = torch.load(init["soft_from"], map_location="cpu").shape[0]  # the teacher's logits: every row
+        assert pooled.shape == (rows, width) and rows > 100 and torch.isfinite(pooled).all()
+        # the projection was dropped: the initialiser is a plain BERT classifier
+        saved = load_pretrained(pathlib.Path(init["dir"]))
+        assert not any("embedding_projection" in k for k in saved.state_dict())
         students = store.trials(job_id, kind="student", state="COMPLETE")
         assert students and all(Shape.from_dict(t["config"]["shape"]).hidden <= 384 for t in students)
         final = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is not None)

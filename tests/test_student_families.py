@@ -258,13 +258,18 @@ def dashboard_shows_the_families(home: pathlib.Path) -> None:
     assert next(m for m in at.multiselect if m.label == "Formats").options == ["onnx", "int8"]
 
 
+def tiny_teacher(tokenizer):
+    """A 1-layer 32-wide BERT classifier (2 classes) over `tokenizer`'s vocabulary, seeded."""
+    torch.manual_seed(0)
+    cfg = tr.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, num_labels=2)
+    return tr.BertForSequenceClassification(cfg).eval()
+
+
 def test_transfer_corpus_is_labelled_cached_and_resumed(tmp_path, minilm_tokenizer):
     from nas.distill.transfer import label_transfer
 
-    torch.manual_seed(0)
-    cfg = tr.BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, num_labels=2)
-    teacher = tr.BertForSequenceClassification(cfg).eval()
+    teacher = tiny_teacher(minilm_tokenizer)
     rows = [f"review number {i} was {'good' if i % 2 else 'bad'}" for i in range(23)]
     src = np.full(len(rows), -1)
     whole = label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "a.pt", progress=False, chunk=5)
@@ -277,6 +282,53 @@ def test_transfer_corpus_is_labelled_cached_and_resumed(tmp_path, minilm_tokeniz
     # cached: the file is read back, the teacher is not run again
     again = label_transfer(None, minilm_tokenizer, rows, src, 16, tmp_path / "a.pt", progress=False)
     assert torch.equal(again["logits"], whole["logits"])
+
+
+def test_transfer_corpus_keeps_the_teachers_pooled_states_and_the_embedding_loss_learns_them(tmp_path,
+                                                                                               minilm_tokenizer):
+    """`pooled=True`: the labelled set also holds the teacher's final hidden state averaged over each row's real tokens
+    (the same forward as its logits, resumed chunk by chunk like them); a student of another width trained on those
+    targets through its `embedding_projection` (DistillSettings.embedding_weight) ends closer to them than it starts."""
+    from nas.distill.evaluate import predict_logits
+    from nas.distill.loop import DistillSettings, distill
+    from nas.distill.transfer import label_transfer
+
+    teacher = tiny_teacher(minilm_tokenizer)
+    rows = [f"review number {i} was {'good' if i % 2 else 'rather bad ' * (i % 4)}" for i in range(23)]
+    src = np.full(len(rows), -1)
+    assert label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "p.pt", progress=False, chunk=5,
+                          stop_after=2, pooled=True) is None
+    got = label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "p.pt", progress=False, chunk=5,
+                         pooled=True)
+    assert got["pooled"].shape == (23, 32) and got["pooled"].dtype == torch.float16
+    one = minilm_tokenizer([rows[3]], return_tensors="pt")  # unpadded: every token is real
+    with torch.no_grad():
+        want = teacher(**one, output_hidden_states=True).hidden_states[-1].mean(1)[0]
+    assert torch.allclose(got["pooled"][3].float(), want, atol=2e-3)
+    plain = label_transfer(teacher, minilm_tokenizer, rows, src, 16, tmp_path / "l.pt", progress=False)
+    assert "pooled" not in plain and torch.allclose(plain["logits"], got["logits"], atol=1e-5)
+
+    torch.manual_seed(1)
+    student = tr.BertForSequenceClassification(tr.BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=48, num_labels=2))
+    student.embedding_projection = torch.nn.Linear(24, 32)
+    targets = got["pooled"].float()
+
+    def cosine() -> float:
+        _, pooled = predict_logits(student, got["tensors"], pooled=True)
+        with torch.no_grad():
+            return torch.nn.functional.cosine_similarity(student.embedding_projection(pooled.float()), targets).mean()
+
+    before = cosine()
+    settings = DistillSettings(lr=3e-3, alpha_soft=0.5, beta_hard=0.0, embedding_weight=1.0, batch_size=8)
+    distill(student, got["tensors"], torch.zeros(23, dtype=torch.long), got["logits"], settings, 60,
+            hard_mask=torch.zeros(23, dtype=torch.bool), teacher_embeddings=targets)
+    assert cosine() > max(0.9, before + 0.1), (before, cosine())
+    with pytest.raises(ValueError, match="embedding"):
+        del student.embedding_projection
+        distill(student, got["tensors"], torch.zeros(23, dtype=torch.long), got["logits"], settings, 1,
+                teacher_embeddings=targets)
 
 
 @pytest.mark.parametrize("case", ["empty", "binary", "latin1", "no-column", "strategy"])

@@ -20,31 +20,44 @@ def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64, compute: Compute = CPU,
-                   progress: str | None = None) -> torch.Tensor:
+                   progress: str | None = None, pooled: bool = False):
     """Logits (n, classes) on the CPU in row order; rows are batched by length and padding trimmed (same values, less
     work), each batch run on `compute`'s device in its precision (on cuda, in batches of at least 256). The model goes
-    back where it was. `progress`: a progress bar of that name, by rows."""
+    back where it was. `progress`: a progress bar of that name, by rows. `pooled`: return (logits, the final hidden
+    state averaged over each row's tokens (n, hidden), fp16) from the same forward."""
     from tqdm import tqdm
 
     home = device_of(model)
     model.eval().to(compute.device)
     n = len(next(iter(tensors.values())))
     if n == 0:
-        return torch.empty(0, device="cpu")
+        return (torch.empty(0, device="cpu"), torch.empty(0, device="cpu")) if pooled else torch.empty(0, device="cpu")
     batch_size = max(batch_size, 256) if compute.cuda else batch_size
     order = length_order(tensors)
-    outs = []
+    outs, pools = [], []
     bar = tqdm(total=n, desc=progress, unit="row", leave=False, disable=progress is None)
     for i in range(0, n, batch_size):
         rows = order[i:i + batch_size]
+        inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
         with compute.autocast():
-            logits = model(**compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))).logits
-        outs.append(logits.float().cpu())
+            out = model(**inputs, **({"output_hidden_states": True} if pooled else {}))
+        outs.append(out.logits.float().cpu())
+        if pooled:
+            pools.append(mean_pool(out.hidden_states[-1], inputs.get("attention_mask")).half().cpu())
         bar.update(len(rows))
     bar.close()
     model.to(home)
-    out = torch.cat(outs)
-    return out[torch.argsort(order)]
+    back = torch.argsort(order)
+    return (torch.cat(outs)[back], torch.cat(pools)[back]) if pooled else torch.cat(outs)[back]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, seq, d) hidden states averaged over each row's real tokens (`mask` (batch, seq); None: all): (batch, d)
+    in fp32. The per-example summary two models with different tokenizers share (a sentence embedding)."""
+    if mask is None:
+        return hidden.float().mean(1)
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

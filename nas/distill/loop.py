@@ -33,6 +33,9 @@ class DistillSettings:
     hinge_weight: float = 0.0  # pair task: hinge on (query, positive, negative) triples
     hinge_margin: float = 0.7
     class_weights: tuple | None = None  # a weight per class in the hard loss (the teacher's fine-tuning on skewed labels)
+    # 1 - cosine between the student's mean-pooled final hidden state, through its `embedding_projection`, and a
+    # per-row target (`distill`'s teacher_embeddings: a teacher's pooled states, whatever its tokenizer)
+    embedding_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillSettings":
@@ -85,7 +88,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
             settings: DistillSettings, steps: int, seed: int = 0,
             on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
             teacher=None, aux_probs: torch.Tensor | None = None, compute: Compute = CPU, accumulate: int = 1,
-            checkpoint=None) -> dict:
+            checkpoint=None, teacher_embeddings: torch.Tensor | None = None) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
     logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
     are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
@@ -94,8 +97,12 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     precision; models go back where they were at the end. `accumulate` splits every batch into that many micro-batches
     whose gradients add up (same effective batch, less memory: the retry after an out-of-memory error). `on_step`
     returning STOP ends the training after that step. `checkpoint` (nas/distill/resume.py's TrainCheckpoint): the run
-    continues from its saved state and saves it as it goes. Raises FloatingPointError on a NaN/inf loss."""
+    continues from its saved state and saves it as it goes. `teacher_embeddings` (n, d): the embedding loss's targets
+    (settings.embedding_weight > 0; the student then carries an `embedding_projection` module from its hidden size to
+    d, trained with it). Raises FloatingPointError on a NaN/inf loss."""
     torch.manual_seed(seed)
+    if settings.embedding_weight > 0 and (teacher_embeddings is None or not hasattr(student, "embedding_projection")):
+        raise ValueError("the embedding loss needs teacher_embeddings and the student's embedding_projection")
     inner = settings.hidden_weight > 0 or settings.attention_weight > 0
     if inner and teacher is None:
         raise ValueError("hidden/attention losses need the teacher model")
@@ -125,7 +132,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
             rows = torch.as_tensor(part, device="cpu")
             batch = {"labels": labels[rows], **({"soft": teacher_logits[rows]} if teacher_logits is not None else {}),
                      **({"hard": hard_mask[rows]} if hard_mask is not None else {}),
-                     **({"aux": aux_probs[rows]} if settings.relevance_weight > 0 else {})}
+                     **({"aux": aux_probs[rows]} if settings.relevance_weight > 0 else {}),
+                     **({"emb": teacher_embeddings[rows]} if settings.embedding_weight > 0 else {})}
             inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
             with compute.autocast():
                 loss = batch_loss(student, teacher, inputs, compute.to_device(batch), settings)
@@ -150,10 +158,10 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
                settings: DistillSettings) -> torch.Tensor:
     """The weighted distillation loss of one batch. batch: labels (b,), soft (b, classes) the teacher's logits, hard
     (b,) bool the rows with a gold label, aux (b, classes) an auxiliary teacher's probabilities; each optional but
-    labels."""
+    labels; emb (b, d) the embedding loss's targets."""
     inner = settings.hidden_weight > 0 or settings.attention_weight > 0
-    if inner:
-        out = student(**inputs, output_hidden_states=settings.hidden_weight > 0,
+    if inner or "emb" in batch:
+        out = student(**inputs, output_hidden_states=settings.hidden_weight > 0 or "emb" in batch,
                       output_attentions=settings.attention_weight > 0)
         logits = out.logits
     else:
@@ -172,6 +180,12 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
         loss = loss + settings.relevance_weight * relevance_kl(logits, batch["aux"])
     if inner:
         loss = loss + inner_losses(out, teacher, inputs, settings)
+    if "emb" in batch:
+        from nas.distill.evaluate import mean_pool
+
+        pooled = student.embedding_projection(mean_pool(out.hidden_states[-1], inputs.get("attention_mask")))
+        cos = F.cosine_similarity(pooled.float(), batch["emb"].float(), dim=-1)
+        loss = loss + settings.embedding_weight * (1.0 - cos).mean()
     return loss
 
 

@@ -76,18 +76,21 @@ def _table_column(path: pathlib.Path, text: str, column: str) -> list[str]:
     return [str(x) for x in df[column].tolist() if x is not None]
 
 
-def corpus_key(teacher_dir: str, corpus: list[str], augment, train_idx, max_len: int) -> str:
-    h = hashlib.sha256(json.dumps({"teacher": str(teacher_dir), "augment": asdict(augment), "max_len": max_len},
-                                  sort_keys=True).encode())
+def corpus_key(teacher_dir: str, corpus: list[str], augment, train_idx, max_len: int, pooled: bool = False) -> str:
+    h = hashlib.sha256(json.dumps({"teacher": str(teacher_dir), "augment": asdict(augment), "max_len": max_len,
+                                   **({"pooled": True} if pooled else {})}, sort_keys=True).encode())
     h.update(np.asarray(train_idx, dtype=np.int64).tobytes())
     for t in corpus:
         h.update(t.encode() + b"\n")
     return h.hexdigest()[:16]
 
 
-def corpus_path(cache_dir, teacher_dir: str, corpus: list[str], augment, train_idx, max_len: int) -> pathlib.Path:
-    """The cache file of a labelled transfer corpus (nas/stages/transfer.py) in `cache_dir`, keyed by its content."""
-    return pathlib.Path(cache_dir) / f"transfer-{corpus_key(teacher_dir, corpus, augment, train_idx, max_len)}.pt"
+def corpus_path(cache_dir, teacher_dir: str, corpus: list[str], augment, train_idx, max_len: int,
+                pooled: bool = False) -> pathlib.Path:
+    """The cache file of a labelled transfer corpus (nas/stages/transfer.py) in `cache_dir`, keyed by its content (and
+    whether it carries the teacher's pooled states)."""
+    key = corpus_key(teacher_dir, corpus, augment, train_idx, max_len, pooled)
+    return pathlib.Path(cache_dir) / f"transfer-{key}.pt"
 
 
 def transfer_texts(texts: list[str], train_idx, corpus: list[str], tokenizer, embeddings: torch.Tensor,
@@ -105,10 +108,12 @@ def transfer_texts(texts: list[str], train_idx, corpus: list[str], tokenizer, em
 
 def label_transfer(teacher, tokenizer, rows: list[str], source: np.ndarray, max_len: int, path: pathlib.Path,
                    compute: Compute = CPU, student_tokenizer=None, progress: bool = True, chunk: int = CHUNK,
-                   stop_after: int | None = None) -> dict | None:
+                   stop_after: int | None = None, pooled: bool = False) -> dict | None:
     """The teacher's logits on `rows`, labelled `chunk` rows at a time with a progress bar; the finished set is saved at
     `path` ({"tensors": the students' tokens, "logits", "source"}) and `path`.partial keeps the chunks done so far (a
-    rerun continues from it). `stop_after`: return None after that many chunks (how a test stops it half-way)."""
+    rerun continues from it). `stop_after`: return None after that many chunks (how a test stops it half-way).
+    `pooled`: the set also keeps the teacher's final hidden state averaged over each row's tokens ("pooled", (n, hidden)
+    fp16; nas/distill/evaluate.py `mean_pool`), from the same forward: the student initialiser's embedding target."""
     from tqdm import tqdm
 
     from nas.data import encode
@@ -118,34 +123,38 @@ def label_transfer(teacher, tokenizer, rows: list[str], source: np.ndarray, max_
         return torch.load(path, map_location="cpu")
     partial = path.with_name(path.name + ".partial")
     done = torch.load(partial, map_location="cpu") if partial.is_file() else []
-    first = sum(len(d) for d in done)  # rows labelled before a stop
+    first = sum(len(d[0] if isinstance(d, tuple) else d) for d in done)  # rows labelled before a stop
     with tqdm(total=len(rows), initial=first, desc="transfer corpus: teacher labels", unit="row",
               disable=not progress) as bar:
         for n, start in enumerate(range(first, len(rows), chunk)):
             if stop_after is not None and n >= stop_after:
                 return None
             part = rows[start:start + chunk]
-            done.append(predict_logits(teacher, encode(tokenizer, part, max_len), compute=compute))
+            done.append(predict_logits(teacher, encode(tokenizer, part, max_len), compute=compute, pooled=pooled))
             save_atomic(done, partial)
             bar.update(len(part))
+    logits = [d[0] for d in done] if pooled else done
     out = {"tensors": encode(student_tokenizer or tokenizer, rows, max_len),
-           "logits": torch.cat(done) if done else torch.zeros(0, 0), "source": torch.as_tensor(source, device="cpu")}
+           "logits": torch.cat(logits) if done else torch.zeros(0, 0), "source": torch.as_tensor(source, device="cpu"),
+           **({"pooled": torch.cat([d[1] for d in done]) if done else torch.zeros(0, 0)} if pooled else {})}
     save_atomic(out, path)
     partial.unlink(missing_ok=True)
     return out
 
 
 def cached_corpus_set(teacher_info: dict, texts: list[str], train_idx, corpus: list[str], augment, max_len: int,
-                      cache_dir, compute: Compute = CPU, student_tokenizer=None, progress: bool = True) -> pathlib.Path:
+                      cache_dir, compute: Compute = CPU, student_tokenizer=None, progress: bool = True,
+                      pooled: bool = False) -> pathlib.Path:
     """The cached, teacher-labelled transfer set of a job (the augmented copies of its train texts and `corpus`), built
     and labelled on `compute` if the cache in `cache_dir` lacks it; returns its path. `teacher_info` is the resolved
-    teacher (nas/teachers/load.py); the students read `student_tokenizer`'s tokens (the teacher's when None)."""
+    teacher (nas/teachers/load.py); the students read `student_tokenizer`'s tokens (the teacher's when None);
+    `pooled`: with the teacher's pooled states (`label_transfer`)."""
     from transformers import AutoTokenizer
 
     from nas.teachers.load import load_teacher
 
     cache = pathlib.Path(cache_dir)
-    path = corpus_path(cache, teacher_info["dir"], corpus, augment, train_idx, max_len)
+    path = corpus_path(cache, teacher_info["dir"], corpus, augment, train_idx, max_len, pooled)
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         teacher = load_teacher(teacher_info)
@@ -153,5 +162,5 @@ def cached_corpus_set(teacher_info: dict, texts: list[str], train_idx, corpus: l
         rows, source = transfer_texts(texts, train_idx, corpus, tok, teacher.get_input_embeddings().weight.detach(),
                                       augment)
         label_transfer(teacher, tok, rows, source, max_len, path, compute=compute,
-                       student_tokenizer=student_tokenizer, progress=progress)
+                       student_tokenizer=student_tokenizer, progress=progress, pooled=pooled)
     return path

@@ -140,6 +140,9 @@ class Budgets(Strict):
     # the student initialiser's distillation from the teacher's logits (a `student_init`, or a teacher the service
     # cannot slice): up to this many epochs, keeping its best epoch on dev; none: teacher_epochs
     student_init_epochs: float | None = Field(None, gt=0, le=100)
+    # beside the logits, the initialiser learns the teacher's mean-pooled final hidden state (a per-example target
+    # whatever the two tokenizers) through a learned projection, 1 - cosine at this weight; 0: logits only
+    student_init_embedding: float = Field(0.0, ge=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it

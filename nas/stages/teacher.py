@@ -26,6 +26,22 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
             raise SpecError(f"{field}.seq_len", f"longer than the teacher's {positions} positions")
     if spec.budgets.max_seq_len > positions:
         raise SpecError("budgets.max_seq_len", f"longer than the teacher's {positions} positions")
+    if spec.budgets.student_init_embedding > 0:
+        check_embedding(spec)
+
+
+def check_embedding(spec: JobSpec) -> None:
+    """budgets.student_init_embedding needs a student initialiser, and its transfer rows from `transfer:` (whose set
+    keeps the teacher's pooled states), not from search.final.augment alone."""
+    from nas.teachers.load import root_of, teacher_config
+
+    field = "budgets.student_init_embedding"
+    if root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))[0] == spec.teacher:
+        raise SpecError(field, f"applies to a student initialiser (`student_init`, or a teacher the service cannot "
+                        f"slice); the students of this job slice the teacher {spec.teacher!r} itself (use 0)")
+    if spec.transfer is None and spec.search.supernet is not None and spec.search.final.augment:
+        raise SpecError(field, "the initialiser's augmented copies from search.final.augment carry no pooled states; "
+                        "ask for them as `transfer: {augment: N}` instead")
 
 
 def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
@@ -83,6 +99,8 @@ def run(ctx: JobContext, store: Store) -> None:
     if root == spec.teacher:
         ctx.source = ctx.teacher
     else:  # students slice a student initialiser, distilled from the teacher's logits first (its own tokenizer)
+        if spec.budgets.student_init_embedding > 0:  # and its pooled states, on the rows (in the teacher's tokens)
+            teacher_pooled_here(ctx, tensors)
         tok = AutoTokenizer.from_pretrained(teacher_path(root, "student_init"))
         ctx.source = prepared(ctx, root, tokenize(tok, ds, spec.budgets.max_seq_len), splits,
                               soft_from=ctx.teacher["logits_path"], transfer=initialiser_transfer(ctx, store))
@@ -95,6 +113,24 @@ def run(ctx: JobContext, store: Store) -> None:
     ctx.teacher_p50_ms = trial["latency"][-1]["p50_ms"]
     ctx.teacher_params = int(metric_value(trial, "params", "dev"))
     ctx.tokens_path = str(token_cache_path(tok, ds, spec.budgets.max_seq_len))
+
+
+def teacher_pooled_here(ctx: JobContext, tensors: dict) -> None:
+    """The teacher's pooled final hidden states on the dataset's rows, cached beside its logits (nas/teachers/load.py
+    `teacher_pooled`): the student initialiser's embedding targets (budgets.student_init_embedding). In a Ray task
+    where the teacher's training would run (ctx.one_off_in_ray_task), else here with a progress bar."""
+    from nas.teachers.load import pooled_path, teacher_pooled
+
+    if pooled_path(ctx.teacher["logits_path"]).is_file():
+        return
+    ctx.say("teacher: its pooled final hidden states on every row, the initialiser's embedding targets (cached)")
+    if ctx.one_off_in_ray_task():
+        import ray
+
+        task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(teacher_pooled)
+        ray.get(task.remote(ctx.teacher, tensors, compute=ctx.compute, progress=False))
+    else:
+        teacher_pooled(ctx.teacher, tensors, compute=ctx.compute, progress=ctx.progress)
 
 
 def initialiser_transfer(ctx: JobContext, store: Store) -> str | None:
@@ -177,8 +213,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
+    embedding = spec.budgets.student_init_embedding if soft_from else 0.0
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer,
-                          precision=ctx.compute.precision)
+                          embedding=embedding, precision=ctx.compute.precision)
     if info is not None:
         return info
     if ctx.one_off_in_ray_task():
@@ -187,9 +224,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
         return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                                   transfer=transfer))
+                                   transfer=transfer, embedding=embedding))
     return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                           transfer=transfer)
+                           transfer=transfer, embedding=embedding)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

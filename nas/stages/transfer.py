@@ -28,6 +28,12 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
         read_corpus(tr.path, tr.column, tr.max_rows)
 
 
+def pooled_targets(spec: JobSpec, student_tokenizer) -> bool:
+    """Whether the transfer set keeps the teacher's pooled states: students slice a student initialiser (they read its
+    tokenizer) that learns them (budgets.student_init_embedding > 0)."""
+    return bool(student_tokenizer) and spec.budgets.student_init_embedding > 0
+
+
 def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     """Build and label the corpus where the job computes; returns (the cached set's path, its rows)."""
     from transformers import AutoTokenizer
@@ -44,7 +50,7 @@ def label_task(ctx: JobContext, texts: list[str]) -> tuple[str, int]:
     augment = AugmentSettings(copies=tr.augment, seed=ctx.seed)
     path = cached_corpus_set(ctx.teacher, texts, ctx.train_idx, corpus, augment, ctx.spec.budgets.max_seq_len,
                              ctx.transfer_dir, compute=ctx.compute, student_tokenizer=student_tok,
-                             progress=ctx.progress)
+                             progress=ctx.progress, pooled=pooled_targets(ctx.spec, ctx.transfer_tokenizer))
     import torch
 
     return str(path), int(len(torch.load(path, map_location="cpu")["source"]))

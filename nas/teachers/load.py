@@ -17,6 +17,7 @@ from nas.data import Dataset, cache_dir
 from nas.distill.evaluate import predict_logits, scores
 from nas.distill.loop import DistillSettings, distill, steps_for
 from nas.distill.resume import TrainCheckpoint
+from nas.paths import save_atomic
 from nas.spec.errors import SpecError
 from nas.compute import on_host
 from nas.teachers import FAMILIES, load_pretrained, model_class_of
@@ -138,10 +139,11 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
-                      transfer: str | None = None, precision: str = "fp32") -> pathlib.Path:
+                      transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
     cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
-    set and a training precision other than fp32 join the key only where they apply (other entries keep theirs)."""
+    set and embedding weight, and a training precision other than fp32 join the key only where they apply (other
+    entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
 
@@ -158,30 +160,36 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
         parts += recipe.early_stop_part(n_train, TEACHER_BATCH, steps_for(n_train, TEACHER_BATCH, epochs, None), metric)
     if soft_from and transfer:  # its file name keys its content (settings, rows, corpus); the teacher is soft_from
         parts += (("transfer", pathlib.Path(transfer).name),)
+    if soft_from and embedding > 0:
+        parts += (("embedding", float(embedding)),)
     parts += Compute(precision=precision).key_part()
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                    soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None,
-                   precision: str = "fp32") -> dict | None:
+                   embedding: float = 0.0, precision: str = "fp32") -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
-    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision) / "teacher.json"
+    info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision,
+                             embedding) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
                     log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy",
-                    transfer: str | None = None) -> dict:
+                    transfer: str | None = None, embedding: float = 0.0) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
     distilled from them on train (0.5 KL(T=2) + 0.5 CE) instead of fine-tuned on the labels alone. Both keep the
     weights of their best epoch on dev `metric`; fine-tuning also weights classes on skewed labels
     (nas/teachers/recipe.py). `transfer` (with `soft_from`): a transfer set's file (in this model's tokens), learnt
-    beside the train rows."""
+    beside the train rows. `embedding` > 0 (with `soft_from`): the initialiser also learns the teacher's pooled final
+    hidden state (`teacher_pooled`, beside `soft_from`; the transfer set's "pooled") through a learned projection, at
+    that weight (`fine_tune`)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
-    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision)
+    out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision,
+                            embedding)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -203,7 +211,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
                 src, num_labels=ds.num_labels, attn_implementation="eager", ignore_mismatched_sizes=True,
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
-                            transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"))
+                            transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"),
+                            embedding=embedding if soft_from else 0.0)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -215,7 +224,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         "train_s": time.perf_counter() - t0, "source": str(src), "early_stopping": stopped,
         "precision": compute.precision,
         **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
-            "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0} if soft_from else {}),
+            "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0,
+            "embedding": float(embedding)} if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }
@@ -228,14 +238,16 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
               log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None,
-              checkpoint: pathlib.Path | None = None) -> str | None:
+              checkpoint: pathlib.Path | None = None, embedding: float = 0.0) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
     progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
     fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
     tokens (nas/distill/augment.py's transfer set) learnt beside the train rows from the soft targets alone; an epoch
     is then one pass over both. `checkpoint`: the file the training saves its state to as it goes (every
     nas/distill/resume.py EVERY_S) and continues from when a killed run is started again (the caller removes it once
-    the result is cached)."""
+    the result is cached). `embedding` > 0 (with `soft_from`): a linear projection of the model's mean-pooled final
+    hidden state learns the teacher's (`teacher_pooled` over the rows, the transfer set's "pooled"), 1 - cosine at
+    that weight; the projection is dropped afterwards (the saved model is a plain classifier)."""
     from tqdm import tqdm
 
     from nas.distill.augment import with_transfer_set
@@ -246,8 +258,14 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     x, y, soft, hard = {k: v[tr] for k, v in tensors.items()}, labels[tr], None, None
     if soft_from:
         x, y, soft, hard = with_transfer_set(tensors, labels, torch.load(soft_from), tr, transfer)
+    targets = None
+    if soft_from and embedding > 0:
+        targets = embedding_targets(soft_from, tr, transfer)
+        with on_host():
+            model.embedding_projection = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
     settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
-                               warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights)
+                               warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights,
+                               embedding_weight=embedding if targets is not None else 0.0)
     # a student initialiser learns from the teacher's logits: its epochs are what the spec says
     steps = steps_for(len(y), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
     what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
@@ -267,15 +285,48 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
                                        recipe.epoch_steps(len(y), TEACHER_BATCH), compute, then=tick)
     saver = checkpoint and TrainCheckpoint(checkpoint, stateful={"early_stopping": stopper} if stopper else {})
     info = distill(model, x, y, soft, settings, steps, seed, compute=compute, on_step=stopper or tick,
-                   hard_mask=hard, checkpoint=saver) if steps else None
+                   hard_mask=hard, checkpoint=saver, teacher_embeddings=targets) if steps else None
     bar.close()  # before the line below, or the bar redraws over it
     if saver and saver.resumed_from:
         log(f"{what}: resumed from its checkpoint at step {saver.resumed_from} of {steps}")
-    if not stopper:
-        return None
-    line = stopper.finish(info["steps"])
-    log(line)
+    line = stopper.finish(info["steps"]) if stopper else None
+    if targets is not None:
+        del model.embedding_projection
+    if line:
+        log(line)
     return line
+
+
+def pooled_path(logits_path: str | pathlib.Path) -> pathlib.Path:
+    """Where a fine-tuned teacher's pooled final hidden states over the dataset's rows are cached: beside its logits."""
+    return pathlib.Path(logits_path).with_name("pooled.pt")
+
+
+def teacher_pooled(info: dict, tensors: dict, compute: Compute = CPU, progress: bool = True) -> pathlib.Path:
+    """The teacher's final hidden state averaged over each row's tokens (n, hidden) on every row of `tensors` (the
+    dataset in the teacher's tokens, the rows its logits file covers), computed once and cached beside its logits;
+    returns the file. What a student initialiser with another tokenizer learns per example beside the logits."""
+    path = pooled_path(info["logits_path"])
+    if not path.is_file():
+        _, pooled = predict_logits(load_teacher(info), tensors, compute=compute, pooled=True,
+                                   progress="teacher: pooled states" if progress else None)
+        save_atomic(pooled, path)
+    return path
+
+
+def embedding_targets(soft_from: str, train_idx: torch.Tensor, transfer: dict | None) -> torch.Tensor:
+    """The initialiser's embedding targets in `with_transfer_set`'s row order (train rows, then the transfer set's),
+    fp32: the teacher's pooled states beside its logits file `soft_from` and the transfer set's "pooled"."""
+    path = pooled_path(soft_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the teacher's pooled states (teacher_pooled) are not cached")
+    parts = [torch.load(path, map_location="cpu")[train_idx]]
+    if transfer is not None:
+        if "pooled" not in transfer:
+            raise ValueError("the transfer set carries no pooled states: label it with pooled=True "
+                             "(nas/distill/transfer.py)")
+        parts.append(transfer["pooled"])
+    return torch.cat(parts).float()
 
 
 def load_teacher(info: dict):
