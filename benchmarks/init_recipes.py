@@ -14,6 +14,9 @@ Recipes (E: at most E epochs; every recipe keeps its best epoch on dev, as the s
              job's `transfer: {path: CORPUS, augment: K}` gives its initialiser (read from the same cache entry)
   labels:E   fine-tuned on the labels alone, no teacher: the reference
 
+--embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
+1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries).
+
 The teacher must be the one `large_teacher.py` fine-tuned and cached (run it first). Every model is cached with the
 teachers (NAS_CACHE, default .nas/cache): a rerun reports without training, and the job's own initialiser (kd:E at the
 job's student_init_epochs) is read from the same cache entry.
@@ -65,7 +68,7 @@ def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok,
 
 
 def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, corpus_file: str, init_tok,
-                        compute) -> str:
+                        compute, pooled: bool = False) -> str:
     """K augmented copies and the unlabelled text of `corpus_file`, labelled by the teacher, in MiniLM's tokens: the
     cache entry a job with `transfer: {path: corpus_file, augment: K}` (nas/stages/transfer.py) reads and writes."""
     from nas.distill.augment import AugmentSettings
@@ -74,7 +77,7 @@ def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, co
 
     path = cached_corpus_set(teacher_info, ds.texts, train, read_corpus(corpus_file),
                              AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, INIT)[0],
-                             compute=compute, student_tokenizer=init_tok)
+                             compute=compute, student_tokenizer=init_tok, pooled=pooled)
     return str(path)
 
 
@@ -88,8 +91,12 @@ def main() -> None:
                          "and labelling and training run in it (scores are the fp32 model's either way)")
     ap.add_argument("--corpus", default="", help="unlabelled in-domain text for corpusK:E recipes (one per line, or "
                     "the text column of a CSV / TSV / JSONL), as a job's transfer.path")
+    ap.add_argument("--embedding", type=float, default=0.0,
+                    help="kd and corpus recipes also learn the teacher's pooled final hidden state at this weight")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
+    if args.embedding and any(kind == "aug" for _, kind, _, _ in recipes):
+        ap.error("--embedding: augK:E sets keep no pooled states; use corpus0:E with copies, e.g. corpus2:1")
     if any(kind == "corpus" for _, kind, _, _ in recipes) and not args.corpus:
         ap.error("a corpusK:E recipe needs --corpus FILE")
     os.environ.setdefault("NAS_CACHE", str(ROOT / ".nas" / "cache"))
@@ -103,7 +110,7 @@ def main() -> None:
     from nas.data import load_dataset, split_indices, tokenize
     from nas.latency.measure import device_fingerprint
     from nas.spec.job import DatasetRef
-    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path
+    from nas.teachers.load import cached_teacher, prepare_teacher, teacher_path, teacher_pooled
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -119,6 +126,8 @@ def main() -> None:
         sys.exit(2)
     init_tok = AutoTokenizer.from_pretrained(teacher_path(INIT, "student_init"))
     tensors = tokenize(init_tok, ds, args.seq)
+    if args.embedding:  # the teacher's pooled states on every row, in its own tokens (cached beside its logits)
+        teacher_pooled(teacher, tokenize(AutoTokenizer.from_pretrained(teacher["dir"]), ds, args.seq), compute)
     t_test = teacher["test"]["accuracy"]
     rows = []
     for text, kind, copies, epochs in recipes:
@@ -130,11 +139,14 @@ def main() -> None:
             kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok, compute)
         if kind == "corpus":
             kw["transfer"] = corpus_transfer_set(teacher, ds, splits["train"], args.seq, copies, args.corpus, init_tok,
-                                                 compute)
+                                                 compute, pooled=args.embedding > 0)
+        if kind in ("kd", "corpus") and args.embedding:
+            kw["embedding"] = args.embedding
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
+               "embedding": info.get("embedding", 0.0),
                "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
         rows.append(row)
