@@ -15,7 +15,8 @@ Recipes (E: at most E epochs; every recipe keeps its best epoch on dev, as the s
   labels:E   fine-tuned on the labels alone, no teacher: the reference
 
 --embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
-1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries).
+1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries). --attention W: they learn the
+teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention).
 
 The teacher must be the one `large_teacher.py` fine-tuned and cached (run it first). Every model is cached with the
 teachers (NAS_CACHE, default .nas/cache): a rerun reports without training, and the job's own initialiser (kd:E at the
@@ -93,6 +94,8 @@ def main() -> None:
                     "the text column of a CSV / TSV / JSONL), as a job's transfer.path")
     ap.add_argument("--embedding", type=float, default=0.0,
                     help="kd and corpus recipes also learn the teacher's pooled final hidden state at this weight")
+    ap.add_argument("--attention", type=float, default=0.0,
+                    help="kd and corpus recipes also learn the teacher's attention maps at this weight")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
     if args.embedding and any(kind == "aug" for _, kind, _, _ in recipes):
@@ -142,11 +145,13 @@ def main() -> None:
                                                  compute, pooled=args.embedding > 0)
         if kind in ("kd", "corpus") and args.embedding:
             kw["embedding"] = args.embedding
+        if kind in ("kd", "corpus") and args.attention:
+            kw["attention"] = args.attention
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
-               "embedding": info.get("embedding", 0.0),
+               "embedding": info.get("embedding", 0.0), "attention": info.get("attention", 0.0),
                "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
         rows.append(row)

@@ -52,7 +52,8 @@ def job_spec(args) -> dict:
                 + (f"-budget-{args.min_speedup:g}x" if args.min_speedup else "")
                 + (f"-{args.precision}" if args.precision != "fp32" else "") + ("-quick" if quick else "")
                 + (f"-imdb{args.corpus_rows}" if corpus else "")
-                + (f"-emb{args.init_embedding:g}" if init and args.init_embedding else ""),
+                + (f"-emb{args.init_embedding:g}" if init and args.init_embedding else "")
+                + (f"-att{args.init_attention:g}" if init and args.init_attention else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
         "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
@@ -61,7 +62,8 @@ def job_spec(args) -> dict:
         "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
                     "teacher_epochs": 0.2 if quick else args.teacher_epochs,
                     **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {}),
-                    **({"student_init_embedding": args.init_embedding} if init and args.init_embedding else {})},
+                    **({"student_init_embedding": args.init_embedding} if init and args.init_embedding else {}),
+                    **({"student_init_attention": args.init_attention} if init and args.init_attention else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
                    "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
@@ -131,6 +133,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
            "transfer_rows": src.get("transfer_rows", 0), "embedding": src.get("embedding", 0.0),
+           "attention": src.get("attention", 0.0),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
@@ -256,6 +259,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--init-embedding", type=float, default=0.0,
                     help="with --student-init: the initialiser also learns the teacher's mean-pooled final hidden state "
                          "through a learned projection, 1 - cosine at this weight (budgets.student_init_embedding)")
+    ap.add_argument("--init-attention", type=float, default=0.0,
+                    help="with --student-init: the initialiser also learns the teacher's attention maps (the teacher "
+                         "run on each batch), KL at this weight (budgets.student_init_attention)")
     ap.add_argument("--supernet-steps", type=int, default=150)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)

@@ -246,7 +246,7 @@ def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "f
         work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
                                           soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
                                           transfer=path and str(path), embedding=b.student_init_embedding,
-                                          precision=precision) is not None
+                                          attention=b.student_init_attention, precision=precision) is not None
     return work
 
 

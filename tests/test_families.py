@@ -230,25 +230,33 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
     assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
 
 
-@pytest.mark.parametrize("case", ["slicing-teacher", "augment-only"])
-def test_an_embedding_target_without_its_initialiser_or_pooled_rows_is_refused(tmp_path, case):
-    """budgets.student_init_embedding applies to a student initialiser (students that slice the teacher have none), and
-    its transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled states): exit 2 with
-    the field named."""
+@pytest.mark.parametrize("case", ["slicing-teacher", "augment-only", "tokenizers-differ"])
+def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_tokens_are_refused(tmp_path, case):
+    """budgets.student_init_embedding and _attention apply to a student initialiser (students that slice the teacher
+    have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled
+    states); attention maps need tokenizers that cut text into the same tokens (a DeBERTa teacher with its own
+    WordPiece does not): exit 2 with the field named."""
     from typer.testing import CliRunner
 
     from nas.ui.cli import app
 
-    spec = {"name": "e", "dataset": "bbc-news", "budgets": {"student_init_embedding": 1.0},
+    field = "student_init_attention" if case == "tokenizers-differ" else "student_init_embedding"
+    spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: 1.0},
             "search": {"supernet": {"steps": 2}, "final": {"augment": 1}}}
     if case == "augment-only":  # a teacher that slices, whose students slice MiniLM-L6 here
         spec.update(teacher=str(write_teacher("mpnet", tmp_path / "teacher")), student_init="minilm-l6")
+    if case == "tokenizers-differ":  # a teacher that does not slice: its students slice MiniLM-L6
+        own_tokenizer(tmp_path / "teacher", ["a few words to learn a tiny vocabulary from"] * 20)
+        tr.DebertaV2Model(tr.DebertaV2Config(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32)).save_pretrained(tmp_path / "teacher")
+        spec["teacher"] = str(tmp_path / "teacher")
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     res = CliRunner().invoke(app, ["validate", str(path)])
     assert res.exit_code == 2, res.output
-    words = "slice the teacher" if case == "slicing-teacher" else "`transfer: {augment: N}`"
-    assert "budgets.student_init_embedding" in res.output and words in res.output, res.output
+    words = {"slicing-teacher": "slice the teacher", "augment-only": "`transfer: {augment: N}`",
+             "tokenizers-differ": "need tokens that line up: the two tokenizers cut"}[case]
+    assert f"budgets.{field}" in res.output and words in res.output, res.output
 
 
 # -- a teacher whose family does not slice: DeBERTa-v2 with its own tokenizer ---------------------------------------
@@ -366,8 +374,8 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
     slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, and here from its pooled final hidden
-    states through a projection: budgets.student_init_embedding), not the teacher; an export is a BERT model that
-    reproduces the stored dev accuracy."""
+    states through a projection and its attention maps: budgets.student_init_embedding and _attention), not the
+    teacher; an export is a BERT model that reproduces the stored dev accuracy."""
     from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
     from nas.teachers import load_pretrained
@@ -377,7 +385,8 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
             "search_space": "tiny",
             "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
                         "max_runs": 20, "rounds": 2},
-            "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5},
+            "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5,
+                        "student_init_attention": 0.5},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
             "transfer": {"augment": 1},
@@ -399,7 +408,8 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         assert labelled["tensors"]["input_ids"].shape[0] == labelled["logits"].shape[0] == init["transfer_rows"]
         # ... and the teacher's pooled states on it and on every row, at the teacher's width
         width = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["hidden_size"]
-        assert init["embedding"] == 0.5 and labelled["pooled"].shape == (init["transfer_rows"], width)
+        assert init["embedding"] == init["attention"] == 0.5
+        assert labelled["pooled"].shape == (init["transfer_rows"], width)
         pooled = torch.load(pathlib.Path(init["soft_from"]).with_name("pooled.pt"), map_location="cpu")
         rows = torch.load(init["soft_from"], map_location="cpu").shape[0]  # the teacher's logits: every row
         assert pooled.shape == (rows, width) and rows > 100 and torch.isfinite(pooled).all()

@@ -331,6 +331,38 @@ def test_transfer_corpus_keeps_the_teachers_pooled_states_and_the_embedding_loss
                 teacher_embeddings=targets)
 
 
+def test_a_teacher_reading_other_ids_for_the_same_tokens_is_run_through_the_id_map(minilm_tokenizer):
+    """nas/teachers/align.py: MiniLM's tokenizer against itself maps every id to itself; against a teacher whose
+    vocabulary is the same tokens in another order, the map is that order, and the attention loss through it equals the
+    loss against the same teacher reading the student's ids directly (its embedding rows put back in the student's
+    order)."""
+    from nas.distill.loop import DistillSettings, inner_losses
+    from nas.teachers.align import teacher_inputs, token_map
+
+    same, why = token_map(minilm_tokenizer, minilm_tokenizer)
+    assert not why and torch.equal(same, torch.arange(len(minilm_tokenizer)))
+    teacher = tiny_teacher(minilm_tokenizer)
+    student = tiny_teacher(minilm_tokenizer)
+    with torch.no_grad():  # another model than the teacher
+        for w in student.parameters():
+            w.add_(0.2 * torch.randn(w.shape, generator=torch.Generator().manual_seed(w.numel())))
+    perm = torch.randperm(len(minilm_tokenizer), generator=torch.Generator().manual_seed(0))  # student id -> teacher id
+    shuffled = tiny_teacher(minilm_tokenizer)
+    with torch.no_grad():
+        shuffled.bert.embeddings.word_embeddings.weight[perm] = teacher.bert.embeddings.word_embeddings.weight
+    enc = dict(minilm_tokenizer(["a fine film", "not a fine film at all"], padding=True, return_tensors="pt"))
+    assert torch.equal(teacher_inputs(enc, perm)["input_ids"], perm[enc["input_ids"]])
+    assert "token_type_ids" not in teacher_inputs(enc, perm)
+    settings = DistillSettings(attention_weight=1.0, layer_map="uniform")
+    for m in (teacher, student, shuffled):
+        m.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = student(**enc, output_attentions=True)
+        direct = inner_losses(out, teacher, enc, settings)
+        mapped = inner_losses(out, shuffled, enc, settings, teacher_input_map=perm)
+    assert direct > 0 and torch.allclose(direct, mapped, atol=1e-6), (direct, mapped)
+
+
 @pytest.mark.parametrize("case", ["empty", "binary", "latin1", "no-column", "strategy"])
 def test_bad_corpus_exits_2_and_writes_nothing(tmp_path, case):
     (tmp_path / "s.yaml").write_text(SPACE)

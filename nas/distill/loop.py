@@ -88,7 +88,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
             settings: DistillSettings, steps: int, seed: int = 0,
             on_step: Callable[[int, float], None] | None = None, hard_mask: torch.Tensor | None = None,
             teacher=None, aux_probs: torch.Tensor | None = None, compute: Compute = CPU, accumulate: int = 1,
-            checkpoint=None, teacher_embeddings: torch.Tensor | None = None) -> dict:
+            checkpoint=None, teacher_embeddings: torch.Tensor | None = None,
+            teacher_input_map: torch.Tensor | None = None) -> dict:
     """Train `student` on rows given by `tensors` (input_ids etc., (n, seq)), `labels` (n,) and, when given, the teacher's
     logits for the same rows (n, classes). `hard_mask` (n,) bool: rows that take the hard loss (default all); the others
     are learnt from the soft targets alone. `teacher` (a model the student was sliced from) is run on each batch when
@@ -99,7 +100,9 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     returning STOP ends the training after that step. `checkpoint` (nas/distill/resume.py's TrainCheckpoint): the run
     continues from its saved state and saves it as it goes. `teacher_embeddings` (n, d): the embedding loss's targets
     (settings.embedding_weight > 0; the student then carries an `embedding_projection` module from its hidden size to
-    d, trained with it). Raises FloatingPointError on a NaN/inf loss."""
+    d, trained with it). `teacher_input_map`: `teacher` reads other token ids than the student, the same tokens
+    (nas/teachers/align.py: student id -> teacher id); its inputs are the student's mapped. Raises FloatingPointError
+    on a NaN/inf loss."""
     torch.manual_seed(seed)
     if settings.embedding_weight > 0 and (teacher_embeddings is None or not hasattr(student, "embedding_projection")):
         raise ValueError("the embedding loss needs teacher_embeddings and the student's embedding_projection")
@@ -136,7 +139,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
                      **({"emb": teacher_embeddings[rows]} if settings.embedding_weight > 0 else {})}
             inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
             with compute.autocast():
-                loss = batch_loss(student, teacher, inputs, compute.to_device(batch), settings)
+                loss = batch_loss(student, teacher, inputs, compute.to_device(batch), settings, teacher_input_map)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}")
             share = len(part) / len(idx)  # micro-batch losses are means: weighted, they add up to the batch's
@@ -155,7 +158,7 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
 
 
 def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-               settings: DistillSettings) -> torch.Tensor:
+               settings: DistillSettings, teacher_input_map: torch.Tensor | None = None) -> torch.Tensor:
     """The weighted distillation loss of one batch. batch: labels (b,), soft (b, classes) the teacher's logits, hard
     (b,) bool the rows with a gold label, aux (b, classes) an auxiliary teacher's probabilities; each optional but
     labels; emb (b, d) the embedding loss's targets."""
@@ -179,7 +182,7 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
     if settings.relevance_weight > 0:
         loss = loss + settings.relevance_weight * relevance_kl(logits, batch["aux"])
     if inner:
-        loss = loss + inner_losses(out, teacher, inputs, settings)
+        loss = loss + inner_losses(out, teacher, inputs, settings, teacher_input_map)
     if "emb" in batch:
         from nas.distill.evaluate import mean_pool
 
@@ -212,8 +215,14 @@ def optimizer_step(model, opt, sched, loss: torch.Tensor, step: int) -> float:
     return loss.item()
 
 
-def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings: DistillSettings) -> torch.Tensor:
-    """Weighted hidden-state MSE + attention KL of one batch against the teacher's forward on the same batch."""
+def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings: DistillSettings,
+                 teacher_input_map: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted hidden-state MSE + attention KL of one batch against the teacher's forward on the same batch (its ids
+    through `teacher_input_map` where it reads other ids for the same tokens)."""
+    if teacher_input_map is not None:
+        from nas.teachers.align import teacher_inputs
+
+        inputs = teacher_inputs(inputs, teacher_input_map)
     with torch.no_grad():
         t_out = teacher(**inputs, output_hidden_states=settings.hidden_weight > 0,
                         output_attentions=settings.attention_weight > 0)

@@ -143,6 +143,9 @@ class Budgets(Strict):
     # beside the logits, the initialiser learns the teacher's mean-pooled final hidden state (a per-example target
     # whatever the two tokenizers) through a learned projection, 1 - cosine at this weight; 0: logits only
     student_init_embedding: float = Field(0.0, ge=0, le=100)
+    # ... and the teacher's attention maps (KL, head-averaged, layers matched uniformly), the teacher run on each batch:
+    # where the two tokenizers cut text into the same tokens (nas/teachers/align.py); 0: none
+    student_init_attention: float = Field(0.0, ge=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it

@@ -26,22 +26,36 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
             raise SpecError(f"{field}.seq_len", f"longer than the teacher's {positions} positions")
     if spec.budgets.max_seq_len > positions:
         raise SpecError("budgets.max_seq_len", f"longer than the teacher's {positions} positions")
-    if spec.budgets.student_init_embedding > 0:
-        check_embedding(spec)
+    check_initialiser_targets(spec)
 
 
-def check_embedding(spec: JobSpec) -> None:
-    """budgets.student_init_embedding needs a student initialiser, and its transfer rows from `transfer:` (whose set
-    keeps the teacher's pooled states), not from search.final.augment alone."""
-    from nas.teachers.load import root_of, teacher_config
+def check_initialiser_targets(spec: JobSpec) -> None:
+    """budgets.student_init_embedding and student_init_attention need a student initialiser; the embedding needs its
+    transfer rows from `transfer:` (whose set keeps the teacher's pooled states), not from search.final.augment alone;
+    the attention maps need tokenizers that cut text alike (nas/teachers/align.py)."""
+    b = spec.budgets
+    asked = [f for f in ("student_init_embedding", "student_init_attention") if getattr(b, f) > 0]
+    if not asked:
+        return
+    from transformers import AutoTokenizer
 
-    field = "budgets.student_init_embedding"
-    if root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))[0] == spec.teacher:
-        raise SpecError(field, f"applies to a student initialiser (`student_init`, or a teacher the service cannot "
-                        f"slice); the students of this job slice the teacher {spec.teacher!r} itself (use 0)")
-    if spec.transfer is None and spec.search.supernet is not None and spec.search.final.augment:
-        raise SpecError(field, "the initialiser's augmented copies from search.final.augment carry no pooled states; "
-                        "ask for them as `transfer: {augment: N}` instead")
+    from nas.teachers.align import token_map
+    from nas.teachers.load import root_of, teacher_config, teacher_path
+
+    root = root_of(spec.teacher, spec.student_init, teacher_config(spec.teacher))[0]
+    if root == spec.teacher:
+        raise SpecError(f"budgets.{asked[0]}", "applies to a student initialiser (`student_init`, or a teacher the "
+                        f"service cannot slice); the students of this job slice the teacher {spec.teacher!r} itself "
+                        "(use 0)")
+    if b.student_init_embedding > 0 and spec.transfer is None and spec.search.supernet is not None \
+            and spec.search.final.augment:
+        raise SpecError("budgets.student_init_embedding", "the initialiser's augmented copies from "
+                        "search.final.augment carry no pooled states; ask for them as `transfer: {augment: N}` instead")
+    if b.student_init_attention > 0:
+        _, why = token_map(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)),
+                           AutoTokenizer.from_pretrained(teacher_path(root, "student_init")))
+        if why:
+            raise SpecError("budgets.student_init_attention", f"attention maps need tokens that line up: {why} (use 0)")
 
 
 def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
@@ -214,8 +228,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
     embedding = spec.budgets.student_init_embedding if soft_from else 0.0
+    attention = spec.budgets.student_init_attention if soft_from else 0.0
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer,
-                          embedding=embedding, precision=ctx.compute.precision)
+                          embedding=embedding, attention=attention, precision=ctx.compute.precision)
     if info is not None:
         return info
     if ctx.one_off_in_ray_task():
@@ -224,9 +239,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
         return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                                   transfer=transfer, embedding=embedding))
+                                   transfer=transfer, embedding=embedding, attention=attention))
     return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                           transfer=transfer, embedding=embedding)
+                           transfer=transfer, embedding=embedding, attention=attention)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

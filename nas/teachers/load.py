@@ -139,10 +139,11 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
-                      transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0) -> pathlib.Path:
+                      transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0,
+                      attention: float = 0.0) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
     cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
-    set and embedding weight, and a training precision other than fp32 join the key only where they apply (other
+    set, embedding and attention weights, and a training precision other than fp32 join the key only where they apply (other
     entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
@@ -162,22 +163,24 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
         parts += (("transfer", pathlib.Path(transfer).name),)
     if soft_from and embedding > 0:
         parts += (("embedding", float(embedding)),)
+    if soft_from and attention > 0:
+        parts += (("attention", float(attention)),)
     parts += Compute(precision=precision).key_part()
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                    soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None,
-                   embedding: float = 0.0, precision: str = "fp32") -> dict | None:
+                   embedding: float = 0.0, precision: str = "fp32", attention: float = 0.0) -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
     info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision,
-                             embedding) / "teacher.json"
+                             embedding, attention) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
                     log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy",
-                    transfer: str | None = None, embedding: float = 0.0) -> dict:
+                    transfer: str | None = None, embedding: float = 0.0, attention: float = 0.0) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
@@ -186,10 +189,11 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     (nas/teachers/recipe.py). `transfer` (with `soft_from`): a transfer set's file (in this model's tokens), learnt
     beside the train rows. `embedding` > 0 (with `soft_from`): the initialiser also learns the teacher's pooled final
     hidden state (`teacher_pooled`, beside `soft_from`; the transfer set's "pooled") through a learned projection, at
-    that weight (`fine_tune`)."""
+    that weight (`fine_tune`). `attention` > 0 (with `soft_from`): it also learns the teacher's attention maps, run on
+    each batch (the tokenizers must cut text alike: nas/teachers/align.py)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
     out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision,
-                            embedding)
+                            embedding, attention)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -212,7 +216,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
                             transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"),
-                            embedding=embedding if soft_from else 0.0)
+                            embedding=embedding if soft_from else 0.0, attention=attention if soft_from else 0.0)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -225,7 +229,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         "precision": compute.precision,
         **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
             "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0,
-            "embedding": float(embedding)} if soft_from else {}),
+            "embedding": float(embedding), "attention": float(attention)} if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }
@@ -238,7 +242,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
               log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None,
-              checkpoint: pathlib.Path | None = None, embedding: float = 0.0) -> str | None:
+              checkpoint: pathlib.Path | None = None, embedding: float = 0.0, attention: float = 0.0) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
     progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
     fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
@@ -247,7 +251,9 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     nas/distill/resume.py EVERY_S) and continues from when a killed run is started again (the caller removes it once
     the result is cached). `embedding` > 0 (with `soft_from`): a linear projection of the model's mean-pooled final
     hidden state learns the teacher's (`teacher_pooled` over the rows, the transfer set's "pooled"), 1 - cosine at
-    that weight; the projection is dropped afterwards (the saved model is a plain classifier)."""
+    that weight; the projection is dropped afterwards (the saved model is a plain classifier). `attention` > 0 (with
+    `soft_from`): KL to the teacher's head-averaged attention maps (beside `soft_from`, run on each batch with its ids
+    mapped from the model's: nas/teachers/align.py), each layer matched uniformly, at that weight."""
     from tqdm import tqdm
 
     from nas.distill.augment import with_transfer_set
@@ -263,9 +269,11 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         targets = embedding_targets(soft_from, tr, transfer)
         with on_host():
             model.embedding_projection = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
+    teacher, id_map = (attention_teacher(soft_from, model) if soft_from and attention > 0 else (None, None))
     settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
                                warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights,
-                               embedding_weight=embedding if targets is not None else 0.0)
+                               embedding_weight=embedding if targets is not None else 0.0,
+                               attention_weight=attention if teacher is not None else 0.0, layer_map="uniform")
     # a student initialiser learns from the teacher's logits: its epochs are what the spec says
     steps = steps_for(len(y), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
     what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
@@ -285,7 +293,8 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
                                        recipe.epoch_steps(len(y), TEACHER_BATCH), compute, then=tick)
     saver = checkpoint and TrainCheckpoint(checkpoint, stateful={"early_stopping": stopper} if stopper else {})
     info = distill(model, x, y, soft, settings, steps, seed, compute=compute, on_step=stopper or tick,
-                   hard_mask=hard, checkpoint=saver, teacher_embeddings=targets) if steps else None
+                   hard_mask=hard, checkpoint=saver, teacher_embeddings=targets, teacher=teacher,
+                   teacher_input_map=id_map) if steps else None
     bar.close()  # before the line below, or the bar redraws over it
     if saver and saver.resumed_from:
         log(f"{what}: resumed from its checkpoint at step {saver.resumed_from} of {steps}")
@@ -295,6 +304,18 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     if line:
         log(line)
     return line
+
+
+def attention_teacher(soft_from: str, model) -> tuple:
+    """(the fine-tuned teacher beside its logits file `soft_from`, the map from `model`'s token ids to its): what the
+    initialiser's attention loss runs on each batch. ValueError where the two tokenizers cut text differently."""
+    from nas.teachers.align import token_map
+
+    home = pathlib.Path(soft_from).with_name("model")
+    id_map, why = token_map(AutoTokenizer.from_pretrained(home), AutoTokenizer.from_pretrained(model.name_or_path))
+    if id_map is None:
+        raise ValueError(f"attention maps need tokens that line up: {why}")
+    return load_pretrained(home).eval(), id_map
 
 
 def pooled_path(logits_path: str | pathlib.Path) -> pathlib.Path:
