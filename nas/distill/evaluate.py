@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from nas.compute import CPU, Compute, device_of
-from nas.distill.loop import trim_padding
+from nas.distill.loop import mean_pool, trim_padding
 
 
 def length_order(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -50,14 +50,6 @@ def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64
     back = torch.argsort(order)
     return (torch.cat(outs)[back], torch.cat(pools)[back]) if pooled else torch.cat(outs)[back]
 
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(batch, seq, d) hidden states averaged over each row's real tokens (`mask` (batch, seq); None: all): (batch, d)
-    in fp32. The per-example summary two models with different tokenizers share (a sentence embedding)."""
-    if mask is None:
-        return hidden.float().mean(1)
-    m = mask.to(torch.float32).unsqueeze(-1)
-    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -57,6 +57,16 @@ def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v[:, :width] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v) for k, v in inputs.items()}
 
 
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, seq, d) hidden states averaged over each row's real tokens (`mask` (batch, seq); None: all): (batch, d)
+    in fp32. The per-example summary two models with different tokenizers share (a sentence embedding)."""
+    if mask is None:
+        return hidden.float().mean(1)
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
     warm = max(1, int(total_steps * warmup_ratio))
 
@@ -184,8 +194,6 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
     if inner:
         loss = loss + inner_losses(out, teacher, inputs, settings, teacher_input_map)
     if "emb" in batch:
-        from nas.distill.evaluate import mean_pool
-
         pooled = student.embedding_projection(mean_pool(out.hidden_states[-1], inputs.get("attention_mask")))
         cos = F.cosine_similarity(pooled.float(), batch["emb"].float(), dim=-1)
         loss = loss + settings.embedding_weight * (1.0 - cos).mean()

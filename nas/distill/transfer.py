@@ -113,7 +113,7 @@ def label_transfer(teacher, tokenizer, rows: list[str], source: np.ndarray, max_
     `path` ({"tensors": the students' tokens, "logits", "source"}) and `path`.partial keeps the chunks done so far (a
     rerun continues from it). `stop_after`: return None after that many chunks (how a test stops it half-way).
     `pooled`: the set also keeps the teacher's final hidden state averaged over each row's tokens ("pooled", (n, hidden)
-    fp16; nas/distill/evaluate.py `mean_pool`), from the same forward: the student initialiser's embedding target."""
+    fp16; nas/distill/loop.py `mean_pool`), from the same forward: the student initialiser's embedding target."""
     from tqdm import tqdm
 
     from nas.data import encode
