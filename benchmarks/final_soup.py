@@ -1,0 +1,153 @@
+"""How far a final's test accuracy moves with its training seed, and what averaging the weights of finals trained from the
+same slice with different seeds (a uniform "model soup": one model, the same shape, the same latency) does to it.
+Last line of output: one JSON object.
+
+    python benchmarks/final_soup.py --workdir .nas/bench-large-imdb120-emb1 \
+        --transfer .nas/cache/teachers/<teacher>/for-<init>/transfer-<key>.pt --seeds 1,2
+
+It reads a finished `benchmarks/large_teacher.py` run in --workdir: its job's best final at >= --min-speedup (its shape,
+the weights it was sliced from, its lr and steps, the job's precision) and retrains that final with each of --seeds on the
+same rows (the train rows and the teacher-labelled transfer set the job used, --transfer) and the same settings, as the
+finals' worker does (`nas/workers/finals.py`). Each seed's weights are kept in --workdir/soup/ (a rerun skips them; a
+killed seed goes on from its training checkpoint). It scores the job's own final (seed 0), every seed, and the average
+of their weights on all dev and test rows, and the retention of each against the teacher's test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def best_final(store, job_id: int, min_speedup: float) -> dict:
+    """The job's final student (kind student, a saved model) with the best final dev accuracy at >= min_speedup."""
+    from nas.store.records import metric_value
+
+    rows = [t for t in store.trials(job_id, kind="student")
+            if any(a["kind"] == "model" for a in t["artefacts"])
+            and (metric_value(t, "speedup", "dev", "proxy") or 0.0) >= min_speedup]
+    if not rows:
+        raise SystemExit(f"no final with a saved model at >= {min_speedup}x in this job")
+    return max(rows, key=lambda t: metric_value(t, "accuracy", "dev", "final") or 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="a finished benchmarks/large_teacher.py run (its NAS_HOME)")
+    ap.add_argument("--transfer", required=True, help="the teacher-labelled transfer set the job's finals trained on")
+    ap.add_argument("--seeds", default="1,2", help="training seeds besides the job's own (0), comma-separated")
+    ap.add_argument("--min-speedup", type=float, default=10.0)
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from large_teacher import job_sources
+    from nas.compute import resolve
+    from nas.data import split_indices, tokenize
+    from nas.distill.augment import with_transfer_set
+    from nas.distill.evaluate import predict_logits, scores
+    from nas.distill.loop import DistillSettings, distill
+    from nas.distill.resume import TrainCheckpoint
+    from nas.spec.space import load_search_space
+    from nas.store.records import metric_value
+    from nas.store.store import Store
+    from nas.students import load_student
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.shape import Shape
+    from nas.teachers import load_pretrained
+
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    workdir = pathlib.Path(args.workdir).resolve()
+    if not (workdir / "nas.db").is_file():
+        raise SystemExit(f"--workdir: no nas.db in {workdir}")
+    transfer_path = pathlib.Path(args.transfer)
+    if not transfer_path.is_file():
+        raise SystemExit(f"--transfer: no such file {transfer_path}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    store = Store(f"sqlite:///{workdir / 'nas.db'}", migrate=False)
+    job_id = store.list_jobs()[0]["id"]
+    sources = job_sources(store, job_id)
+    spec, ds, info, src = sources
+    final = best_final(store, job_id, args.min_speedup)
+    shape = Shape.from_dict(final["config"]["shape"])
+    arts = {a["kind"]: a["path"] for a in final["artefacts"]}
+    steps = int(max(m["step"] or 0 for m in final["metrics"] if m["name"] == "accuracy" and m["source"] == "final"))
+    lr = next(m["value"] for m in final["metrics"] if m["name"] == "lr" and m["source"] == "final")
+    compute = resolve(spec.compute)
+    print(f"final trial {final['id']}: {shape.key} at {metric_value(final, 'speedup', 'dev', 'proxy'):.2f}x, {steps} steps "
+          f"at lr {lr:.3g}, sliced from {arts['init']}", flush=True)
+
+    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
+    labels, soft = torch.as_tensor(ds.labels, device="cpu"), torch.load(info["logits_path"])
+    splits = split_indices(ds.labels, spec.seed)
+    transfer = torch.load(transfer_path)
+    x, y, s, hard = with_transfer_set(tensors, labels, soft, splits["train"], transfer)
+    print(f"{len(y)} training rows ({int(hard.sum())} train rows, {int((~hard).sum())} transfer rows)", flush=True)
+    settings = DistillSettings(**{**load_search_space(spec.search_space).distill.model_dump(), "lr": lr})
+    source = load_pretrained(arts["init"])
+
+    def score(model) -> dict:
+        out = {}
+        for split in ("dev", "test"):
+            idx = torch.as_tensor(splits[split], device="cpu")
+            logits = predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=compute.exact())
+            out[split] = round(scores(logits, labels[idx])["accuracy"], 4)
+        return out
+
+    soup_dir = workdir / "soup"
+    soup_dir.mkdir(exist_ok=True)
+    states = {0: load_student(arts["model"]).state_dict()}
+    for seed in seeds:
+        path = soup_dir / f"{shape.key}-seed{seed}.pt"
+        if not path.is_file():
+            model = extract_subnet(source, shape)
+            ckpt = TrainCheckpoint(soup_dir / f"{shape.key}-seed{seed}.checkpoint.pt",
+                                   key=repr((arts["init"], shape.key, settings, str(transfer_path), seed, len(y))))
+            info_s = distill(model, x, y, s, settings, steps, seed=spec.seed + seed, hard_mask=hard, compute=compute,
+                             checkpoint=ckpt)
+            torch.save(model.state_dict(), path)
+            ckpt.clear()
+            print(f"seed {seed}: trained in {info_s['train_s']:.0f} s", flush=True)
+        states[seed] = torch.load(path)
+
+    teacher_test = info["test"]["accuracy"]
+    model = extract_subnet(source, shape)
+    rows = {}
+    for seed, state in states.items():
+        model.load_state_dict(state)
+        rows[f"seed{seed}"] = score(model)
+        print(f"seed {seed}: {rows[f'seed{seed}']}", flush=True)
+    keys = list(states[0])
+    for name, members in {"soup": list(states), **({"soup_new_seeds": seeds} if len(seeds) > 1 else {})}.items():
+        avg = {k: (sum(states[m][k].float() for m in members) / len(members)).to(states[0][k].dtype)
+               if states[0][k].is_floating_point() else states[0][k] for k in keys}
+        model.load_state_dict(avg)
+        rows[name] = {**score(model), "members": [f"seed{m}" for m in members]}
+        print(f"{name} of {members}: {rows[name]}", flush=True)
+    for r in rows.values():
+        r["retention"] = round(r["test"] / teacher_test, 4)
+    singles = [r["test"] for k, r in rows.items() if k.startswith("seed")]
+    print(json.dumps({
+        "workdir": str(workdir), "final_trial": final["id"], "shape": shape.key,
+        "speedup": round(metric_value(final, "speedup", "dev", "proxy"), 2), "steps": steps, "lr": lr,
+        "precision": spec.compute.precision, "teacher_test_acc": round(teacher_test, 4), "results": rows,
+        "seed_test_median": round(statistics.median(singles), 4), "seed_test_range": [min(singles), max(singles)],
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "fingerprint": {"cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                                     if ln.startswith("model name")), "?"), "threads": torch.get_num_threads()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
