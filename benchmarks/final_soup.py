@@ -35,7 +35,8 @@ def best_final(store, job_id: int, min_speedup: float) -> dict:
             if any(a["kind"] == "model" for a in t["artefacts"])
             and (metric_value(t, "speedup", "dev", "proxy") or 0.0) >= min_speedup]
     if not rows:
-        raise SystemExit(f"no final with a saved model at >= {min_speedup}x in this job")
+        print(f"--min-speedup: no final with a saved model at >= {min_speedup}x in this job", file=sys.stderr)
+        raise SystemExit(2)
     return max(rows, key=lambda t: metric_value(t, "accuracy", "dev", "final") or 0.0)
 
 
@@ -70,11 +71,14 @@ def main() -> None:
     t_start = time.perf_counter()
     workdir = pathlib.Path(args.workdir).resolve()
     if not (workdir / "nas.db").is_file():
-        raise SystemExit(f"--workdir: no nas.db in {workdir}")
+        ap.error(f"--workdir: no nas.db in {workdir} (a benchmarks/large_teacher.py run's workdir)")
     transfer_path = pathlib.Path(args.transfer)
     if not transfer_path.is_file():
-        raise SystemExit(f"--transfer: no such file {transfer_path}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        ap.error(f"--transfer: no such file {transfer_path}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     store = Store(f"sqlite:///{workdir / 'nas.db'}", migrate=False)
     job_id = store.list_jobs()[0]["id"]
     sources = job_sources(store, job_id)
