@@ -51,7 +51,6 @@ def predict_logits(model, tensors: dict[str, torch.Tensor], batch_size: int = 64
     return (torch.cat(outs)[back], torch.cat(pools)[back]) if pooled else torch.cat(outs)[back]
 
 
-
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     pred = logits.argmax(-1)
     acc = (pred == labels).float().mean().item()

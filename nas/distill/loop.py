@@ -57,7 +57,6 @@ def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v[:, :width] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v) for k, v in inputs.items()}
 
 
-
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(batch, seq, d) hidden states averaged over each row's real tokens (`mask` (batch, seq); None: all): (batch, d)
     in fp32. The per-example summary two models with different tokenizers share (a sentence embedding)."""
