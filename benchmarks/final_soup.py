@@ -59,6 +59,7 @@ def main() -> None:
     from nas.distill.evaluate import predict_logits, scores
     from nas.distill.loop import DistillSettings, distill
     from nas.distill.resume import TrainCheckpoint
+    from nas.distill.soup import average_state_dicts
     from nas.spec.space import load_search_space
     from nas.store.records import metric_value
     from nas.store.store import Store
@@ -132,11 +133,8 @@ def main() -> None:
         model.load_state_dict(state)
         rows[f"seed{seed}"] = score(model)
         print(f"seed {seed}: {rows[f'seed{seed}']}", flush=True)
-    keys = list(states[0])
     for name, members in {"soup": list(states), **({"soup_new_seeds": seeds} if len(seeds) > 1 else {})}.items():
-        avg = {k: (sum(states[m][k].float() for m in members) / len(members)).to(states[0][k].dtype)
-               if states[0][k].is_floating_point() else states[0][k] for k in keys}
-        model.load_state_dict(avg)
+        model.load_state_dict(average_state_dicts(states[m] for m in members))
         rows[name] = {**score(model), "members": [f"seed{m}" for m in members]}
         print(f"{name} of {members}: {rows[name]}", flush=True)
     for r in rows.values():

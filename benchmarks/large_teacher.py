@@ -69,7 +69,7 @@ def job_spec(args) -> dict:
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
                    "autodisc": {"lambda": 0.2},
                    "final": {"top_k": 1 if quick else args.top_k, "epochs": 0.5 if quick else args.final_epochs,
-                             "one_step_baseline": True,
+                             "one_step_baseline": True, "seeds": 1 if quick else args.final_seeds,
                              "augment": 0 if corpus else 1 if quick else args.augment}},
         "references": ["tfidf-linear"], "seed": 0, **corpus,
         **({"constraints": {"min_speedup": args.min_speedup}} if args.min_speedup else {}),
@@ -266,6 +266,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--final-epochs", type=float, default=2.0)
+    ap.add_argument("--final-seeds", type=int, default=1,
+                    help="each final trained this many times from its slice, keeping the average of their weights "
+                         "(search.final.seeds; N x the finals' cost; the plain recipe trains once)")
     ap.add_argument("--augment", type=int, default=2,
                     help="teacher-labelled augmented copies of every train text (search.final.augment): the transfer "
                          "set the finals and, with --student-init, the initialiser learn from beside the train rows")
@@ -335,7 +338,9 @@ def main() -> None:
         rows.append({"trial": t["number"], "shape": shape, "speedup": speed.get(t["number"], 0.0),
                      "ours": metric_value(t, "accuracy", "test", "final"),
                      "one_step": metric_value(t, "one_step_accuracy", "test", "final"),
-                     "plain": plain.get(shape, {}).get("test")})
+                     "plain": plain.get(shape, {}).get("test"),
+                     **({"members": [metric_value(t, f"seed{i}_accuracy", "test", "final")
+                                     for i in range(args.final_seeds)]} if args.final_seeds > 1 else {})})
     walls = stage_walls(trials)
     walls["plain_recipe"] = round(plain_s, 1)
     result = {

@@ -202,8 +202,9 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
         fin = spec.search.final
         two_step = fin.two_step and assistant_weights > 0  # the assistant is distilled, then the finals from it
         final_steps = steps_for(n_train + extra, batch, fin.epochs, None)
-        finals = fin.top_k * final_steps * cal.student(avg_w, "step") * (2 if two_step and fin.one_step_baseline
-                                                                           else 1)
+        # each final student trains fin.seeds members (weight-averaged); the one-step baseline trains once
+        finals = fin.top_k * final_steps * cal.student(avg_w, "step") * (fin.seeds + (1 if two_step and
+                                                                                      fin.one_step_baseline else 0))
         top = cal.init["step"] if cal.init else cal.teacher_step  # the assistant is a slice of what students slice
         assistant = final_steps * top * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
             if two_step else 0.0

@@ -165,6 +165,8 @@ CASES = [
     ("constraint-negative", set_("constraints.latency_p90_ms", -1), "constraints.latency_p90_ms", None),
     ("min-speedup-not-a-speedup", set_("constraints.min_speedup", 0.5), "constraints.min_speedup", None),
     ("augment-too-many", set_("search.final.augment", 500), "search.final.augment", None),
+    ("final-seeds-zero", set_("search.final.seeds", 0), "search.final.seeds", None),
+    ("final-seeds-without-supernet", set_("search.final.seeds", 3), "search.final.seeds", None),
     ("second-round-without-supernet", set_("search.autodisc.second_round", True), "search.autodisc.second_round", None),
     ("latency-runs", set_("latency", {"min_runs": 50, "max_runs": 10}), "latency", None),
     ("unreachable-storage", None, "storage", UNREACHABLE),

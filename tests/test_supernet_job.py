@@ -285,3 +285,46 @@ def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job)
     assistant = next(t for t in store.trials(job_id, kind="assistant")
                      if metric_value(t, "accuracy", "dev", "final") is not None)
     assert {a["kind"]: a["path"] for a in assistant["artefacts"]}["init"] == supernet
+
+
+def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
+    """`final.seeds: 3`: the final student is trained three times from the same slice with consecutive seeds; each
+    member's dev and test scores and weights are stored, the kept model is the element-wise mean of the members'
+    weights, and its export reproduces the stored dev accuracy."""
+    import torch
+    import yaml
+    from transformers import AutoModelForSequenceClassification
+
+    from nas.pipeline import run_job
+    from nas.results.export import evaluate_export, export_trial
+    from nas.spec.job import parse_spec
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-seeds"
+    raw["budgets"]["trials"] = 2
+    raw["search"].update(strategy="random", supernet={"steps": 2, "n_random": 1, "rewire_rows": 16},
+                         final={"top_k": 1, "epochs": 1, "two_step": False, "seeds": 3})
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    finals = [t for t in store.trials(job_id, kind="student")
+              if metric_value(t, "accuracy", "dev", "final") is not None]
+    assert len(finals) == 1
+    final = finals[0]
+    assert metric_value(final, "seeds", "train", "final") == 3
+    for i in range(3):
+        for split in ("dev", "test"):
+            assert 0.0 <= metric_value(final, f"seed{i}_accuracy", split, "final") <= 1.0
+    arts = {a["kind"]: a["path"] for a in final["artefacts"]}
+    members = [torch.load(arts[f"seed{i}_weights"]) for i in range(3)]
+    name = next(k for k, v in members[0].items() if k.endswith("query.weight"))
+    # the seeds differ (batch order and dropout), so the members do
+    assert (members[0][name] - members[1][name]).abs().max() > 1e-4
+    kept = AutoModelForSequenceClassification.from_pretrained(arts["model"]).state_dict()
+    for key, value in kept.items():
+        if value.is_floating_point():
+            mean = sum(m[key].float() for m in members) / 3
+            assert torch.allclose(value.float(), mean, atol=1e-6), key
+    res = evaluate_export(export_trial(store, job_id, final["number"], tmp_path / "exp"))
+    assert res["abs_diff"] <= 0.005, res

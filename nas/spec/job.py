@@ -214,6 +214,10 @@ class FinalSettings(Strict):
     hidden_weight: float = Field(0.0, ge=0, le=100)
     attention_weight: float = Field(0.0, ge=0, le=100)
     layer_map: Literal["sliced", "uniform"] = "sliced"
+    # each final student trained this many times from the same slice, on the same rows and settings, with training
+    # seeds seed, seed+1, ...; it keeps the uniform average of their weights (a "model soup": one model, the same shape
+    # and latency) and records each member's dev and test scores; costs `seeds` finals per shape
+    seeds: int = Field(1, ge=1, le=16)
 
 
 class Search(Strict):

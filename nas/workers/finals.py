@@ -32,6 +32,7 @@ class FinalTask:
     transfer_path: str | None = None
     transfer_soft_paths: list[str] | None = None
     seed_offset: int = 0
+    seeds: int = 1  # members trained from the same slice with consecutive seeds; the kept model averages their weights
 
 
 def labelled_transfer_set(ctx: JobContext) -> str:
@@ -87,8 +88,9 @@ def final_settings(ctx: JobContext, shape: Shape):
 
 
 def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> dict:
-    """Distil `task`'s shape standalone; writes its metrics and artefacts, returns {"trial_id", "steps", "train_s",
-    "train_rows", "dev", "test"} (+ "model_path", "logits_path", "transfer_logits_path" when saved)."""
+    """Distil `task`'s shape standalone (with `task.seeds` > 1: that many members with consecutive seeds, keeping the
+    average of their weights); writes its metrics and artefacts, returns {"trial_id", "steps", "train_s", "train_rows",
+    "dev", "test"} (+ "model_path", "logits_path", "transfer_logits_path" when saved, "members" with seeds)."""
     import torch
     from nas.teachers import load_pretrained
 
@@ -119,35 +121,91 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         x, y, s, hard = with_transfer_set(tensors, labels, soft_targets(task.soft_logits_paths), ctx.train_idx,
                                           transfer, t_soft)
         steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
-        # a resumed job's final continues where it was killed, if it is the same final (source, targets, settings)
-        ckpt = TrainCheckpoint(final_dir(ctx, task) / "train.checkpoint.pt", key=repr((
-            init_path, task.shape, settings, task.soft_logits_paths, task.transfer_path, task.transfer_soft_paths,
-            ctx.seed + task.seed_offset, len(y))))
+        fdir = final_dir(ctx, task)
 
-        def train_once(accumulate: int) -> tuple:
-            model = extract_subnet(source, shape)
-            return model, distill(model, x, y, s, settings, steps, seed=ctx.seed + task.seed_offset,
-                                  on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None, hard_mask=hard,
-                                  teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate, checkpoint=ckpt)
+        def train_member(i: int) -> tuple:
+            """Member i (seed ctx.seed + seed_offset + i): a resumed job's final continues where it was killed, if it
+            is the same final (source, targets, settings, seed)."""
+            seed = ctx.seed + task.seed_offset + i
+            name = "train.checkpoint.pt" if i == 0 else f"train-seed{i}.checkpoint.pt"
+            ckpt = TrainCheckpoint(fdir / name, key=repr((init_path, task.shape, settings, task.soft_logits_paths,
+                                                          task.transfer_path, task.transfer_soft_paths, seed, len(y))))
 
-        model, info = with_oom_retry(train_once, lambda reason: store.add_metric(tid, prefix + "oom_retries", 1, "train",
-                                                                                 "final"))
+            def train_once(accumulate: int) -> tuple:
+                model = extract_subnet(source, shape)
+                return model, distill(model, x, y, s, settings, steps, seed=seed,
+                                      on_step=lambda st, l: store.heartbeat(tid) if st % 50 == 0 else None,
+                                      hard_mask=hard, teacher=inner_teacher, compute=ctx.compute, accumulate=accumulate,
+                                      checkpoint=ckpt)
+
+            model, info = with_oom_retry(train_once, lambda reason: store.add_metric(tid, prefix + "oom_retries", 1,
+                                                                                     "train", "final"))
+            return model, info, ckpt
+
+        out: dict = {"trial_id": tid, "steps": steps, "train_rows": len(y)}
+        if task.seeds > 1:
+            model, out["train_s"], ckpts, out["members"] = seed_average(
+                ctx, store, task, fdir, train_member, lambda: extract_subnet(source, shape), tensors, labels, steps)
+        else:
+            model, info, ckpt = train_member(0)
+            out["train_s"], ckpts = info["train_s"], [ckpt]
         inner_teacher = source = None  # free them before scoring
-        out: dict = {"trial_id": tid, "steps": steps, "train_s": info["train_s"], "train_rows": len(y)}
-        store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)  # what lr_by_size chose
-        if ckpt.resumed_from:  # a killed run's final went on from its checkpoint
-            store.add_metric(tid, prefix + "resumed_from_step", ckpt.resumed_from, "train", "final", step=steps)
-        for name in ("hidden_weight", "attention_weight"):  # the intermediate losses this final trained with, when on
-            if getattr(settings, name) > 0:
-                store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
+        record_training(store, task, settings, ckpts, steps)
         store.add_artefact(ctx.job_id, tid, prefix + "init", init_path)  # the model the student was sliced from
         out.update(score_final(ctx, store, task, model, tensors, labels, steps))
         if task.save_model:
             out.update(save_final(ctx, store, task, model, tensors, transfer))
-        ckpt.clear()
+        for c in ckpts:
+            c.clear()
         return out
     finally:
         store.dispose()
+
+
+def record_training(store: Store, task: FinalTask, settings, ckpts: list, steps: int) -> None:
+    """How the final trained, as `train` metrics under the task's prefix: its lr (what lr_by_size chose), its seeds, the
+    step a killed run's final went on from, the intermediate losses' weights when on."""
+    tid, prefix = task.trial_id, task.metric_prefix
+    store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)
+    if task.seeds > 1:  # the kept model averages this many members' weights (their scores: seed{i}_accuracy, ...)
+        store.add_metric(tid, prefix + "seeds", task.seeds, "train", "final", step=steps)
+    resumed = [c.resumed_from for c in ckpts if c.resumed_from]
+    if resumed:
+        store.add_metric(tid, prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)
+    for name in ("hidden_weight", "attention_weight"):
+        if getattr(settings, name) > 0:
+            store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
+
+
+def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, train_member, new_model,
+                 tensors, labels, steps: int) -> tuple:
+    """`task.seeds` members of one final, each trained by `train_member(i)` and scored (dev and test, under
+    `seed{i}_`); their weights are kept in `fdir` (a resumed job skips the members already trained) and averaged into
+    the returned model (`new_model()`: an untrained slice of the shape, when no member was trained in this call).
+    Returns (model, train_s of the members trained now, their checkpoints, the scores of the members trained now)."""
+    import torch
+
+    from nas.distill.soup import average_state_dicts
+
+    fdir.mkdir(parents=True, exist_ok=True)
+    prefix, tid = task.metric_prefix, task.trial_id
+    paths, ckpts, members, train_s, model = [], [], [], 0.0, None
+    for i in range(task.seeds):
+        path = fdir / f"seed{i}.pt"
+        if not path.is_file():
+            model, info, ckpt = train_member(i)
+            train_s += info["train_s"]
+            ckpts.append(ckpt)
+            member_scores = score_final(ctx, store, task, model, tensors, labels, steps, prefix=f"{prefix}seed{i}_")
+            torch.save(model.state_dict(), path)
+            ckpt.clear()  # the member's weights are on disk: a resume skips it
+            store.add_artefact(ctx.job_id, tid, f"{prefix}seed{i}_weights", str(path))
+            members.append({"seed": ctx.seed + task.seed_offset + i, **member_scores})
+        paths.append(path)
+    if model is None:  # every member was trained before this resume (killed while averaging): a fresh slice
+        model = new_model()
+    model.load_state_dict(average_state_dicts(torch.load(p, map_location="cpu") for p in paths))
+    return model, train_s, ckpts, members
 
 
 def final_dir(ctx: JobContext, task: FinalTask) -> pathlib.Path:
@@ -156,18 +214,20 @@ def final_dir(ctx: JobContext, task: FinalTask) -> pathlib.Path:
     return pathlib.Path(ctx.artefact_dir) / f"trial-{task.number:04d}{'-' + prefix.rstrip('_') if prefix else ''}"
 
 
-def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, labels, steps: int) -> dict:
-    """`final` dev and test metrics of the distilled student, written under the task's prefix."""
+def score_final(ctx: JobContext, store: Store, task: FinalTask, model, tensors, labels, steps: int,
+                prefix: str | None = None) -> dict:
+    """`final` dev and test metrics of the distilled student, written under `prefix` (default: the task's)."""
     import torch
 
     from nas.distill.evaluate import predict_logits, scores
 
+    prefix = task.metric_prefix if prefix is None else prefix
     out = {}
     for split in ("dev", "test"):
         idx = torch.as_tensor(getattr(ctx, f"{split}_idx"), device="cpu")
         sc = scores(predict_logits(model, {k: v[idx] for k, v in tensors.items()}, compute=ctx.compute.exact()), labels[idx])
         for name, value in sc.items():
-            store.add_metric(task.trial_id, task.metric_prefix + name, value, split, "final", step=steps)
+            store.add_metric(task.trial_id, prefix + name, value, split, "final", step=steps)
         out[split] = sc
     return out
 

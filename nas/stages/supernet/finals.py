@@ -120,8 +120,11 @@ def run_finals(state: SupernetRun) -> None:
             ctx.say(f"final: {shape.key} does not fit inside the assistant {src['fits_in'].key}; sliced from the "
                     "supernet instead")
             init_dir = None
+        if fin.seeds > 1:
+            ctx.say(f"final: {shape.key} trained {fin.seeds} times (seeds {spec.seed}-{spec.seed + fin.seeds - 1}); "
+                    "it keeps the average of their weights")
         distil(state, FinalTask(**base, soft_logits_paths=src["soft"], save_model=True, init_dir=init_dir,
-                                transfer_soft_paths=src["transfer_soft"]))
+                                transfer_soft_paths=src["transfer_soft"], seeds=fin.seeds))
         bar.update(1)
     bar.close()
 

@@ -31,6 +31,9 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
         raise SpecError("search_space.families", "the supernet schedule searches BERT slices only; a space with other "
                         "student families is searched per trial (search.strategy random or evolution, no "
                         "search.supernet)")
+    if spec.search.final.seeds > 1 and (spec.search.supernet is None or spec.search.final.top_k == 0):
+        raise SpecError("search.final.seeds", "seeds trains each final student several times and averages their "
+                        "weights: it needs the finals (search.supernet and search.final.top_k >= 1)")
     if spec.search.final.augment and spec.task != "classification":
         raise SpecError("search.final.augment", "augmentation is implemented for classification; set it to 0 for pairs")
 
