@@ -95,8 +95,9 @@ def test_a_killed_fine_tuning_resumes_from_its_checkpoint_to_the_uninterrupted_r
         assert max((again[k].float() - whole[k].float()).abs().max().item() for k in whole) <= 1e-6
 
 
-def finals_spec() -> str:
-    """The tiny supernet job with one final and no assistant (two_step false), 8 epochs: steps enough to kill it in."""
+def finals_spec(seeds: int = 1) -> str:
+    """The tiny supernet job with one final and no assistant (two_step false), 8 epochs: steps enough to kill it in;
+    with `seeds`, that many members of the final."""
     import yaml
 
     from conftest import TINY_SUPERNET_SPEC
@@ -104,7 +105,7 @@ def finals_spec() -> str:
     spec = yaml.safe_load(TINY_SUPERNET_SPEC)
     spec["name"], spec["budgets"]["trials"], spec["search"]["population"] = "tiny-final-resume", 4, 2
     spec["search"].pop("autodisc")
-    spec["search"]["final"] = {"top_k": 1, "epochs": 8, "two_step": False}
+    spec["search"]["final"] = {"top_k": 1, "epochs": 8, "two_step": False, "seeds": seeds}
     return yaml.safe_dump(spec)
 
 
@@ -123,9 +124,12 @@ def kill_everything_of(home: pathlib.Path, run: subprocess.Popen) -> None:
     run.wait()
 
 
-def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path, seeds):
     """`nas run` (its whole process group, Ray workers too) SIGKILLed while a final trains; `nas resume` finishes the
-    job, and the final goes on from its checkpoint: its trial records the step, and the checkpoint is gone after."""
+    job, and the final goes on from its checkpoint: its trial records the step, and the checkpoint is gone after. With
+    `final.seeds: 2`, killed while the second member trains: the first member's weights on disk are kept, not retrained
+    (its scores are stored once), and the second goes on from its checkpoint."""
     from nas.store import Store
     from nas.store.records import metric_value
 
@@ -133,7 +137,8 @@ def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path)
     home.mkdir()
     url = f"sqlite:///{home / 'nas.db'}"
     spec = tmp_path / "spec.yaml"
-    spec.write_text(finals_spec())
+    spec.write_text(finals_spec(seeds))
+    checkpoint = "train.checkpoint.pt" if seeds == 1 else f"train-seed{seeds - 1}.checkpoint.pt"
     env = {**os.environ, "NAS_HOME": str(home), "NAS_TRAIN_CHECKPOINT_S": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "NAS_CACHE": os.environ.get("NAS_CACHE", str(ROOT / ".nas" / "test-cache")), "NAS_STORAGE": "",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -143,9 +148,11 @@ def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path)
     deadline, found = time.monotonic() + 600, None
     while found is None and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.02)
-        found = next(iter(home.rglob("train.checkpoint.pt")), None)
+        found = next(iter(home.rglob(checkpoint)), None)
     assert found is not None, (tmp_path / "run.log").read_text()[-3000:]
     kill_everything_of(home, run)
+    first = found.parent / "seed0.pt"
+    first_written = first.stat().st_mtime_ns if seeds > 1 else None
     saved = torch.load(found, map_location="cpu", weights_only=False)
     assert 1 <= saved["step"] < saved["steps"]
     store = Store(url)
@@ -161,4 +168,9 @@ def test_a_job_killed_mid_final_resumes_that_final_from_its_checkpoint(tmp_path)
     assert metric_value(trial, prefix + "resumed_from_step", "train", "final") == saved["step"]
     assert metric_value(trial, prefix + "accuracy", "test", "final") is not None
     assert not found.exists()
+    if seeds > 1:
+        assert first.stat().st_mtime_ns == first_written  # the first member was not trained again
+        assert sum(m["name"] == "seed0_accuracy" and m["split"] == "dev" for m in trial["metrics"]) == 1
+        assert metric_value(trial, f"seed{seeds - 1}_accuracy", "dev", "final") is not None
+        assert metric_value(trial, "seeds", "train", "final") == seeds
     store.dispose()
