@@ -297,7 +297,9 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
 
     from nas.pipeline import run_job
     from nas.results.export import evaluate_export, export_trial
+    from nas.results.front import front_rows
     from nas.spec.job import parse_spec
+    from nas.ui.fronts import front_sentence
 
     store = job["store"]
     raw = yaml.safe_load(SPEC)
@@ -328,3 +330,8 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
             assert torch.allclose(value.float(), mean, atol=1e-6), key
     res = evaluate_export(export_trial(store, job_id, final["number"], tmp_path / "exp"))
     assert res["abs_diff"] <= 0.005, res
+    # the job's closing lines say what the kept model is, and how its members scored alone
+    row = next(r for r in front_rows(store, job_id)["rows"] if r["trial"] == final["number"])
+    low, high = sorted(metric_value(final, f"seed{i}_accuracy", "test", "final") for i in range(3))[::2]
+    assert f"the weight average of 3 seeds' finals (each alone: test accuracy {low:.4f}-{high:.4f})" in \
+        front_sentence(row, "accuracy")

@@ -80,7 +80,10 @@ def front_sentence(r: dict, metric: str) -> str:
     split = "test" if r.get("test_retention") is not None else "dev"
     what = f"{100 * keep:.1f}% of the teacher's {split} {metric}" if keep is not None else f"{metric} {r['metric']:.4f}"
     speed = f" at {r['speedup']:.1f}x its speed" if r.get("speedup") else ""
-    return f"trial {r['trial']} {shape_text(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB"
+    members = [m for m in r.get("member_test_metrics") or [] if m is not None]
+    soup = (f"; the weight average of {r['seeds']} seeds' finals (each alone: test {metric} {min(members):.4f}-"
+            f"{max(members):.4f})") if members else ""
+    return f"trial {r['trial']} {shape_text(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB{soup}"
 
 
 def shape_text(s: dict | None) -> str:
