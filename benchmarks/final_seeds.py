@@ -67,6 +67,52 @@ def member_seconds(trial: dict, seeds: int) -> list[float]:
     return [round((b - a).total_seconds(), 1) for a, b in zip(stamps, stamps[1:]) if a and b]
 
 
+def greedy_soups(store, job_id: int, seeds: int) -> dict:
+    """Per final: the "greedy soup" (Wortsman et al., 2022) of its stored members, against the uniform average the
+    service keeps and the member best on dev. Members sorted by dev, best first; each joins the soup only if the soup's
+    dev accuracy does not drop. Dev chooses, so only its test figure is unbiased. {shape: {"greedy": {...}, ...}}."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from large_teacher import job_sources
+    from nas.data import split_indices, tokenize
+    from nas.distill.evaluate import predict_logits
+    from nas.distill.soup import average_state_dicts
+    from nas.store.records import metric_value
+    from nas.students import load_student
+    from nas.students.shape import Shape
+
+    spec, ds, _, src = job_sources(store, job_id)
+    tensors = tokenize(AutoTokenizer.from_pretrained(src["dir"]), ds, spec.budgets.max_seq_len)
+    labels = torch.as_tensor(ds.labels)
+    splits = {k: torch.as_tensor(v) for k, v in split_indices(ds.labels, spec.seed).items()}
+    out = {}
+    for t in store.trials(job_id, kind="student", state="COMPLETE"):
+        arts = {a["kind"]: a["path"] for a in t["artefacts"]}
+        if f"seed{seeds - 1}_weights" not in arts:
+            continue
+        model = load_student(arts["model"])
+        members = [torch.load(arts[f"seed{i}_weights"], map_location="cpu") for i in range(seeds)]
+
+        def acc(members_in: list[int], split: str) -> float:
+            model.load_state_dict(average_state_dicts(members[i] for i in members_in))
+            idx = splits[split]
+            logits = predict_logits(model, {k: v[idx] for k, v in tensors.items()})
+            return round(float((logits.argmax(-1) == labels[idx]).float().mean()), 4)
+
+        order = sorted(range(seeds), key=lambda i: -metric_value(t, f"seed{i}_accuracy", "dev", "final"))
+        soup, best_dev = [order[0]], acc([order[0]], "dev")
+        for i in order[1:]:
+            dev = acc(soup + [i], "dev")
+            if dev >= best_dev:
+                soup, best_dev = soup + [i], dev
+        out[Shape.from_dict(t["config"]["shape"]).key] = {
+            "greedy": {"members": sorted(soup), "dev": best_dev, "test": acc(soup, "test")},
+            "best_dev_member": {"member": order[0], "dev": acc([order[0]], "dev"), "test": acc([order[0]], "test")},
+            "uniform": {"dev": acc(list(range(seeds)), "dev"), "test": acc(list(range(seeds)), "test")}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +164,7 @@ def main() -> None:
         if rows else None,
         "dev_average_minus_median_mean": round(statistics.mean(r["dev"]["average_minus_median"] for r in rows), 2)
         if rows else None,
+        "greedy_soups": greedy_soups(store, job_id, args.seeds),
         "stage_wall_s": stage_walls(trials),
         "wall_s": round(time.perf_counter() - t0, 1),
         "fingerprint": {k: (f.get("fingerprint") or device_fingerprint()).get(k) for k in ("cpu", "cores", "threads")},
