@@ -69,7 +69,7 @@ def job_spec(args) -> dict:
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
                    "autodisc": {"lambda": 0.2},
                    "final": {"top_k": 1 if quick else args.top_k, "epochs": 0.5 if quick else args.final_epochs,
-                             "one_step_baseline": True, "seeds": 1 if quick else args.final_seeds,
+                             "one_step_baseline": True, "seeds": args.final_seeds,
                              "augment": 0 if corpus else 1 if quick else args.augment}},
         "references": ["tfidf-linear"], "seed": 0, **corpus,
         **({"constraints": {"min_speedup": args.min_speedup}} if args.min_speedup else {}),
