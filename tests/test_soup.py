@@ -42,3 +42,30 @@ def test_models_of_other_shapes_or_none_are_refused():
     other["classifier.weight"] = torch.zeros(3, 16)
     with pytest.raises(ValueError, match="classifier.weight"):
         average_state_dicts([tiny(0), other])
+
+
+def test_nas_plan_counts_every_member_of_each_final():
+    """`nas plan`'s search stage grows by one final's steps per extra member of each final student (final.seeds)."""
+    import yaml
+    from conftest import TINY_SUPERNET_SPEC
+
+    from nas.distill.loop import steps_for
+    from nas.plan import Calibration, Work, estimate
+    from nas.spec.job import parse_spec
+    from nas.students.shape import Shape
+
+    cal = Calibration(teacher_step=0.5, teacher_row=0.002, teacher_latency=0.01,
+                      small={"weights": 1e5, "step": 0.02, "row": 0.0001, "latency": 0.001},
+                      large={"weights": 2e6, "step": 0.2, "row": 0.001, "latency": 0.004})
+    shapes = [Shape(layers=1, hidden=128, heads=2, ffn=256), Shape(layers=2, hidden=256, heads=4, ffn=512)]
+    raw = yaml.safe_load(TINY_SUPERNET_SPEC)
+    search = {}
+    for seeds in (1, 3):
+        raw["search"]["final"].update(seeds=seeds, augment=0)
+        spec = parse_spec(raw)
+        search[seeds] = estimate(spec, Work(n_rows=1000), cal, shapes)["search"]
+    fin = spec.search.final
+    n_train = int(int(0.8 * 1000) * spec.budgets.data_fraction)
+    avg_w = sum(s.encoder_weights() for s in shapes) / len(shapes)
+    per_final = steps_for(n_train, 32, fin.epochs, None) * cal.student(avg_w, "step")  # the plan's batch
+    assert search[3] - search[1] == pytest.approx(2 * fin.top_k * per_final, rel=1e-6)
