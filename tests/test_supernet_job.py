@@ -299,6 +299,7 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     from nas.results.export import evaluate_export, export_trial
     from nas.results.front import front_rows
     from nas.spec.job import parse_spec
+    from nas.ui.dashboard import data as dd
     from nas.ui.fronts import front_sentence
 
     store = job["store"]
@@ -335,3 +336,11 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     low, high = sorted(metric_value(final, f"seed{i}_accuracy", "test", "final") for i in range(3))[::2]
     assert f"the weight average of 3 seeds' finals (each alone: test accuracy {low:.4f}-{high:.4f})" in \
         front_sentence(row, "accuracy")
+    # and the dashboard's "What to deploy" panel, from its trial frame
+    df = dd.with_retention(dd.trial_frame(store.trials(job_id)), front_rows(store, job_id)["teacher"])
+    shown = df[df["trial"] == final["number"]].iloc[0]
+    assert (shown["seeds"], shown["members_test_min"], shown["members_test_max"]) == (3, low, high)
+    assert dd.deploy_sentence(shown, "accuracy").endswith(
+        f"It is the weight average of 3 seeds' finals (each alone: test accuracy {low:.4f}-{high:.4f}).")
+    others = df[(df["kind"] == "student") & (df["trial"] != final["number"])]
+    assert (others["seeds"] == 1).all() and others["members_test_min"].isna().all()

@@ -52,11 +52,7 @@ def what_to_deploy(job_id: int, df, f: dict) -> None:
     if row is None:
         st.info("No completed student meets that budget.")
         return
-    keep = row["test_retention"] if row.get("test_retention") == row.get("test_retention") else row["retention"]
-    speed = f"{row['speedup']:.1f}x its speed" if row["speedup"] == row["speedup"] and row["speedup"] else "-"
-    size = f"{row['size_mb']:.1f} MB" if row["size_mb"] == row["size_mb"] and row["size_mb"] else "size unknown"
-    st.success(f"Trial {int(row['trial'])} ({row['shape']}) keeps {100 * keep:.1f}% of the teacher's "
-               f"{f['metric']} at {speed}, p50 {row['p50_ms']:.3f} ms, {size}.")
+    st.success(dd.deploy_sentence(row, f["metric"]))
     st.code(f"nas export {job_id} --trial {int(row['trial'])} --out DIR", language="bash")
 
 
