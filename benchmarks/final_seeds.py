@@ -93,6 +93,7 @@ def greedy_soups(store, job_id: int, seeds: int) -> dict:
             continue
         model = load_student(arts["model"])
         members = [torch.load(arts[f"seed{i}_weights"], map_location="cpu") for i in range(seeds)]
+        members = [m.get("state", m) for m in members]  # {"key", "state"} since 2026-12-06 20:00; plain before
 
         def acc(members_in: list[int], split: str) -> float:
             model.load_state_dict(average_state_dicts(members[i] for i in members_in))

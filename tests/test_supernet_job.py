@@ -320,7 +320,7 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
         for split in ("dev", "test"):
             assert 0.0 <= metric_value(final, f"seed{i}_accuracy", split, "final") <= 1.0
     arts = {a["kind"]: a["path"] for a in final["artefacts"]}
-    members = [torch.load(arts[f"seed{i}_weights"]) for i in range(3)]
+    members = [torch.load(arts[f"seed{i}_weights"])["state"] for i in range(3)]
     name = next(k for k, v in members[0].items() if k.endswith("query.weight"))
     # the seeds differ (batch order and dropout), so the members do
     assert (members[0][name] - members[1][name]).abs().max() > 1e-4

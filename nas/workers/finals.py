@@ -123,13 +123,17 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         steps = steps_for(len(y), settings.batch_size, ctx.spec.search.final.epochs, None)
         fdir = final_dir(ctx, task)
 
+        def member_key(i: int) -> str:
+            """What member i is (source, targets, settings, seed): another final's checkpoint or weights are not its."""
+            return repr((init_path, task.shape, settings, task.soft_logits_paths, task.transfer_path,
+                         task.transfer_soft_paths, ctx.seed + task.seed_offset + i, len(y)))
+
         def train_member(i: int) -> tuple:
             """Member i (seed ctx.seed + seed_offset + i): a resumed job's final continues where it was killed, if it
-            is the same final (source, targets, settings, seed)."""
+            is the same final."""
             seed = ctx.seed + task.seed_offset + i
             name = "train.checkpoint.pt" if i == 0 else f"train-seed{i}.checkpoint.pt"
-            ckpt = TrainCheckpoint(fdir / name, key=repr((init_path, task.shape, settings, task.soft_logits_paths,
-                                                          task.transfer_path, task.transfer_soft_paths, seed, len(y))))
+            ckpt = TrainCheckpoint(fdir / name, key=member_key(i))
 
             def train_once(accumulate: int) -> tuple:
                 model = extract_subnet(source, shape)
@@ -145,7 +149,8 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         out: dict = {"trial_id": tid, "steps": steps, "train_rows": len(y)}
         if task.seeds > 1:
             model, out["train_s"], ckpts, out["members"] = seed_average(
-                ctx, store, task, fdir, train_member, lambda: extract_subnet(source, shape), tensors, labels, steps)
+                ctx, store, task, fdir, (train_member, member_key, lambda: extract_subnet(source, shape)), tensors,
+                labels, steps)
         else:
             model, info, ckpt = train_member(0)
             out["train_s"], ckpts = info["train_s"], [ckpt]
@@ -177,34 +182,36 @@ def record_training(store: Store, task: FinalTask, settings, ckpts: list, steps:
             store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
 
 
-def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, train_member, new_model,
-                 tensors, labels, steps: int) -> tuple:
+def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, member: tuple, tensors, labels,
+                 steps: int) -> tuple:
     """`task.seeds` members of one final, each trained by `train_member(i)` and scored (dev and test, under
-    `seed{i}_`); their weights are kept in `fdir` (a resumed job skips the members already trained) and averaged into
-    the returned model (`new_model()`: an untrained slice of the shape, when no member was trained in this call).
-    Returns (model, train_s of the members trained now, their checkpoints, the scores of the members trained now)."""
+    `seed{i}_`); their weights are kept in `fdir` with `member_key(i)` (a resumed job skips the members already
+    trained for this same final) and averaged into the returned model (`new_model()`: an untrained slice of the shape,
+    when no member was trained in this call). `member` = (train_member, member_key, new_model). Returns (model,
+    train_s of the members trained now, their checkpoints, the scores of the members trained now)."""
     import torch
 
     from nas.distill.soup import average_state_dicts
 
+    train_member, member_key, new_model = member
     fdir.mkdir(parents=True, exist_ok=True)
     prefix, tid = task.metric_prefix, task.trial_id
     paths, ckpts, members, train_s, model = [], [], [], 0.0, None
     for i in range(task.seeds):
         path = fdir / f"seed{i}.pt"
-        if not path.is_file():
+        if not path.is_file() or torch.load(path, map_location="cpu").get("key") != member_key(i):
             model, info, ckpt = train_member(i)
             train_s += info["train_s"]
             ckpts.append(ckpt)
             member_scores = score_final(ctx, store, task, model, tensors, labels, steps, prefix=f"{prefix}seed{i}_")
-            torch.save(model.state_dict(), path)
+            torch.save({"key": member_key(i), "state": model.state_dict()}, path)
             ckpt.clear()  # the member's weights are on disk: a resume skips it
             store.add_artefact(ctx.job_id, tid, f"{prefix}seed{i}_weights", str(path))
             members.append({"seed": ctx.seed + task.seed_offset + i, **member_scores})
         paths.append(path)
     if model is None:  # every member was trained before this resume (killed while averaging): a fresh slice
         model = new_model()
-    model.load_state_dict(average_state_dicts(torch.load(p, map_location="cpu") for p in paths))
+    model.load_state_dict(average_state_dicts(torch.load(p, map_location="cpu")["state"] for p in paths))
     return model, train_s, ckpts, members
 
 
