@@ -39,7 +39,7 @@ def job_spec(args) -> dict:
 
 def final_rows(store, job_id: int, seeds: int, speed: dict) -> list[dict]:
     """Per final student: its members' dev and test scores, their median and the seed-0 member, and the kept average."""
-    from nas.store.records import metric_value
+    from nas.store.records import metric_value, seed_members
     from nas.students.shape import Shape
 
     rows = []
@@ -49,7 +49,7 @@ def final_rows(store, job_id: int, seeds: int, speed: dict) -> list[dict]:
         row = {"trial": t["number"], "shape": Shape.from_dict(t["config"]["shape"]).key,
                "speedup": round(speed.get(t["number"], 0.0), 2), "member_s": member_seconds(t, seeds)}
         for split in ("dev", "test"):
-            members = [metric_value(t, f"seed{i}_accuracy", split, "final") for i in range(seeds)]
+            members = seed_members(t, "accuracy", split)
             kept = metric_value(t, "accuracy", split, "final")
             row[split] = {"members": [round(m, 4) for m in members], "median": round(statistics.median(members), 4),
                           "seed0": round(members[0], 4), "best": round(max(members), 4), "average": round(kept, 4),
@@ -92,8 +92,7 @@ def greedy_soups(store, job_id: int, seeds: int) -> dict:
         if f"seed{seeds - 1}_weights" not in arts:
             continue
         model = load_student(arts["model"])
-        members = [torch.load(arts[f"seed{i}_weights"], map_location="cpu") for i in range(seeds)]
-        members = [m.get("state", m) for m in members]  # {"key", "state"} since 2026-12-06 20:00; plain before
+        members = [torch.load(arts[f"seed{i}_weights"], map_location="cpu")["state"] for i in range(seeds)]
 
         def acc(members_in: list[int], split: str) -> float:
             model.load_state_dict(average_state_dicts(members[i] for i in members_in))

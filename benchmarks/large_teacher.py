@@ -308,7 +308,7 @@ def main() -> None:
     from nas.latency.measure import device_fingerprint
     from nas.results.front import front_rows
     from nas.store import Store
-    from nas.store.records import metric_value
+    from nas.store.records import metric_value, seed_members
     from nas.students.shape import Shape
     from nas.teachers.assemble import assemble_mpnet
 
@@ -339,8 +339,7 @@ def main() -> None:
                      "ours": metric_value(t, "accuracy", "test", "final"),
                      "one_step": metric_value(t, "one_step_accuracy", "test", "final"),
                      "plain": plain.get(shape, {}).get("test"),
-                     **({"members": [metric_value(t, f"seed{i}_accuracy", "test", "final")
-                                     for i in range(args.final_seeds)]} if args.final_seeds > 1 else {})})
+                     **({"members": seed_members(t)} if args.final_seeds > 1 else {})})
     walls = stage_walls(trials)
     walls["plain_recipe"] = round(plain_s, 1)
     result = {

@@ -344,3 +344,6 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
         f"It is the weight average of 3 seeds' finals (each alone: test accuracy {low:.4f}-{high:.4f}).")
     others = df[(df["kind"] == "student") & (df["trial"] != final["number"])]
     assert (others["seeds"] == 1).all() and others["members_test_min"].isna().all()
+    assert not any("weight average" in dd.deploy_sentence(r, "accuracy")
+                   for _, r in dd.with_retention(others, front_rows(store, job_id)["teacher"]).iterrows()
+                   if r["p50_ms"] == r["p50_ms"])

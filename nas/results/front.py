@@ -6,7 +6,7 @@ from __future__ import annotations
 from nas.search.constraints import violation
 from nas.spec.errors import SpecError
 from nas.spec.job import latency_targets
-from nas.store.records import metric_value
+from nas.store.records import metric_value, seed_members
 from nas.store.store import Store
 
 
@@ -167,7 +167,6 @@ def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None, sto
     lat_ms = lat["p50_ms"] if pct == "p50" else lat["p90_ms"]
     t_ms = (t_lat["p50_ms"] if pct == "p50" else t_lat["p90_ms"]) if t_lat else None
     stored = metric_value(t, "speedup", "dev") if pct == "p50" and stored_speedup else None
-    seeds = int(metric_value(t, "seeds", "train", "final") or 1)  # final.seeds: the kept model averages N members
     return {
         "trial": t["number"], "kind": t["kind"], "shape": t["config"].get("shape"), "metric": metric_value(t, metric, "dev"),
         "source": "final" if metric_value(t, metric, "dev", "final") is not None else "proxy",
@@ -177,10 +176,17 @@ def front_row(t: dict, metric: str, pct: str, lat: dict, t_lat: dict | None, sto
         "size_mb": metric_value(t, "size_mb", "dev") or round((metric_value(t, "params", "dev") or 0) * 4e-6, 3),
         "speedup": stored or ((t_ms / lat_ms) if t_ms and lat_ms else None),
         "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
-        "busy": bool(lat.get("busy")), "reference_p50_ms": lat.get("reference_p50_ms"), "seeds": seeds,
-        "member_test_metrics": [metric_value(t, f"seed{i}_{metric}", "test", "final") for i in range(seeds)]
-        if seeds > 1 else None,
+        "busy": bool(lat.get("busy")), "reference_p50_ms": lat.get("reference_p50_ms"),
+        "member_test_metrics": seed_members(t, metric),  # final.seeds: the kept model averages these members
     }
+
+
+def seeds_text(seeds: int, low: float | None, high: float | None, metric: str) -> str:
+    """How a final kept as the weight average of `seeds` seeds' finals scored, its members alone on test (`low` to
+    `high`): the clause the job's closing lines and the dashboard add ('' for a final of one seed)."""
+    if seeds < 2 or low is None or high is None:
+        return ""
+    return f"the weight average of {seeds} seeds' finals (each alone: test {metric} {low:.4f}-{high:.4f})"
 
 
 def dominance(front: list[dict], ref: dict, student_overhead_ms: float = 0.0) -> int:

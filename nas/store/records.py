@@ -59,6 +59,14 @@ def metric_value(trial: dict, name: str = "accuracy", split: str = "dev", source
     return None
 
 
+def seed_members(trial: dict, name: str = "accuracy", split: str = "test") -> list[float]:
+    """A final trained with `search.final.seeds` N > 1 (its `seeds` train metric): each member's `name` on `split`,
+    scored alone (`seed{i}_<name>`), in seed order; [] for a final of one seed or a trial without a final."""
+    seeds = int(metric_value(trial, "seeds", "train", "final") or 1)
+    values = [metric_value(trial, f"seed{i}_{name}", split, "final") for i in range(seeds)] if seeds > 1 else []
+    return [v for v in values if v is not None]
+
+
 def stage_times(job: dict, trials: list[dict]) -> list[dict]:
     """[{"stage", "estimate_s", "measured_s"}] of a job: its estimate (`nas plan`, when one was stored) beside the wall
     time each stage took (`wall_s_<stage>` on the teacher's trial, summed over the runs of a resumed job), with a total."""

@@ -75,15 +75,17 @@ def print_one_front(job_id: int, f: dict, named: bool) -> None:
 
 
 def front_sentence(r: dict, metric: str) -> str:
-    """'L2/256/4/1024: 97.4% of the teacher's accuracy at 8.1x its speed, 14.0 MB' (test retention where scored)."""
+    """'L2/256/4/1024: 97.4% of the teacher's accuracy at 8.1x its speed, 14.0 MB' (test retention where scored), and,
+    for a final kept as the weight average of several seeds' finals, how its members scored alone."""
+    from nas.results.front import seeds_text
+
     keep = r.get("test_retention") if r.get("test_retention") is not None else r.get("retention")
     split = "test" if r.get("test_retention") is not None else "dev"
     what = f"{100 * keep:.1f}% of the teacher's {split} {metric}" if keep is not None else f"{metric} {r['metric']:.4f}"
     speed = f" at {r['speedup']:.1f}x its speed" if r.get("speedup") else ""
-    members = [m for m in r.get("member_test_metrics") or [] if m is not None]
-    soup = (f"; the weight average of {r['seeds']} seeds' finals (each alone: test {metric} {min(members):.4f}-"
-            f"{max(members):.4f})") if members else ""
-    return f"trial {r['trial']} {shape_text(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB{soup}"
+    members = r.get("member_test_metrics") or []
+    soup = seeds_text(len(members), min(members, default=None), max(members, default=None), metric)
+    return f"trial {r['trial']} {shape_text(r['shape'])}: {what}{speed}, {r['size_mb']:.1f} MB{'; ' + soup if soup else ''}"
 
 
 def shape_text(s: dict | None) -> str:

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 
+from nas.store.records import seed_members
 from nas.store.store import Store
 
 SHAPE_COLS = ("layers", "hidden", "heads", "ffn")
@@ -56,16 +57,17 @@ def best_within(df: pd.DataFrame, budget_ms: float | None = None, speedup: float
 def deploy_sentence(row, metric: str) -> str:
     """What to deploy, in words: 'Trial 12 (L2-H256-A4-F512) keeps 95.1% of the teacher's accuracy at 9.8x its speed,
     p50 1.234 ms, 14.0 MB.', and, for a final that averages several seeds' weights, how its members scored alone."""
+    from nas.results.front import seeds_text
+
     keep = row["test_retention"] if row.get("test_retention") == row.get("test_retention") else row["retention"]
     speed = f"{row['speedup']:.1f}x its speed" if row["speedup"] == row["speedup"] and row["speedup"] else "-"
     size = f"{row['size_mb']:.1f} MB" if row["size_mb"] == row["size_mb"] and row["size_mb"] else "size unknown"
     out = (f"Trial {int(row['trial'])} ({row['shape']}) keeps {100 * keep:.1f}% of the teacher's {metric} at {speed}, "
            f"p50 {row['p50_ms']:.3f} ms, {size}.")
-    seeds = row.get("seeds")
-    if seeds == seeds and seeds and seeds > 1 and row.get("members_test_min") == row.get("members_test_min"):
-        out += (f" It is the weight average of {int(seeds)} seeds' finals (each alone: test {metric} "
-                f"{row['members_test_min']:.4f}-{row['members_test_max']:.4f}).")
-    return out
+    low, high = row.get("members_test_min"), row.get("members_test_max")
+    soup = seeds_text(int(row.get("seeds") or 1), None if pd.isna(low) else low, None if pd.isna(high) else high,
+                      metric)
+    return out + (f" It is {soup}." if soup else "")
 
 
 def shape_label(shape: dict) -> str | None:
@@ -97,11 +99,11 @@ def trial_frame(trials: list[dict], metric: str = "accuracy") -> pd.DataFrame:
                "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv"),
                "runtime": lat.get("runtime"), "dtype": lat.get("dtype"), "fingerprint_id": lat.get("fingerprint_id"),
                "finished_at": t["finished_at"], "error": (t["error"] or "").splitlines()[0] if t["error"] else None}
-        # final.seeds: the kept final averages the weights of `seeds` members, each scored alone on test
-        row["seeds"] = int(vals.get(("seeds", "train", "final")) or 1)
-        members = [v for (name, split, src), v in vals.items()
-                   if name.startswith("seed") and name.endswith("_" + metric) and split == "test" and src == "final"]
-        row["members_test_min"], row["members_test_max"] = (min(members), max(members)) if members else (None, None)
+        # final.seeds: the kept final averages the weights of `seeds` members, each scored alone on test (scalar
+        # columns: the export page and the CSV read every cell as one value)
+        members = seed_members(t, metric)
+        row["seeds"] = max(1, len(members))
+        row["members_test_min"], row["members_test_max"] = min(members, default=None), max(members, default=None)
         row["metric"] = row["final"] if row["final"] is not None else row["proxy"]
         row["source"] = "final" if row["final"] is not None else ("proxy" if row["proxy"] is not None else None)
         distill = cfg.get("distill") or {}
