@@ -14,6 +14,12 @@ Recipes (E: at most E epochs; every recipe keeps its best epoch on dev, as the s
              job's `transfer: {path: CORPUS, augment: K}` gives its initialiser (read from the same cache entry)
   labels:E   fine-tuned on the labels alone, no teacher: the reference
 
+--init SOURCE: what the initialiser starts from: `minilm-l6` (the default: the packaged MiniLM-L6, as the job's
+`student_init`), a local Hugging Face directory of a family the service slices, or `teacher:SHAPE` (e.g.
+teacher:L6-H384-A6-F1536): the fine-tuned teacher itself, rewired by importance (heads, FFN neurons and hidden units,
+on 1,024 train rows) and sliced to SHAPE (evenly spaced layers, the leading units of every matrix), saved beside the
+teacher; it reads the teacher's tokens. Its transfer sets are labelled in its tokens, in their own cache folder.
+
 --embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
 1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries). --attention W: they learn the
 teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention).
@@ -34,7 +40,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-INIT = "minilm-l6"
+INIT = "minilm-l6"  # --init; main() sets it to the source the recipes start from
 
 
 def parse_recipe(text: str) -> tuple[str, int, float]:
@@ -82,9 +88,44 @@ def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, co
     return str(path)
 
 
+def teacher_slice(teacher_info: dict, ds, splits, seq: int, key: str, compute) -> str:
+    """The fine-tuned teacher rewired by importance (heads, FFN neurons and hidden units; cross-entropy on the first
+    1,024 train rows) and sliced to the shape `key`, saved (with the teacher's tokenizer) beside the teacher; its
+    directory. Cached: a rerun reads it back."""
+    from transformers import AutoTokenizer
+
+    from nas.data import tokenize
+    from nas.students.bert_slice import extract_subnet
+    from nas.students.rewire import rewire
+    from nas.students.shape import Shape
+    from nas.teachers.load import load_teacher
+
+    shape = Shape.from_key(key)
+    out = pathlib.Path(teacher_info["logits_path"]).parent / f"slice-{shape.key}"
+    if (out / "config.json").is_file():
+        return str(out)
+    import torch
+
+    tok = AutoTokenizer.from_pretrained(teacher_info["dir"])
+    tensors = tokenize(tok, ds, seq)
+    model = load_teacher(teacher_info)
+    rows = list(splits["train"][:1024])
+    print(f"teacher:{shape.key}: rewiring the teacher on {len(rows)} train rows, then slicing", flush=True)
+    rewire(model, tensors, torch.as_tensor(ds.labels), rows, reorder_hidden=True, device=compute.device)
+    student = extract_subnet(model, shape)
+    tmp = out.with_name(out.name + ".tmp")
+    student.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(out)
+    return str(out)
+
+
 def main() -> None:
+    global INIT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
+    ap.add_argument("--init", default="minilm-l6", help="what the initialiser starts from: minilm-l6, a local model "
+                    "directory, or teacher:SHAPE (the fine-tuned teacher rewired and sliced, e.g. teacher:L6-H384-A6-F1536)")
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (the large-teacher job's)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0, help="the large-teacher job's teacher_epochs")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -127,6 +168,8 @@ def main() -> None:
               f"--train-rows 0 --precision {args.precision}` first",
               file=sys.stderr)
         sys.exit(2)
+    INIT = (teacher_slice(teacher, ds, splits, args.seq, args.init.split(":", 1)[1], compute)
+            if args.init.startswith("teacher:") else args.init)
     init_tok = AutoTokenizer.from_pretrained(teacher_path(INIT, "student_init"))
     tensors = tokenize(init_tok, ds, args.seq)
     if args.embedding:  # the teacher's pooled states on every row, in its own tokens (cached beside its logits)
@@ -159,7 +202,7 @@ def main() -> None:
               f"({row['early_stopping'] or 'no early stopping'})", flush=True)
     fp = device_fingerprint()
     print(json.dumps({"teacher": "mpnet-base", "teacher_test_acc": round(t_test, 4),
-                      "teacher_dev_acc": round(teacher["dev"]["accuracy"], 4), "initialiser": INIT, "seq": args.seq,
+                      "teacher_dev_acc": round(teacher["dev"]["accuracy"], 4), "initialiser": args.init, "seq": args.seq,
                       "precision": args.precision,
                       **({"corpus": args.corpus} if args.corpus else {}), "recipes": rows,
                       "fingerprint": {k: fp.get(k) for k in ("cpu", "cores", "threads")}}))
