@@ -40,7 +40,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-INIT = "minilm-l6"  # --init; main() sets it to the source the recipes start from
+INIT = "minilm-l6"  # the default --init
 
 
 def parse_recipe(text: str) -> tuple[str, int, float]:
@@ -56,7 +56,7 @@ def parse_recipe(text: str) -> tuple[str, int, float]:
     return kind, copies, float(epochs)
 
 
-def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok, compute) -> str:
+def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init: str, init_tok, compute) -> str:
     """K augmented copies of every train text, labelled by the teacher, in MiniLM's tokens: where the large-teacher
     job keeps its own (`transfer_home`; the job's initialiser and finals learn from it), made here if missing."""
     from transformers import AutoTokenizer
@@ -65,7 +65,7 @@ def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok,
     from nas.teachers.load import load_teacher, transfer_home
 
     settings = AugmentSettings(copies=copies, seed=0)
-    cache = transfer_home(teacher_info, INIT)[0]
+    cache = transfer_home(teacher_info, init)[0]
     path = transfer_set_path(cache, train, settings)
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, init_tok,
     return str(path)
 
 
-def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, corpus_file: str, init_tok,
+def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, corpus_file: str, init: str, init_tok,
                         compute, pooled: bool = False) -> str:
     """K augmented copies and the unlabelled text of `corpus_file`, labelled by the teacher, in MiniLM's tokens: the
     cache entry a job with `transfer: {path: corpus_file, augment: K}` (nas/stages/transfer.py) reads and writes."""
@@ -83,7 +83,7 @@ def corpus_transfer_set(teacher_info: dict, ds, train, seq: int, copies: int, co
     from nas.teachers.load import transfer_home
 
     path = cached_corpus_set(teacher_info, ds.texts, train, read_corpus(corpus_file),
-                             AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, INIT)[0],
+                             AugmentSettings(copies=copies, seed=0), seq, transfer_home(teacher_info, init)[0],
                              compute=compute, student_tokenizer=init_tok, pooled=pooled)
     return str(path)
 
@@ -92,6 +92,7 @@ def teacher_slice(teacher_info: dict, ds, splits, seq: int, key: str, compute) -
     """The fine-tuned teacher rewired by importance (heads, FFN neurons and hidden units; cross-entropy on the first
     1,024 train rows) and sliced to the shape `key`, saved (with the teacher's tokenizer) beside the teacher; its
     directory. Cached: a rerun reads it back."""
+    import torch
     from transformers import AutoTokenizer
 
     from nas.data import tokenize
@@ -104,8 +105,6 @@ def teacher_slice(teacher_info: dict, ds, splits, seq: int, key: str, compute) -
     out = pathlib.Path(teacher_info["logits_path"]).parent / f"slice-{shape.key}"
     if (out / "config.json").is_file():
         return str(out)
-    import torch
-
     tok = AutoTokenizer.from_pretrained(teacher_info["dir"])
     tensors = tokenize(tok, ds, seq)
     model = load_teacher(teacher_info)
@@ -121,10 +120,9 @@ def teacher_slice(teacher_info: dict, ds, splits, seq: int, key: str, compute) -
 
 
 def main() -> None:
-    global INIT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=["kd:1", "kd:3", "aug2:3", "labels:3"])
-    ap.add_argument("--init", default="minilm-l6", help="what the initialiser starts from: minilm-l6, a local model "
+    ap.add_argument("--init", default=INIT, help="what the initialiser starts from: minilm-l6, a local model "
                     "directory, or teacher:SHAPE (the fine-tuned teacher rewired and sliced, e.g. teacher:L6-H384-A6-F1536)")
     ap.add_argument("--seq", type=int, default=48, help="tokens per text (the large-teacher job's)")
     ap.add_argument("--teacher-epochs", type=float, default=1.0, help="the large-teacher job's teacher_epochs")
@@ -168,9 +166,9 @@ def main() -> None:
               f"--train-rows 0 --precision {args.precision}` first",
               file=sys.stderr)
         sys.exit(2)
-    INIT = (teacher_slice(teacher, ds, splits, args.seq, args.init.split(":", 1)[1], compute)
+    init = (teacher_slice(teacher, ds, splits, args.seq, args.init.split(":", 1)[1], compute)
             if args.init.startswith("teacher:") else args.init)
-    init_tok = AutoTokenizer.from_pretrained(teacher_path(INIT, "student_init"))
+    init_tok = AutoTokenizer.from_pretrained(teacher_path(init, "student_init"))
     tensors = tokenize(init_tok, ds, args.seq)
     if args.embedding:  # the teacher's pooled states on every row, in its own tokens (cached beside its logits)
         teacher_pooled(teacher, tokenize(AutoTokenizer.from_pretrained(teacher["dir"]), ds, args.seq), compute)
@@ -182,16 +180,16 @@ def main() -> None:
         if kind in ("kd", "aug", "corpus"):
             kw["soft_from"] = teacher["logits_path"]
         if kind == "aug":
-            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init_tok, compute)
+            kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init, init_tok, compute)
         if kind == "corpus":
-            kw["transfer"] = corpus_transfer_set(teacher, ds, splits["train"], args.seq, copies, args.corpus, init_tok,
+            kw["transfer"] = corpus_transfer_set(teacher, ds, splits["train"], args.seq, copies, args.corpus, init, init_tok,
                                                  compute, pooled=args.embedding > 0)
         if kind in ("kd", "corpus") and args.embedding:
             kw["embedding"] = args.embedding
         if kind in ("kd", "corpus") and args.attention:
             kw["attention"] = args.attention
         print(f"{text}: training (or reading the cache)", flush=True)
-        info = prepare_teacher(INIT, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
+        info = prepare_teacher(init, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
                "embedding": info.get("embedding", 0.0), "attention": info.get("attention", 0.0),
