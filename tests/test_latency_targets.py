@@ -237,6 +237,13 @@ def test_pareto_shows_a_front_per_target(job):
     text = runner.invoke(app, ["pareto", str(job["job_id"]), "--storage", job["url"]])
     assert text.exit_code == 0, text.output
     assert "on target eager-b1" in text.output and "on target onnx-b8" in text.output
+    # the teacher's row never sets a p50 from the students' rounds beside a p90 from its own stage
+    for line in (ln for ln in text.output.splitlines() if ln.lstrip().startswith("T ")):
+        cols = line.split()
+        if "own stage" in line:
+            assert cols[4] == "-" and "p90" in line.split("(teacher")[1], line
+        else:
+            assert float(cols[3]) <= float(cols[4]), line
     one = runner.invoke(app, ["pareto", str(job["job_id"]), "--storage", job["url"], "--json", "--target", "onnx-b8"])
     assert one.exit_code == 0 and json.loads(one.output)["target"]["name"] == "onnx-b8"
     bad = runner.invoke(app, ["pareto", str(job["job_id"]), "--storage", job["url"], "--target", "tpu"])

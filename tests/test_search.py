@@ -139,3 +139,32 @@ def test_registry_names_are_the_specs_names():
     assert get_args(HPOSettings.model_fields["algorithm"].annotation) == tuple(SEARCHERS)
     with pytest.raises(ValueError, match="unknown search strategy"):
         make_strategy("simulated-annealing", SPACE, seed=0)
+
+
+def test_the_climb_proposes_larger_fitting_neighbours_of_the_best_student_within_the_limit():
+    """nas/search/climb.py: one axis step larger (heads repaired where hidden grows), or one layer deeper for one FFN
+    step narrower; only shapes the predicate says fit and not tried yet; from the most accurate student that has any."""
+    from nas.search.climb import climb_candidates, larger_neighbours
+    from nas.spec.space import StudentSpace
+
+    space = StudentSpace(layers=[2, 3, 4, 5], hidden=[256, 384], heads=[8, 12], ffn=[384, 512, 1536])
+    s = Shape(3, 256, 8, 512)
+    # heads 12 does not divide 256: repaired to 8, that is s itself, so no heads step; hidden 384 keeps heads 8
+    assert [n.key for n in larger_neighbours(space, s)] == [
+        "L4-H256-A8-F512", "L3-H384-A8-F512", "L3-H256-A8-F1536", "L4-H256-A8-F384"]
+    # at the top of every axis there is nothing larger
+    assert larger_neighbours(space, Shape(5, 384, 12, 1536)) == []
+    # growing hidden repairs the head count to the valid one nearest to its own
+    space2 = StudentSpace(layers=[2], hidden=[192, 256], heads=[4, 12], ffn=[384])
+    assert larger_neighbours(space2, Shape(2, 192, 12, 384)) == [Shape(2, 256, 4, 384)]
+
+    fits = lambda sh: sh.layers * sh.hidden <= 4 * 384 and sh.ffn <= 512  # noqa: E731  a stand-in latency limit
+    best, second = Shape(3, 384, 8, 384), Shape(2, 384, 8, 512)
+    scored = [(second, 0.80), (best, 0.82), (Shape(2, 256, 8, 384), 0.75)]
+    got = climb_candidates(space, scored, {best.key, second.key}, fits, 10)
+    assert [g.key for g in got] == ["L4-H384-A8-F384", "L3-H384-A12-F384", "L3-H384-A8-F512"]
+    # tried ones are skipped; with the best's neighbourhood exhausted the next best climbs; n caps the list
+    tried = {best.key, second.key, *(g.key for g in got)}
+    got2 = climb_candidates(space, scored, tried, fits, 1)
+    assert [g.key for g in got2] == ["L2-H384-A12-F512"]
+    assert climb_candidates(space, [], set(), fits, 5) == []

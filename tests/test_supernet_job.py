@@ -347,3 +347,48 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     assert not any("weight average" in dd.deploy_sentence(r, "accuracy")
                    for _, r in dd.with_retention(others, front_rows(store, job_id)["teacher"]).iterrows()
                    if r["p50_ms"] == r["p50_ms"])
+
+
+def test_with_a_latency_budget_the_last_trials_climb_from_the_best_student_within_it(job):
+    """`constraints` + `search.climb`: the strategy gets budgets.trials minus the climb's share; the rest are larger
+    neighbours of the most accurate student within the budget at the time, each predicted to fit, scored like the
+    strategy's (proxy accuracy, measured latency) and marked `source: climb`."""
+    import yaml
+
+    from nas.pipeline import run_job
+    from nas.search.climb import larger_neighbours
+    from nas.search.constraints import violation
+    from nas.spec.job import parse_spec
+    from nas.spec.space import load_search_space
+    from nas.store.records import trial_objectives
+    from nas.students.shape import Shape
+
+    store = job["store"]
+    raw = yaml.safe_load(SPEC)
+    raw["name"] = "tiny-supernet-climb"
+    raw["budgets"]["trials"] = 8
+    raw["constraints"] = {"min_speedup": 1.5}
+    raw["search"] = {"strategy": "random", "population": 3, "climb": 6,
+                     "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16},
+                     "autodisc": {"enabled": False}, "final": {"top_k": 0}}
+    lines: list[str] = []
+    with job_environment(job["home"]):
+        job_id = run_job(parse_spec({**raw, "storage": store.url}), store, log=lines.append, progress=False)
+    assert store.get_job(job_id)["status"] == "COMPLETE"
+    students = store.trials(job_id, kind="student")
+    assert len(students) == 8 and all(t["state"] == "COMPLETE" for t in students)
+    sources = [t["config"]["source"] for t in students]
+    assert sources == ["proxy"] * 6 + ["climb"] * 2, sources  # a quarter of 8 trials, the last ones
+    space = load_search_space("tiny").student
+    cons = {"min_speedup": 1.5}
+    for i, t in enumerate(students[6:], start=6):
+        before = [(Shape.from_dict(s["config"]["shape"]), trial_objectives(s, "accuracy", "p50", "proxy"))
+                  for s in students[:i]]
+        within = [(s, o) for s, o in before if violation(o, cons) == 0.0]
+        assert within, "nothing was within the budget to climb from"
+        shape = Shape.from_dict(t["config"]["shape"])
+        assert shape.key not in {s.key for s, _ in before}
+        # a larger neighbour of a student within the budget, and none of the better ones had one left to try
+        parents = [s for s, _ in within if shape in larger_neighbours(space, s)]
+        assert parents, (shape.key, [s.key for s, _ in within])
+    assert any(m.startswith("search: climbing to the latency limit: ") for m in lines), lines

@@ -223,6 +223,8 @@ class FinalSettings(Strict):
 class Search(Strict):
     strategy: StrategyName = "random"  # nas/search/strategies/
     population: int = Field(12, ge=2, le=10000)
+    # with a latency limit, the last this-many of budgets.trials (at most 1/4) climb to it (nas/search/climb.py)
+    climb: int = Field(6, ge=0, le=10000)
     supernet: SupernetSettings | None = None  # absent: every candidate is distilled from scratch (per-trial KD)
     autodisc: AutoDiscSettings = AutoDiscSettings()
     final: FinalSettings = FinalSettings()

@@ -35,11 +35,13 @@ def print_one_front(job_id: int, f: dict, named: bool) -> None:
     typer.echo(f"\njob {job_id}: Pareto front of dev {f['metric']} vs {f['latency']} latency{on} "
                f"({fp.get('device')}, {fp.get('cpu')}, {fp.get('threads')} threads, torch {fp.get('torch')})")
     typer.echo(f"{'trial':>5}  {'shape (L/H/A/F)':<22} {f['metric']:>9} {'p50 ms':>8} {'p90 ms':>8} {'speedup':>8} {'params':>10} {'MB':>7}")
-    if t:  # its p50 from the rounds the students were timed in, where known: the figure the speedups divide
+    if t:  # its p50 from the rounds the students were timed in, where known: the figure the speedups divide; those
+        # rounds keep no p90 of the teacher, so its own stage's p90 goes in the note beside its p50, not in the column
         same = t.get("same_round_p50_ms")
-        typer.echo(f"{'T':>5}  {shape_text(t['shape']):<22} {t['metric']:>9.4f} {same or t['p50_ms']:>8.3f} {t['p90_ms']:>8.3f} "
+        p90 = f"{'-':>8}" if same else f"{t['p90_ms']:>8.3f}"
+        typer.echo(f"{'T':>5}  {shape_text(t['shape']):<22} {t['metric']:>9.4f} {same or t['p50_ms']:>8.3f} {p90} "
                    f"{1.0:>7.1f}x {int(t['params']):>10,} {t['size_mb']:>7.1f}  (teacher"
-                   + (f"; p50 {t['p50_ms']:.3f} ms in its own stage)" if same else ")"))
+                   + (f"; p50 {t['p50_ms']:.3f} ms, p90 {t['p90_ms']:.3f} ms in its own stage)" if same else ")"))
     a = f.get("assistant")
     if a:
         typer.echo(f"{'A':>5}  {shape_text(a['shape']):<22} {a['metric']:>9.4f} {a['p50_ms']:>8.3f} {a['p90_ms']:>8.3f} "

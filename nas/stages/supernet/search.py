@@ -34,7 +34,8 @@ def evaluate(state: SupernetRun, items: list[dict]) -> list[dict]:
 
 def search_students(state: SupernetRun, space: StudentSpace) -> None:
     """Ask the strategy one population per generation until the trial budget (or the clock, or the space) is spent;
-    the strategy is first told every student the store already holds."""
+    the strategy is first told every student the store already holds. With a latency limit the last `climb_reserve`
+    trials climb to the limit instead (`climb_to_limit`)."""
     from tqdm import tqdm
 
     ctx, store = state.ctx, state.store
@@ -54,11 +55,12 @@ def search_students(state: SupernetRun, space: StudentSpace) -> None:
     bar = tqdm(total=spec.budgets.trials, initial=len(students), desc="search", unit="shape", disable=not ctx.progress)
     generation, n_done = 0, len(students)
     latency_field = "p50_ms" if spec.objectives.latency == "p50" else "p90_ms"
-    while n_done < spec.budgets.trials:
+    reserve = climb_reserve(spec, space)
+    while n_done < spec.budgets.trials - reserve:
         if ctx.deadline is not None and time.time() >= ctx.deadline:
             ctx.say(f"search: the wall-clock budget is spent after {n_done} proxy evaluations")
             break
-        n = min(spec.search.population, spec.budgets.trials - n_done)
+        n = min(spec.search.population, spec.budgets.trials - reserve - n_done)
         shapes = strategy.ask(n)
         if not shapes:
             ctx.say("search: the space is exhausted")
@@ -73,7 +75,61 @@ def search_students(state: SupernetRun, space: StudentSpace) -> None:
         generation += 1
         n_done += n
         bar.update(n)
+    if reserve:
+        n_done += climb_to_limit(state, space, spec.budgets.trials - n_done, generation, bar)
     bar.close()
+
+
+def climb_reserve(spec, space) -> int:
+    """The proxy evaluations of `budgets.trials` the climb to the latency limit keeps (`search.climb`, at most a
+    quarter of the trials): none without a limit, or where the space is not BERT slices alone."""
+    c = spec.constraints
+    if c.latency_p90_ms is None and c.latency_p50_ms is None and c.min_speedup is None:
+        return 0
+    if not isinstance(space, StudentSpace):
+        return 0
+    return min(spec.search.climb, spec.budgets.trials // 4)
+
+
+def climb_to_limit(state: SupernetRun, space: StudentSpace, budget: int, generation: int, bar) -> int:
+    """Score up to `budget` more shapes, a few at a time, each the larger neighbours of the most accurate student
+    within the limits that the latency predictor (fitted on the job's own measurements) says fit
+    (nas/search/climb.py); the trials say `"source": "climb"`. Returns how many were scored."""
+    from nas.latency.predictor import fit_predictor
+    from nas.search.climb import climb_candidates
+    from nas.search.constraints import violation
+
+    ctx, store, spec = state.ctx, state.store, state.ctx.spec
+    cons = spec.constraints.model_dump()
+    spent = 0
+    while spent < budget and (ctx.deadline is None or time.time() < ctx.deadline):
+        students = store.trials(ctx.job_id, kind="student")
+        done = [t for t in students if t["state"] == "COMPLETE" and t["latency"]]
+        measured = [(Shape.from_dict(t["config"]["shape"]),
+                     {**t["latency"][-1], "speedup": metric_value(t, "speedup")}) for t in done]
+        limit = latency_limit(spec, measured)
+        if limit is None or len(measured) < 3:
+            break
+        field, ms = limit
+        pred = fit_predictor([s for s, _ in measured], [row[field] for _, row in measured])
+        scored = []
+        for t in done:
+            o = trial_objectives(t, spec.objectives.metric, spec.objectives.latency, "proxy")
+            if o and o["metric"] is not None and violation(o, cons) == 0.0:
+                scored.append((Shape.from_dict(t["config"]["shape"]), o["metric"]))
+        tried = {Shape.from_dict(t["config"]["shape"]).key for t in students}
+        shapes = climb_candidates(space, scored, tried, lambda s: pred.predict(s) <= ms, budget - spent)
+        if not shapes:
+            ctx.say(f"search: the climb to the latency limit ({field[:3]} {round(ms, 3)} ms) found nothing left to "
+                    f"try after {spent} shapes")
+            break
+        ctx.say("search: climbing to the latency limit: " + ", ".join(
+            f"{s.key} (predicted {pred.predict(s):.2f} ms)" for s in shapes))
+        evaluate_new(state, "student", shapes, {"strategy": "climb", "generation": generation, "source": "climb"})
+        spent += len(shapes)
+        bar.update(len(shapes))
+        generation += 1
+    return spent
 
 
 def latency_limit(spec, measured: list[tuple[Shape, dict]] = ()) -> tuple[str, float] | None:
