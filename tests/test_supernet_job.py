@@ -388,7 +388,7 @@ def test_with_a_latency_budget_the_last_trials_climb_from_the_best_student_withi
         assert within, "nothing was within the budget to climb from"
         shape = Shape.from_dict(t["config"]["shape"])
         assert shape.key not in {s.key for s, _ in before}
-        # a larger neighbour of a student within the budget, and none of the better ones had one left to try
+        # a larger neighbour of a student that was within the budget before it
         parents = [s for s, _ in within if shape in larger_neighbours(space, s)]
         assert parents, (shape.key, [s.key for s, _ in within])
     assert any(m.startswith("search: climbing to the latency limit: ") for m in lines), lines

@@ -6,6 +6,7 @@ the latency predictor says fit; the caller scores them and asks again. Nothing h
 
 from __future__ import annotations
 
+from nas.search.space import with_valid_heads
 from nas.search.strategies.base import AXES
 from nas.spec.space import StudentSpace
 from nas.students.shape import Shape
@@ -20,14 +21,6 @@ def _step(choices: list[int], v: int, by: int) -> int | None:
     return down[by] if len(down) >= -by else None
 
 
-def _repaired(space: StudentSpace, s: Shape) -> Shape | None:
-    """s, or, where hidden is not divisible by heads, s with the valid head count of the space nearest to its own."""
-    if s.is_valid():
-        return s
-    ok = [a for a in space.heads if s.hidden % a == 0]
-    return Shape(s.layers, s.hidden, min(ok, key=lambda a: abs(a - s.heads)), s.ffn) if ok else None
-
-
 def larger_neighbours(space: StudentSpace, s: Shape) -> list[Shape]:
     """Shapes one step larger than s along one axis of the space, and one layer deeper with one FFN step less (depth
     for width, the trade that usually pays at a budget), each valid (heads repaired where hidden grew)."""
@@ -40,7 +33,7 @@ def larger_neighbours(space: StudentSpace, s: Shape) -> list[Shape]:
     if deeper is not None and narrower is not None:
         out.append(Shape(deeper, s.hidden, s.heads, narrower))
     seen, unique = {s.key}, []  # a repair can lead back to s itself
-    for c in (_repaired(space, c) for c in out):
+    for c in (with_valid_heads(space, c) for c in out):
         if c is not None and c.key not in seen:
             seen.add(c.key)
             unique.append(c)

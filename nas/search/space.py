@@ -53,6 +53,15 @@ def all_shapes(space) -> list:
     return [s for s in shapes if s.is_valid()]
 
 
+def with_valid_heads(space: StudentSpace, s: Shape) -> Shape | None:
+    """s, or, where its hidden is not divisible by its heads, s with the space's valid head count nearest to its own;
+    None where no head count of the space divides hidden."""
+    if s.is_valid():
+        return s
+    ok = [a for a in space.heads if s.hidden % a == 0]
+    return Shape(s.layers, s.hidden, min(ok, key=lambda a: abs(a - s.heads)), s.ffn) if ok else None
+
+
 def sample_shape(space, rng: np.random.Generator):
     if isinstance(space, MixedSpace):  # family first, then its axes
         fam = space.families[int(rng.integers(len(space.families)))]

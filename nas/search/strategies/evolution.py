@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nas.search.pareto import crowding_distance, non_dominated_sort
-from nas.search.space import MixedSpace, sample_shape, sample_unique
+from nas.search.space import MixedSpace, sample_shape, sample_unique, with_valid_heads
 from nas.search.strategies.base import AXES, Strategy
 from nas.spec.space import StudentSpace
 from nas.students.arch import Arch
@@ -96,8 +96,5 @@ class Evolution(Strategy):
         if isinstance(s, Arch):
             return Arch.of(s.family, **{ax: self._step(v, self.space.choices(s.family, ax)) for ax, v in s.dims})
         bert = self.space.bert if mixed else self.space
-        out = Shape(*[self._step(getattr(s, ax), getattr(bert, ax)) for ax in AXES])
-        if not out.is_valid():  # repair: the head count that divides hidden and is nearest to the chosen one
-            ok = [a for a in bert.heads if out.hidden % a == 0]
-            out = Shape(out.layers, out.hidden, min(ok, key=lambda a: abs(a - out.heads)), out.ffn) if ok else sample_shape(bert, self.rng)
-        return out
+        out = with_valid_heads(bert, Shape(*[self._step(getattr(s, ax), getattr(bert, ax)) for ax in AXES]))
+        return out if out is not None else sample_shape(bert, self.rng)

@@ -83,12 +83,20 @@ def search_students(state: SupernetRun, space: StudentSpace) -> None:
 def climb_reserve(spec, space) -> int:
     """The proxy evaluations of `budgets.trials` the climb to the latency limit keeps (`search.climb`, at most a
     quarter of the trials): none without a limit, or where the space is not BERT slices alone."""
-    c = spec.constraints
-    if c.latency_p90_ms is None and c.latency_p50_ms is None and c.min_speedup is None:
-        return 0
-    if not isinstance(space, StudentSpace):
+    if not has_limit(spec) or not isinstance(space, StudentSpace):
         return 0
     return min(spec.search.climb, spec.budgets.trials // 4)
+
+
+def has_limit(spec) -> bool:
+    c = spec.constraints
+    return not (c.latency_p90_ms is None and c.latency_p50_ms is None and c.min_speedup is None)
+
+
+def measured_students(done: list[dict]) -> list[tuple[Shape, dict]]:
+    """(shape, its last latency row with its speedup) of each completed student trial that was measured."""
+    return [(Shape.from_dict(t["config"]["shape"]), {**t["latency"][-1], "speedup": metric_value(t, "speedup")})
+            for t in done if t["state"] == "COMPLETE" and t["latency"]]
 
 
 def climb_to_limit(state: SupernetRun, space: StudentSpace, budget: int, generation: int, bar) -> int:
@@ -105,8 +113,7 @@ def climb_to_limit(state: SupernetRun, space: StudentSpace, budget: int, generat
     while spent < budget and (ctx.deadline is None or time.time() < ctx.deadline):
         students = store.trials(ctx.job_id, kind="student")
         done = [t for t in students if t["state"] == "COMPLETE" and t["latency"]]
-        measured = [(Shape.from_dict(t["config"]["shape"]),
-                     {**t["latency"][-1], "speedup": metric_value(t, "speedup")}) for t in done]
+        measured = measured_students(done)
         limit = latency_limit(spec, measured)
         if limit is None or len(measured) < 3:
             break
@@ -152,11 +159,9 @@ def prune_by_predictor(store: Store, job_id: int, shapes: list[Shape], spec, gen
     shapes it is sure miss the limit as PRUNED trials (never measured); the rest, ordered fastest-predicted first."""
     from nas.latency.predictor import feasible, fit_predictor
 
-    c = spec.constraints
-    if c.latency_p90_ms is None and c.latency_p50_ms is None and c.min_speedup is None:
+    if not has_limit(spec):
         return shapes
-    measured = [(Shape.from_dict(t["config"]["shape"]), {**t["latency"][-1], "speedup": metric_value(t, "speedup")})
-                for t in store.trials(job_id, kind="student", state="COMPLETE") if t["latency"]]
+    measured = measured_students(store.trials(job_id, kind="student", state="COMPLETE"))
     limit = latency_limit(spec, measured)
     if len(measured) < min_fit or limit is None:
         return shapes
