@@ -20,6 +20,10 @@ teacher:L6-H384-A6-F1536): the fine-tuned teacher itself, rewired by importance 
 on 1,024 train rows) and sliced to SHAPE (evenly spaced layers, the leading units of every matrix), saved beside the
 teacher; it reads the teacher's tokens. Its transfer sets are labelled in its tokens, in their own cache folder.
 
+--lr LR and --soft-loss soft_kl|soft_mse: the kd, aug and corpus recipes' peak learning rate (default 1e-4) and their
+loss on the teacher's logits (default KL at T=2; soft_mse: MSE on the raw logits), as a job's budgets.student_init_lr
+and budgets.student_init_soft_loss (their own cache entries where not the defaults).
+
 --embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
 1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries). --attention W: they learn the
 teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention).
@@ -135,6 +139,11 @@ def main() -> None:
                     help="kd and corpus recipes also learn the teacher's pooled final hidden state at this weight")
     ap.add_argument("--attention", type=float, default=0.0,
                     help="kd and corpus recipes also learn the teacher's attention maps at this weight")
+    ap.add_argument("--lr", type=float, default=1e-4,
+                    help="the kd, aug and corpus recipes' peak learning rate (budgets.student_init_lr; default 1e-4)")
+    ap.add_argument("--soft-loss", default="soft_kl", choices=["soft_kl", "soft_mse"],
+                    help="their loss on the teacher's logits: KL at T=2, or MSE on the raw logits "
+                         "(budgets.student_init_soft_loss)")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
     if args.embedding and any(kind == "aug" for _, kind, _, _ in recipes):
@@ -178,7 +187,7 @@ def main() -> None:
         t0 = time.perf_counter()
         kw = {}
         if kind in ("kd", "aug", "corpus"):
-            kw["soft_from"] = teacher["logits_path"]
+            kw.update(soft_from=teacher["logits_path"], lr=args.lr, soft_loss=args.soft_loss)
         if kind == "aug":
             kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init, init_tok, compute)
         if kind == "corpus":
@@ -193,6 +202,7 @@ def main() -> None:
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
                "embedding": info.get("embedding", 0.0), "attention": info.get("attention", 0.0),
+               "lr": info.get("lr"), "soft_loss": info.get("soft_loss"),
                "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
         rows.append(row)

@@ -246,8 +246,8 @@ def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "f
     if work.initialiser:
         work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
                                           soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
-                                          transfer=path and str(path), embedding=b.student_init_embedding,
-                                          attention=b.student_init_attention, precision=precision) is not None
+                                          transfer=path and str(path), precision=precision,
+                                          **b.init_recipe()) is not None
     return work
 
 

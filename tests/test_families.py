@@ -230,18 +230,19 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
     assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
 
 
-@pytest.mark.parametrize("case", ["slicing-teacher", "augment-only", "tokenizers-differ"])
+@pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "augment-only", "tokenizers-differ"])
 def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_tokens_are_refused(tmp_path, case):
-    """budgets.student_init_embedding and _attention apply to a student initialiser (students that slice the teacher
-    have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled
+    """budgets.student_init_embedding, _attention and _lr apply to a student initialiser (students that slice the
+    teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled
     states); attention maps need tokenizers that cut text into the same tokens (a DeBERTa teacher with its own
     WordPiece does not): exit 2 with the field named."""
     from typer.testing import CliRunner
 
     from nas.ui.cli import app
 
-    field = "student_init_attention" if case == "tokenizers-differ" else "student_init_embedding"
-    spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: 1.0},
+    field = {"tokenizers-differ": "student_init_attention", "lr-slicing-teacher": "student_init_lr"}.get(
+        case, "student_init_embedding")
+    spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: 1e-3 if field == "student_init_lr" else 1.0},
             "search": {"supernet": {"steps": 2}, "final": {"augment": 1}}}
     if case == "augment-only":  # a teacher that slices, whose students slice MiniLM-L6 here
         spec.update(teacher=str(write_teacher("mpnet", tmp_path / "teacher")), student_init="minilm-l6")
@@ -254,7 +255,8 @@ def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_to
     path.write_text(yaml.safe_dump(spec))
     res = CliRunner().invoke(app, ["validate", str(path)])
     assert res.exit_code == 2, res.output
-    words = {"slicing-teacher": "slice the teacher", "augment-only": "`transfer: {augment: N}`",
+    words = {"slicing-teacher": "slice the teacher", "lr-slicing-teacher": "leave it at its default, 0.0001",
+             "augment-only": "`transfer: {augment: N}`",
              "tokenizers-differ": "need tokens that line up: the two tokenizers cut"}[case]
     assert f"budgets.{field}" in res.output and words in res.output, res.output
 
@@ -373,8 +375,9 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
 
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
-    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, and here from its pooled final hidden
-    states through a projection and its attention maps: budgets.student_init_embedding and _attention), not the
+    slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, here by MSE at lr 2e-4, and from its
+    pooled final hidden states through a projection and its attention maps: budgets.student_init_embedding,
+    _attention, _lr and _soft_loss), not the
     teacher; an export is a BERT model that reproduces the stored dev accuracy."""
     from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
@@ -386,7 +389,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
             "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
                         "max_runs": 20, "rounds": 2},
             "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5,
-                        "student_init_attention": 0.5},
+                        "student_init_attention": 0.5, "student_init_lr": 2e-4, "student_init_soft_loss": "soft_mse"},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
             "transfer": {"augment": 1},
@@ -409,6 +412,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         # ... and the teacher's pooled states on it and on every row, at the teacher's width
         width = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["hidden_size"]
         assert init["embedding"] == init["attention"] == 0.5
+        assert init["lr"] == 2e-4 and init["soft_loss"] == "soft_mse"  # budgets.student_init_lr and _soft_loss
         assert labelled["pooled"].shape == (init["transfer_rows"], width)
         pooled = torch.load(pathlib.Path(init["soft_from"]).with_name("pooled.pt"), map_location="cpu")
         rows = torch.load(init["soft_from"], map_location="cpu").shape[0]  # the teacher's logits: every row

@@ -134,8 +134,8 @@ def test_early_stopping_keeps_the_best_epoch_on_dev(tmp_path, soft):
 
 def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     """The initialiser's own `budgets.student_init_epochs` (default: teacher_epochs) is part of its cache key, and past
-    one epoch so is its early stopping: a job asking for another recipe does not read an initialiser trained by the
-    old one, nor the teacher's entry."""
+    one epoch so is its early stopping, and so are its lr and soft loss: a job asking for another recipe does not read
+    an initialiser trained by the old one, nor the teacher's entry."""
     from nas.data import load_dataset
     from nas.spec.job import Budgets, DatasetRef
     from nas.teachers import recipe
@@ -146,5 +146,10 @@ def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     ds = load_dataset(DatasetRef(name="bbc-news", max_rows=150), "classification", 0)
     keys = {e: teacher_cache_dir("minilm-l6", ds, 0, e, 32, soft_from="/x/logits.pt").name for e in (1, 3)}
     assert keys[1] != keys[3] and keys[1] != teacher_cache_dir("minilm-l6", ds, 0, 1, 32).name
+    # its lr and soft loss join the key only where they are not the defaults (earlier entries keep theirs)
+    recipes = [Budgets().init_recipe(), Budgets(student_init_lr=2e-4).init_recipe(),
+               Budgets(student_init_soft_loss="soft_mse").init_recipe()]
+    named = [teacher_cache_dir("minilm-l6", ds, 0, 1, 32, soft_from="/x/logits.pt", **r).name for r in recipes]
+    assert named[0] == keys[1] and len(set(named)) == 3
     assert recipe.early_stop_part(len(ds.labels), 32, 3 * len(ds.labels), "accuracy") and \
         not recipe.early_stop_part(len(ds.labels), 32, 1, "accuracy")

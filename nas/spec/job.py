@@ -146,6 +146,10 @@ class Budgets(Strict):
     # ... and the teacher's attention maps (KL, head-averaged, layers matched uniformly), the teacher run on each batch:
     # where the two tokenizers cut text into the same tokens (nas/teachers/align.py); 0: none
     student_init_attention: float = Field(0.0, ge=0, le=100)
+    # its peak learning rate (linear warm-up over a tenth of the steps, then linear decay) and its loss on the teacher's
+    # logits: soft_kl (KL at T=2) or soft_mse (MSE on the raw logits, which keeps the teacher's confidence)
+    student_init_lr: float = Field(1e-4, gt=0, le=1)
+    student_init_soft_loss: Literal["soft_kl", "soft_mse"] = "soft_kl"
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
@@ -157,6 +161,11 @@ class Budgets(Strict):
     def init_epochs(self) -> float:
         """The student initialiser's epochs: `student_init_epochs`, else `teacher_epochs`."""
         return self.teacher_epochs if self.student_init_epochs is None else self.student_init_epochs
+
+    def init_recipe(self) -> dict:
+        """The student initialiser's targets and training beside its epochs: prepare_teacher's keyword arguments."""
+        return {"embedding": self.student_init_embedding, "attention": self.student_init_attention,
+                "lr": self.student_init_lr, "soft_loss": self.student_init_soft_loss}
 
 
 class SupernetSettings(Strict):

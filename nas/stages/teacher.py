@@ -30,11 +30,14 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
 
 
 def check_initialiser_targets(spec: JobSpec) -> None:
-    """budgets.student_init_embedding and student_init_attention need a student initialiser; the embedding needs its
-    transfer rows from `transfer:` (whose set keeps the teacher's pooled states), not from search.final.augment alone;
-    the attention maps need tokenizers that cut text alike (nas/teachers/align.py)."""
+    """budgets.student_init_embedding, _attention, _lr and _soft_loss (set other than their defaults) need a student
+    initialiser; the embedding needs its transfer rows from `transfer:` (whose set keeps the teacher's pooled states),
+    not from search.final.augment alone; the attention maps need tokenizers that cut text alike
+    (nas/teachers/align.py)."""
     b = spec.budgets
-    asked = [f for f in ("student_init_embedding", "student_init_attention") if getattr(b, f) > 0]
+    defaults = type(b).model_fields
+    asked = [f for f in ("student_init_embedding", "student_init_attention", "student_init_lr", "student_init_soft_loss")
+             if getattr(b, f) != defaults[f].default]
     if not asked:
         return
     from transformers import AutoTokenizer
@@ -46,7 +49,7 @@ def check_initialiser_targets(spec: JobSpec) -> None:
     if root == spec.teacher:
         raise SpecError(f"budgets.{asked[0]}", "applies to a student initialiser (`student_init`, or a teacher the "
                         f"service cannot slice); the students of this job slice the teacher {spec.teacher!r} itself "
-                        "(use 0)")
+                        f"(leave it at its default, {defaults[asked[0]].default})")
     if b.student_init_embedding > 0 and spec.transfer is None and spec.search.supernet is not None \
             and spec.search.final.augment:
         raise SpecError("budgets.student_init_embedding", "the initialiser's augmented copies from "
@@ -227,10 +230,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
     epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
-    embedding = spec.budgets.student_init_embedding if soft_from else 0.0
-    attention = spec.budgets.student_init_attention if soft_from else 0.0
+    recipe = spec.budgets.init_recipe() if soft_from else {}  # a teacher's fine-tuning has none of these
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer,
-                          embedding=embedding, attention=attention, precision=ctx.compute.precision)
+                          precision=ctx.compute.precision, **recipe)
     if info is not None:
         return info
     if ctx.one_off_in_ray_task():
@@ -239,9 +241,9 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
         ctx.say(f"{name}: training in a Ray task ({ctx.compute.device}, {ctx.compute.precision}; cached afterwards)")
         task = ray.remote(num_cpus=ctx.threads, **ctx.compute.ray_resources(whole_gpu=True))(prepare_teacher)
         return ray.get(task.remote(*args, log=lambda m: None, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                                   transfer=transfer, embedding=embedding, attention=attention))
+                                   transfer=transfer, **recipe))
     return prepare_teacher(*args, log=ctx.say, compute=ctx.compute, soft_from=soft_from, metric=metric,
-                           transfer=transfer, embedding=embedding, attention=attention)
+                           transfer=transfer, **recipe)
 
 
 def measure_teacher(key: str, teacher, lat) -> list[dict]:

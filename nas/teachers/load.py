@@ -127,6 +127,8 @@ def _key(*parts) -> str:
 
 MIN_TEACHER_STEPS = 60  # fine-tuning takes at least this many steps whatever the data size (teacher_epochs > 0)
 TEACHER_BATCH = 32
+INIT_LR = 1e-4  # the student initialiser's distillation (budgets.student_init_lr); also the teacher's fine-tuning
+INIT_SOFT_LOSS = "soft_kl"  # its soft loss on the teacher's logits (budgets.student_init_soft_loss)
 
 
 def teacher_steps(n_train: int, epochs: float) -> int:
@@ -140,11 +142,11 @@ def teacher_steps(n_train: int, epochs: float) -> int:
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
                       transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0,
-                      attention: float = 0.0) -> pathlib.Path:
+                      attention: float = 0.0, lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
     cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
-    set, embedding and attention weights, and a training precision other than fp32 join the key only where they apply (other
-    entries keep theirs)."""
+    set, embedding and attention weights, an initialiser's lr and soft loss other than the defaults, and a training
+    precision other than fp32 join the key only where they apply (other entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
 
@@ -165,22 +167,28 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
         parts += (("embedding", float(embedding)),)
     if soft_from and attention > 0:
         parts += (("attention", float(attention)),)
+    if soft_from and float(lr) != INIT_LR:
+        parts += (("lr", float(lr)),)
+    if soft_from and soft_loss != INIT_SOFT_LOSS:
+        parts += (("soft_loss", soft_loss),)
     parts += Compute(precision=precision).key_part()
     return cache_dir() / "teachers" / _key(*parts)
 
 
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                    soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None,
-                   embedding: float = 0.0, precision: str = "fp32", attention: float = 0.0) -> dict | None:
+                   embedding: float = 0.0, precision: str = "fp32", attention: float = 0.0, lr: float = INIT_LR,
+                   soft_loss: str = INIT_SOFT_LOSS) -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
     info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision,
-                             embedding, attention) / "teacher.json"
+                             embedding, attention, lr, soft_loss) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
                     log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy",
-                    transfer: str | None = None, embedding: float = 0.0, attention: float = 0.0) -> dict:
+                    transfer: str | None = None, embedding: float = 0.0, attention: float = 0.0, lr: float = INIT_LR,
+                    soft_loss: str = INIT_SOFT_LOSS) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
@@ -190,10 +198,12 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     beside the train rows. `embedding` > 0 (with `soft_from`): the initialiser also learns the teacher's pooled final
     hidden state (`teacher_pooled`, beside `soft_from`; the transfer set's "pooled") through a learned projection, at
     that weight (`fine_tune`). `attention` > 0 (with `soft_from`): it also learns the teacher's attention maps, run on
-    each batch (the tokenizers must cut text alike: nas/teachers/align.py)."""
+    each batch (the tokenizers must cut text alike: nas/teachers/align.py). `lr` and `soft_loss` (with `soft_from`):
+    the initialiser's learning rate and its loss on the teacher's logits (nas/distill/losses.py: soft_kl at T=2, or
+    soft_mse on the raw logits)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
     out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision,
-                            embedding, attention)
+                            embedding, attention, lr, soft_loss)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -216,7 +226,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
                 id2label=dict(enumerate(ds.label_names)), label2id={n: i for i, n in enumerate(ds.label_names)})
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
                             transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"),
-                            embedding=embedding if soft_from else 0.0, attention=attention if soft_from else 0.0)
+                            embedding=embedding if soft_from else 0.0, attention=attention if soft_from else 0.0,
+                            lr=lr, soft_loss=soft_loss)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -229,7 +240,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         "precision": compute.precision,
         **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
             "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0,
-            "embedding": float(embedding), "attention": float(attention)} if soft_from else {}),
+            "embedding": float(embedding), "attention": float(attention), "lr": float(lr), "soft_loss": soft_loss}
+           if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
     }
@@ -242,7 +254,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
               log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None,
-              checkpoint: pathlib.Path | None = None, embedding: float = 0.0, attention: float = 0.0) -> str | None:
+              checkpoint: pathlib.Path | None = None, embedding: float = 0.0, attention: float = 0.0,
+              lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
     progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
     fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
@@ -253,7 +266,9 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     hidden state learns the teacher's (`teacher_pooled` over the rows, the transfer set's "pooled"), 1 - cosine at
     that weight; the projection is dropped afterwards (the saved model is a plain classifier). `attention` > 0 (with
     `soft_from`): KL to the teacher's head-averaged attention maps (beside `soft_from`, run on each batch with its ids
-    mapped from the model's: nas/teachers/align.py), each layer matched uniformly, at that weight."""
+    mapped from the model's: nas/teachers/align.py), each layer matched uniformly, at that weight. `lr`: the peak
+    learning rate (linear warm-up over a tenth, then linear decay); `soft_loss` (with `soft_from`): the loss on the
+    teacher's logits."""
     from tqdm import tqdm
 
     from nas.distill.augment import with_transfer_set
@@ -270,7 +285,8 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         with on_host():
             model.embedding_projection = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
     teacher, id_map = (attention_teacher(soft_from, model) if soft_from and attention > 0 else (None, None))
-    settings = DistillSettings(lr=1e-4, alpha_soft=0.5 if soft_from else 0.0, beta_hard=0.5 if soft_from else 1.0,
+    settings = DistillSettings(lr=lr if soft_from else INIT_LR, alpha_soft=0.5 if soft_from else 0.0, soft_loss=soft_loss,
+                               beta_hard=0.5 if soft_from else 1.0,
                                warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights,
                                embedding_weight=embedding if targets is not None else 0.0,
                                attention_weight=attention if teacher is not None else 0.0, layer_map="uniform")
