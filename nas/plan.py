@@ -226,7 +226,7 @@ def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "f
     from nas.data import job_train_rows, split_indices
     from nas.distill.augment import AugmentSettings, transfer_set_path
     from nas.distill.transfer import corpus_path, read_corpus
-    from nas.teachers.load import cached_teacher, transfer_home
+    from nas.teachers.load import cached_teacher, init_recipe, transfer_home
 
     tr, b = spec.transfer, spec.budgets
     corpus = read_corpus(tr.path, tr.column, tr.max_rows) if tr is not None and tr.path else []
@@ -247,7 +247,7 @@ def job_work(spec, ds, teacher_info: dict | None, root: str, precision: str = "f
         work.init_cached = cached_teacher(root, ds, spec.seed, b.init_epochs(), b.max_seq_len,
                                           soft_from=teacher_info["logits_path"], metric=spec.objectives.metric,
                                           transfer=path and str(path), precision=precision,
-                                          **b.init_recipe()) is not None
+                                          **init_recipe(b)) is not None
     return work
 
 

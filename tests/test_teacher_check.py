@@ -139,7 +139,7 @@ def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     from nas.data import load_dataset
     from nas.spec.job import Budgets, DatasetRef
     from nas.teachers import recipe
-    from nas.teachers.load import teacher_cache_dir
+    from nas.teachers.load import init_recipe, teacher_cache_dir
 
     assert Budgets().init_epochs() == Budgets().teacher_epochs
     assert Budgets(teacher_epochs=1, student_init_epochs=3).init_epochs() == 3
@@ -147,8 +147,8 @@ def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     keys = {e: teacher_cache_dir("minilm-l6", ds, 0, e, 32, soft_from="/x/logits.pt").name for e in (1, 3)}
     assert keys[1] != keys[3] and keys[1] != teacher_cache_dir("minilm-l6", ds, 0, 1, 32).name
     # its lr and soft loss join the key only where they are not the defaults (earlier entries keep theirs)
-    recipes = [Budgets().init_recipe(), Budgets(student_init_lr=2e-4).init_recipe(),
-               Budgets(student_init_soft_loss="soft_mse").init_recipe()]
+    recipes = [init_recipe(Budgets()), init_recipe(Budgets(student_init_lr=2e-4)),
+               init_recipe(Budgets(student_init_soft_loss="soft_mse"))]
     named = [teacher_cache_dir("minilm-l6", ds, 0, 1, 32, soft_from="/x/logits.pt", **r).name for r in recipes]
     assert named[0] == keys[1] and len(set(named)) == 3
     assert recipe.early_stop_part(len(ds.labels), 32, 3 * len(ds.labels), "accuracy") and \

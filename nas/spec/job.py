@@ -137,19 +137,15 @@ class Budgets(Strict):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_seq_len: int = Field(128, ge=8, le=512)
     teacher_epochs: float = Field(3.0, ge=0, le=100)  # at least 60 steps; 0: no fine-tuning (the head as initialised)
-    # the student initialiser's distillation from the teacher's logits (a `student_init`, or a teacher the service
-    # cannot slice): up to this many epochs, keeping its best epoch on dev; none: teacher_epochs
+    # The student initialiser's distillation from the teacher's logits (a `student_init`, or a teacher the service
+    # cannot slice; nas/teachers/load.py fine_tune): its epochs (none: teacher_epochs; it keeps its best on dev), peak lr,
+    # soft loss (soft_kl: KL at T=2; soft_mse: MSE on the raw logits), and weights of the teacher's pooled final hidden
+    # state through a projection (1 - cosine) and of its attention maps (where the tokenizers cut text alike); 0: none.
     student_init_epochs: float | None = Field(None, gt=0, le=100)
-    # beside the logits, the initialiser learns the teacher's mean-pooled final hidden state (a per-example target
-    # whatever the two tokenizers) through a learned projection, 1 - cosine at this weight; 0: logits only
-    student_init_embedding: float = Field(0.0, ge=0, le=100)
-    # ... and the teacher's attention maps (KL, head-averaged, layers matched uniformly), the teacher run on each batch:
-    # where the two tokenizers cut text into the same tokens (nas/teachers/align.py); 0: none
-    student_init_attention: float = Field(0.0, ge=0, le=100)
-    # its peak learning rate (linear warm-up over a tenth of the steps, then linear decay) and its loss on the teacher's
-    # logits: soft_kl (KL at T=2) or soft_mse (MSE on the raw logits, which keeps the teacher's confidence)
     student_init_lr: float = Field(1e-4, gt=0, le=1)
     student_init_soft_loss: Literal["soft_kl", "soft_mse"] = "soft_kl"
+    student_init_embedding: float = Field(0.0, ge=0, le=100)
+    student_init_attention: float = Field(0.0, ge=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it
@@ -161,11 +157,6 @@ class Budgets(Strict):
     def init_epochs(self) -> float:
         """The student initialiser's epochs: `student_init_epochs`, else `teacher_epochs`."""
         return self.teacher_epochs if self.student_init_epochs is None else self.student_init_epochs
-
-    def init_recipe(self) -> dict:
-        """The student initialiser's targets and training beside its epochs: prepare_teacher's keyword arguments."""
-        return {"embedding": self.student_init_embedding, "attention": self.student_init_attention,
-                "lr": self.student_init_lr, "soft_loss": self.student_init_soft_loss}
 
 
 class SupernetSettings(Strict):

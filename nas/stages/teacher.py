@@ -224,13 +224,13 @@ def prepared(ctx: JobContext, name: str, tensors: dict, splits: dict, soft_from:
              transfer: str | None = None) -> dict:
     """`prepare_teacher`'s info: from the cache, or trained now (in a Ray task where the GPUs are, on a GPU or a
     cluster whose driver stays on the head; else here, with a progress bar)."""
-    from nas.teachers.load import cached_teacher, prepare_teacher
+    from nas.teachers.load import cached_teacher, init_recipe, prepare_teacher
 
     spec = ctx.spec
     epochs = spec.budgets.init_epochs() if soft_from else spec.budgets.teacher_epochs
     args = (name, ctx.dataset, tensors, splits, spec.seed, epochs, spec.budgets.max_seq_len)
     metric = spec.objectives.metric  # the teacher's early stopping reads it on dev
-    recipe = spec.budgets.init_recipe() if soft_from else {}  # a teacher's fine-tuning has none of these
+    recipe = init_recipe(spec.budgets) if soft_from else {}  # a teacher's fine-tuning has none of these
     info = cached_teacher(*args[:2], *args[4:], soft_from=soft_from, metric=metric, transfer=transfer,
                           precision=ctx.compute.precision, **recipe)
     if info is not None:

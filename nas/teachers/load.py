@@ -139,6 +139,13 @@ def teacher_steps(n_train: int, epochs: float) -> int:
     return max(MIN_TEACHER_STEPS, steps_for(n_train, TEACHER_BATCH, epochs, None))
 
 
+def init_recipe(budgets) -> dict:
+    """The student initialiser's training beside its epochs (a spec's `budgets.student_init_*`): `prepare_teacher`'s
+    and `cached_teacher`'s keyword arguments."""
+    return {"embedding": budgets.student_init_embedding, "attention": budgets.student_init_attention,
+            "lr": budgets.student_init_lr, "soft_loss": budgets.student_init_soft_loss}
+
+
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
                       transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0,
