@@ -139,9 +139,10 @@ def main() -> None:
                     help="kd and corpus recipes also learn the teacher's pooled final hidden state at this weight")
     ap.add_argument("--attention", type=float, default=0.0,
                     help="kd and corpus recipes also learn the teacher's attention maps at this weight")
-    ap.add_argument("--lr", type=float, default=1e-4,
-                    help="the kd, aug and corpus recipes' peak learning rate (budgets.student_init_lr; default 1e-4)")
-    ap.add_argument("--soft-loss", default="soft_kl", choices=["soft_kl", "soft_mse"],
+    ap.add_argument("--lr", type=float, default=None,
+                    help="the kd, aug and corpus recipes' peak learning rate (budgets.student_init_lr; default: the "
+                         "service's)")
+    ap.add_argument("--soft-loss", default=None, choices=["soft_kl", "soft_mse"],
                     help="their loss on the teacher's logits: KL at T=2, or MSE on the raw logits "
                          "(budgets.student_init_soft_loss)")
     args = ap.parse_args()
@@ -187,7 +188,8 @@ def main() -> None:
         t0 = time.perf_counter()
         kw = {}
         if kind in ("kd", "aug", "corpus"):
-            kw.update(soft_from=teacher["logits_path"], lr=args.lr, soft_loss=args.soft_loss)
+            given = {"lr": args.lr, "soft_loss": args.soft_loss}
+            kw.update(soft_from=teacher["logits_path"], **{k: v for k, v in given.items() if v is not None})
         if kind == "aug":
             kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init, init_tok, compute)
         if kind == "corpus":

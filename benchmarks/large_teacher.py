@@ -54,7 +54,7 @@ def job_spec(args) -> dict:
                 + (f"-imdb{args.corpus_rows}" if corpus else "")
                 + (f"-emb{args.init_embedding:g}" if init and args.init_embedding else "")
                 + (f"-att{args.init_attention:g}" if init and args.init_attention else "")
-                + (f"-lr{args.init_lr:g}" if init and args.init_lr != 1e-4 else "")
+                + (f"-lr{args.init_lr:g}" if init and args.init_lr is not None else "")
                 + ("-mse" if init and args.init_soft_loss == "soft_mse" else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
@@ -66,9 +66,8 @@ def job_spec(args) -> dict:
                     **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {}),
                     **({"student_init_embedding": args.init_embedding} if init and args.init_embedding else {}),
                     **({"student_init_attention": args.init_attention} if init and args.init_attention else {}),
-                    **({"student_init_lr": args.init_lr} if init and args.init_lr != 1e-4 else {}),
-                    **({"student_init_soft_loss": args.init_soft_loss} if init and args.init_soft_loss != "soft_kl"
-                       else {})},
+                    **({"student_init_lr": args.init_lr} if init and args.init_lr is not None else {}),
+                    **({"student_init_soft_loss": args.init_soft_loss} if init and args.init_soft_loss else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
                    "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
@@ -138,7 +137,8 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
            "transfer_rows": src.get("transfer_rows", 0), "embedding": src.get("embedding", 0.0),
-           "attention": src.get("attention", 0.0), "lr": src.get("lr", 1e-4), "soft_loss": src.get("soft_loss", "soft_kl"),
+           "attention": src.get("attention", 0.0), "lr": spec.budgets.student_init_lr,
+           "soft_loss": spec.budgets.student_init_soft_loss,
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
@@ -267,11 +267,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--init-attention", type=float, default=0.0,
                     help="with --student-init: the initialiser also learns the teacher's attention maps (the teacher "
                          "run on each batch), KL at this weight (budgets.student_init_attention)")
-    ap.add_argument("--init-lr", type=float, default=1e-4,
-                    help="with --student-init: the initialiser's peak learning rate (budgets.student_init_lr)")
-    ap.add_argument("--init-soft-loss", default="soft_kl", choices=["soft_kl", "soft_mse"],
+    ap.add_argument("--init-lr", type=float, default=None,
+                    help="with --student-init: the initialiser's peak learning rate (budgets.student_init_lr; default: "
+                         "the service's)")
+    ap.add_argument("--init-soft-loss", default=None, choices=["soft_kl", "soft_mse"],
                     help="with --student-init: the initialiser's loss on the teacher's logits, KL at T=2 or MSE on the "
-                         "raw logits (budgets.student_init_soft_loss)")
+                         "raw logits (budgets.student_init_soft_loss; default: the service's)")
     ap.add_argument("--supernet-steps", type=int, default=150)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)

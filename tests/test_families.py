@@ -233,8 +233,8 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
 @pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "augment-only", "tokenizers-differ"])
 def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_tokens_are_refused(tmp_path, case):
     """budgets.student_init_embedding, _attention and _lr apply to a student initialiser (students that slice the
-    teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep no pooled
-    states); attention maps need tokenizers that cut text into the same tokens (a DeBERTa teacher with its own
+    teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep
+    no pooled states); attention maps need tokenizers that cut text into the same tokens (a DeBERTa teacher with its own
     WordPiece does not): exit 2 with the field named."""
     from typer.testing import CliRunner
 

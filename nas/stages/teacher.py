@@ -36,8 +36,8 @@ def check_initialiser_targets(spec: JobSpec) -> None:
     (nas/teachers/align.py)."""
     b = spec.budgets
     defaults = type(b).model_fields
-    asked = [f for f in ("student_init_embedding", "student_init_attention", "student_init_lr", "student_init_soft_loss")
-             if getattr(b, f) != defaults[f].default]
+    fields = ("student_init_embedding", "student_init_attention", "student_init_lr", "student_init_soft_loss")
+    asked = [f for f in fields if getattr(b, f) != defaults[f].default]
     if not asked:
         return
     from transformers import AutoTokenizer

@@ -292,9 +292,9 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         with on_host():
             model.embedding_projection = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
     teacher, id_map = (attention_teacher(soft_from, model) if soft_from and attention > 0 else (None, None))
-    settings = DistillSettings(lr=lr if soft_from else INIT_LR, alpha_soft=0.5 if soft_from else 0.0, soft_loss=soft_loss,
-                               beta_hard=0.5 if soft_from else 1.0,
-                               warmup_ratio=0.1, batch_size=TEACHER_BATCH, class_weights=weights,
+    settings = DistillSettings(lr=lr if soft_from else INIT_LR, alpha_soft=0.5 if soft_from else 0.0,
+                               soft_loss=soft_loss, beta_hard=0.5 if soft_from else 1.0, warmup_ratio=0.1,
+                               batch_size=TEACHER_BATCH, class_weights=weights,
                                embedding_weight=embedding if targets is not None else 0.0,
                                attention_weight=attention if teacher is not None else 0.0, layer_map="uniform")
     # a student initialiser learns from the teacher's logits: its epochs are what the spec says
