@@ -26,7 +26,9 @@ and budgets.student_init_soft_loss (their own cache entries where not the defaul
 
 --embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
 1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries). --attention W: they learn the
-teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention).
+teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention). --hidden W: they learn
+its hidden states layer by layer through a learned projection, MSE at weight W, the teacher run on each batch
+(budgets.student_init_hidden).
 
 The teacher must be the one `large_teacher.py` fine-tuned and cached (run it first). Every model is cached with the
 teachers (NAS_CACHE, default .nas/cache): a rerun reports without training, and the job's own initialiser (kd:E at the
@@ -139,6 +141,9 @@ def main() -> None:
                     help="kd and corpus recipes also learn the teacher's pooled final hidden state at this weight")
     ap.add_argument("--attention", type=float, default=0.0,
                     help="kd and corpus recipes also learn the teacher's attention maps at this weight")
+    ap.add_argument("--hidden", type=float, default=0.0,
+                    help="kd and corpus recipes also learn the teacher's hidden states layer by layer through a "
+                         "learned projection, MSE at this weight (budgets.student_init_hidden)")
     ap.add_argument("--lr", type=float, default=None,
                     help="the kd, aug and corpus recipes' peak learning rate (budgets.student_init_lr; default: the "
                          "service's)")
@@ -199,11 +204,14 @@ def main() -> None:
             kw["embedding"] = args.embedding
         if kind in ("kd", "corpus") and args.attention:
             kw["attention"] = args.attention
+        if kind in ("kd", "corpus") and args.hidden:
+            kw["hidden"] = args.hidden
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(init, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
                "embedding": info.get("embedding", 0.0), "attention": info.get("attention", 0.0),
+               "hidden": info.get("hidden", 0.0),
                "lr": info.get("lr"), "soft_loss": info.get("soft_loss"),
                "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}

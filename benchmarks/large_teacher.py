@@ -54,6 +54,7 @@ def job_spec(args) -> dict:
                 + (f"-imdb{args.corpus_rows}" if corpus else "")
                 + (f"-emb{args.init_embedding:g}" if init and args.init_embedding else "")
                 + (f"-att{args.init_attention:g}" if init and args.init_attention else "")
+                + (f"-hid{args.init_hidden:g}" if init and args.init_hidden else "")
                 + (f"-lr{args.init_lr:g}" if init and args.init_lr is not None else "")
                 + ("-mse" if init and args.init_soft_loss == "soft_mse" else ""),
         "teacher": "mpnet-base", **init,
@@ -66,6 +67,7 @@ def job_spec(args) -> dict:
                     **({"student_init_epochs": 0.2 if quick else args.init_epochs} if init else {}),
                     **({"student_init_embedding": args.init_embedding} if init and args.init_embedding else {}),
                     **({"student_init_attention": args.init_attention} if init and args.init_attention else {}),
+                    **({"student_init_hidden": args.init_hidden} if init and args.init_hidden else {}),
                     **({"student_init_lr": args.init_lr} if init and args.init_lr is not None else {}),
                     **({"student_init_soft_loss": args.init_soft_loss} if init and args.init_soft_loss else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
@@ -137,7 +139,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "speedup": round(t_ms / i_ms, 2), "retention": round(src["test"]["accuracy"] / info["test"]["accuracy"], 4),
            "epochs": spec.budgets.init_epochs(), "early_stopping": src.get("early_stopping"),
            "transfer_rows": src.get("transfer_rows", 0), "embedding": src.get("embedding", 0.0),
-           "attention": src.get("attention", 0.0), "lr": spec.budgets.student_init_lr,
+           "attention": src.get("attention", 0.0), "hidden": src.get("hidden", 0.0), "lr": spec.budgets.student_init_lr,
            "soft_loss": spec.budgets.student_init_soft_loss,
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
@@ -267,6 +269,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--init-attention", type=float, default=0.0,
                     help="with --student-init: the initialiser also learns the teacher's attention maps (the teacher "
                          "run on each batch), KL at this weight (budgets.student_init_attention)")
+    ap.add_argument("--init-hidden", type=float, default=0.0,
+                    help="with --student-init: the initialiser also learns the teacher's hidden states layer by layer "
+                         "through a learned projection (the teacher run on each batch), MSE at this weight "
+                         "(budgets.student_init_hidden)")
     ap.add_argument("--init-lr", type=float, default=None,
                     help="with --student-init: the initialiser's peak learning rate (budgets.student_init_lr; default: "
                          "the service's)")

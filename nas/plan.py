@@ -180,7 +180,10 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
     out["transfer"] = label if spec.transfer is not None and not work.initialiser else 0.0
     if work.initialiser:  # the teacher stage labels the transfer set first, then distils the initialiser from both
         epochs = b.init_epochs()
-        distil = 0.0 if work.init_cached else (steps_for(n_all + extra, TEACHER_BATCH, epochs, None) * cal.init["step"]
+        # attention maps and hidden states run the teacher on each batch beside the initialiser's step
+        step = cal.init["step"] + (TEACHER_BATCH * cal.teacher_row if b.student_init_attention > 0
+                                   or b.student_init_hidden > 0 else 0.0)
+        distil = 0.0 if work.init_cached else (steps_for(n_all + extra, TEACHER_BATCH, epochs, None) * step
                                                + (n_rows + n_dev * max(1, math.ceil(epochs))) * cal.init["row"]
                                                * cal.sorted_rows)
         out["teacher"] += label + distil + OVERHEAD_S["load"]

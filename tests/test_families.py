@@ -230,23 +230,24 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
     assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
 
 
-@pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "augment-only", "tokenizers-differ"])
+@pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "augment-only", "tokenizers-differ",
+                                  "hidden-tokenizers-differ"])
 def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_tokens_are_refused(tmp_path, case):
-    """budgets.student_init_embedding, _attention and _lr apply to a student initialiser (students that slice the
-    teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep
-    no pooled states); attention maps need tokenizers that cut text into the same tokens (a DeBERTa teacher with its own
-    WordPiece does not): exit 2 with the field named."""
+    """budgets.student_init_embedding, _attention, _hidden and _lr apply to a student initialiser (students that slice
+    the teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep
+    no pooled states); attention maps and hidden states need tokenizers that cut text into the same tokens (a DeBERTa
+    teacher with its own WordPiece does not): exit 2 with the field named."""
     from typer.testing import CliRunner
 
     from nas.ui.cli import app
 
-    field = {"tokenizers-differ": "student_init_attention", "lr-slicing-teacher": "student_init_lr"}.get(
-        case, "student_init_embedding")
+    field = {"tokenizers-differ": "student_init_attention", "hidden-tokenizers-differ": "student_init_hidden",
+             "lr-slicing-teacher": "student_init_lr"}.get(case, "student_init_embedding")
     spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: 1e-3 if field == "student_init_lr" else 1.0},
             "search": {"supernet": {"steps": 2}, "final": {"augment": 1}}}
     if case == "augment-only":  # a teacher that slices, whose students slice MiniLM-L6 here
         spec.update(teacher=str(write_teacher("mpnet", tmp_path / "teacher")), student_init="minilm-l6")
-    if case == "tokenizers-differ":  # a teacher that does not slice: its students slice MiniLM-L6
+    if case.endswith("tokenizers-differ"):  # a teacher that does not slice: its students slice MiniLM-L6
         own_tokenizer(tmp_path / "teacher", ["a few words to learn a tiny vocabulary from"] * 20)
         tr.DebertaV2Model(tr.DebertaV2Config(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                              intermediate_size=32)).save_pretrained(tmp_path / "teacher")
@@ -257,7 +258,7 @@ def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_to
     assert res.exit_code == 2, res.output
     words = {"slicing-teacher": "slice the teacher", "lr-slicing-teacher": "leave it at its default, 0.0001",
              "augment-only": "`transfer: {augment: N}`",
-             "tokenizers-differ": "need tokens that line up: the two tokenizers cut"}[case]
+             "tokenizers-differ": "need tokens that line up: the two tokenizers cut"}[case.removeprefix("hidden-")]
     assert f"budgets.{field}" in res.output and words in res.output, res.output
 
 
@@ -376,8 +377,8 @@ def test_nas_plan_times_the_student_initialiser_and_finds_what_the_job_cached(di
 def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_from_it(tmp_path):
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
     slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, here by MSE at lr 2e-4, and from its
-    pooled final hidden states through a projection and its attention maps: budgets.student_init_embedding,
-    _attention, _lr and _soft_loss), not the
+    pooled final hidden states through a projection, its attention maps and its hidden states layer by layer through
+    another projection: budgets.student_init_embedding, _attention, _hidden, _lr and _soft_loss), not the
     teacher; an export is a BERT model that reproduces the stored dev accuracy."""
     from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
@@ -389,7 +390,8 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
             "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
                         "max_runs": 20, "rounds": 2},
             "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5,
-                        "student_init_attention": 0.5, "student_init_lr": 2e-4, "student_init_soft_loss": "soft_mse"},
+                        "student_init_attention": 0.5, "student_init_hidden": 0.5, "student_init_lr": 2e-4,
+                        "student_init_soft_loss": "soft_mse"},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
             "transfer": {"augment": 1},
@@ -411,7 +413,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         assert labelled["tensors"]["input_ids"].shape[0] == labelled["logits"].shape[0] == init["transfer_rows"]
         # ... and the teacher's pooled states on it and on every row, at the teacher's width
         width = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["hidden_size"]
-        assert init["embedding"] == init["attention"] == 0.5
+        assert init["embedding"] == init["attention"] == init["hidden"] == 0.5
         assert init["lr"] == 2e-4 and init["soft_loss"] == "soft_mse"  # budgets.student_init_lr and _soft_loss
         assert labelled["pooled"].shape == (init["transfer_rows"], width)
         pooled = torch.load(pathlib.Path(init["soft_from"]).with_name("pooled.pt"), map_location="cpu")
@@ -419,7 +421,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         assert pooled.shape == (rows, width) and rows > 100 and torch.isfinite(pooled).all()
         # the projection was dropped: the initialiser is a plain BERT classifier
         saved = load_pretrained(pathlib.Path(init["dir"]))
-        assert not any("embedding_projection" in k for k in saved.state_dict())
+        assert not any("projection" in k for k in saved.state_dict())
         students = store.trials(job_id, kind="student", state="COMPLETE")
         assert students and all(Shape.from_dict(t["config"]["shape"]).hidden <= 384 for t in students)
         final = next(t for t in students if metric_value(t, "accuracy", "dev", "final") is not None)

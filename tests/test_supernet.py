@@ -173,6 +173,28 @@ def _distill_loss(model, teacher, t_logits, labels, tensors, shapes) -> float:
     return total / len(shapes)
 
 
+def test_hidden_mse_through_a_projection_reads_the_teachers_full_width_on_real_tokens():
+    """A student initialiser (not sliced from the teacher) is compared through its `hidden_projection` with all of the
+    teacher's dims, padded tokens left out; the projection gets the gradient."""
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(8, 16)
+    student = [torch.randn(2, 5, 8) for _ in range(3)]  # embeddings + 2 layers
+    with torch.no_grad():
+        teacher = [proj(s) for s in student] + [torch.randn(2, 5, 16) for _ in range(2)]  # 4 teacher layers
+    teacher = [teacher[0], teacher[0], teacher[1], teacher[1], teacher[2]]  # uniform: student j -> teacher 2j + 1
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert hidden_mse(student, teacher, 4, mask, "uniform", proj).item() < 1e-10
+    wide = [t.clone() for t in teacher]
+    wide[4][1, 0, 12] += 1.0  # a dim past the student's 8 that the sliced comparison never reads
+    assert hidden_mse(student, wide, 4, mask, "uniform", proj).item() > 1e-3
+    assert hidden_mse(student, wide, 4, mask, "uniform") == hidden_mse(student, teacher, 4, mask, "uniform")
+    padded = [t.clone() for t in teacher]
+    padded[4][0, 4] += 5.0  # a padded token of row 0
+    assert hidden_mse(student, padded, 4, mask, "uniform", proj).item() < 1e-10
+    hidden_mse(student, wide, 4, mask, "uniform", proj).backward()
+    assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+
+
 def test_train_supernet_reduces_loss(bbc, tiny_teacher):
     tensors, labels, _ = bbc
     teacher, t_logits = tiny_teacher

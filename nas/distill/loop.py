@@ -191,7 +191,8 @@ def batch_loss(student, teacher, inputs: dict[str, torch.Tensor], batch: dict[st
     if settings.relevance_weight > 0:
         loss = loss + settings.relevance_weight * relevance_kl(logits, batch["aux"])
     if inner:
-        loss = loss + inner_losses(out, teacher, inputs, settings, teacher_input_map)
+        loss = loss + inner_losses(out, teacher, inputs, settings, teacher_input_map,
+                                   getattr(student, "hidden_projection", None))
     if "emb" in batch:
         pooled = student.embedding_projection(mean_pool(out.hidden_states[-1], inputs.get("attention_mask")))
         cos = F.cosine_similarity(pooled.float(), batch["emb"].float(), dim=-1)
@@ -223,9 +224,10 @@ def optimizer_step(model, opt, sched, loss: torch.Tensor, step: int) -> float:
 
 
 def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings: DistillSettings,
-                 teacher_input_map: torch.Tensor | None = None) -> torch.Tensor:
+                 teacher_input_map: torch.Tensor | None = None, projection=None) -> torch.Tensor:
     """Weighted hidden-state MSE + attention KL of one batch against the teacher's forward on the same batch (its ids
-    through `teacher_input_map` where it reads other ids for the same tokens)."""
+    through `teacher_input_map` where it reads other ids for the same tokens). `projection`: the student's
+    `hidden_projection` (a student initialiser's hidden size -> the teacher's; `hidden_mse`), where it has one."""
     if teacher_input_map is not None:
         from nas.teachers.align import teacher_inputs
 
@@ -238,7 +240,7 @@ def inner_losses(student_out, teacher, inputs: dict[str, torch.Tensor], settings
     loss = student_out.logits.new_zeros(())
     if settings.hidden_weight > 0:
         loss = loss + settings.hidden_weight * hidden_mse(list(student_out.hidden_states), list(t_out.hidden_states),
-                                                          n_teacher, mask, settings.layer_map)
+                                                          n_teacher, mask, settings.layer_map, projection)
     if settings.attention_weight > 0:
         loss = loss + settings.attention_weight * attention_kl(list(student_out.attentions), list(t_out.attentions),
                                                                n_teacher, mask, settings.layer_map)

@@ -76,14 +76,17 @@ def attention_kl(student_attn, teacher_attn, n_teacher_layers: int, attention_ma
 
 
 def hidden_mse(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], n_teacher_layers: int,
-               attention_mask: torch.Tensor | None = None, layer_map: str = "sliced") -> torch.Tensor:
+               attention_mask: torch.Tensor | None = None, layer_map: str = "sliced",
+               projection: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Mean over matched layers of the MSE between student and teacher hidden states, padded tokens left out.
 
     student_hidden: shape.layers + 1 tensors (batch, seq, h), embedding output first; teacher_hidden: n_teacher_layers + 1
     tensors (batch, seq, H >= h). Student embedding output <-> teacher embedding output; student layer j <-> the teacher
     layer it was sliced from (`layer_indices`), so output j + 1 <-> teacher output idx[j] + 1. Teacher states are sliced
     to their leading h dims, the dims the student keeps. attention_mask: (batch, seq), 1 = token. layer_map "uniform"
-    matches student layer j to TinyBERT's teacher layer instead (`matched_layers`).
+    matches student layer j to TinyBERT's teacher layer instead (`matched_layers`). `projection` (h -> H, e.g. a
+    torch.nn.Linear; TinyBERT's W_h): a student that was not sliced from the teacher (a student initialiser) is compared
+    through it with the teacher's full states instead, in fp32, one projection shared by every layer.
     """
     idx = matched_layers(len(student_hidden) - 1, n_teacher_layers, layer_map)
     pairs = [(student_hidden[0], teacher_hidden[0])] + [(student_hidden[j + 1], teacher_hidden[i + 1])
@@ -91,6 +94,8 @@ def hidden_mse(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Te
     w = None if attention_mask is None else attention_mask.to(student_hidden[0].dtype)[..., None]  # (batch, seq, 1)
     total = student_hidden[0].new_zeros(())
     for s, t in pairs:
+        if projection is not None:
+            s, t = projection(s).float(), t.float()
         sq = (s - t[..., :s.shape[-1]]) ** 2  # (batch, seq, h)
         total = total + (sq.mean() if w is None else (sq * w).sum() / (w.sum() * s.shape[-1]).clamp_min(1))
     return total / len(pairs)

@@ -89,8 +89,7 @@ def latency_targets(lat: dict) -> list[dict]:
     a `name`, the search objective first. Without `targets` the one target is the section's own settings."""
     base = {f: lat.get(f, LatencySettings.model_fields[f].default) for f in TARGET_FIELDS if f != "device"}
     base["device"] = lat.get("device", "auto")
-    items = lat.get("targets") or [{}]
-    out = []
+    items, out = lat.get("targets") or [{}], []
     for item in items:
         t = {**base, **{k: v for k, v in item.items() if k in TARGET_FIELDS and v is not None}}
         if item.get("dtype") is None and item.get("runtime") is not None:
@@ -137,15 +136,16 @@ class Budgets(Strict):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_seq_len: int = Field(128, ge=8, le=512)
     teacher_epochs: float = Field(3.0, ge=0, le=100)  # at least 60 steps; 0: no fine-tuning (the head as initialised)
-    # The student initialiser's distillation from the teacher's logits (a `student_init`, or a teacher the service
-    # cannot slice; nas/teachers/load.py fine_tune): its epochs (none: teacher_epochs; it keeps its best on dev), peak lr,
-    # soft loss (soft_kl: KL at T=2; soft_mse: MSE on the raw logits), and weights of the teacher's pooled final hidden
-    # state through a projection (1 - cosine) and of its attention maps (where the tokenizers cut text alike); 0: none.
+    # The student initialiser's distillation (a `student_init`, or a teacher the service cannot slice;
+    # nas/teachers/load.py fine_tune): epochs (none: teacher_epochs; keeps its best on dev), peak lr, loss on the logits
+    # (KL at T=2 or MSE), weights (0: none) of the teacher's pooled state via a projection (1 - cosine) and, where the
+    # tokenizers cut text alike, its attention maps (KL) and per-layer hidden states via a projection (MSE), per batch.
     student_init_epochs: float | None = Field(None, gt=0, le=100)
     student_init_lr: float = Field(1e-4, gt=0, le=1)
     student_init_soft_loss: Literal["soft_kl", "soft_mse"] = "soft_kl"
     student_init_embedding: float = Field(0.0, ge=0, le=100)
     student_init_attention: float = Field(0.0, ge=0, le=100)
+    student_init_hidden: float = Field(0.0, ge=0, le=100)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it

@@ -30,13 +30,14 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
 
 
 def check_initialiser_targets(spec: JobSpec) -> None:
-    """budgets.student_init_embedding, _attention, _lr and _soft_loss (set other than their defaults) need a student
-    initialiser; the embedding needs its transfer rows from `transfer:` (whose set keeps the teacher's pooled states),
-    not from search.final.augment alone; the attention maps need tokenizers that cut text alike
-    (nas/teachers/align.py)."""
+    """budgets.student_init_embedding, _attention, _hidden, _lr and _soft_loss (set other than their defaults) need a
+    student initialiser; the embedding needs its transfer rows from `transfer:` (whose set keeps the teacher's pooled
+    states), not from search.final.augment alone; the attention maps and hidden states need tokenizers that cut text
+    alike (nas/teachers/align.py)."""
     b = spec.budgets
     defaults = type(b).model_fields
-    fields = ("student_init_embedding", "student_init_attention", "student_init_lr", "student_init_soft_loss")
+    fields = ("student_init_embedding", "student_init_attention", "student_init_hidden", "student_init_lr",
+              "student_init_soft_loss")
     asked = [f for f in fields if getattr(b, f) != defaults[f].default]
     if not asked:
         return
@@ -54,11 +55,12 @@ def check_initialiser_targets(spec: JobSpec) -> None:
             and spec.search.final.augment:
         raise SpecError("budgets.student_init_embedding", "the initialiser's augmented copies from "
                         "search.final.augment carry no pooled states; ask for them as `transfer: {augment: N}` instead")
-    if b.student_init_attention > 0:
-        _, why = token_map(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)),
-                           AutoTokenizer.from_pretrained(teacher_path(root, "student_init")))
-        if why:
-            raise SpecError("budgets.student_init_attention", f"attention maps need tokens that line up: {why} (use 0)")
+    for field, what in (("student_init_attention", "attention maps"), ("student_init_hidden", "hidden states")):
+        if getattr(b, field) > 0:
+            _, why = token_map(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)),
+                               AutoTokenizer.from_pretrained(teacher_path(root, "student_init")))
+            if why:
+                raise SpecError(f"budgets.{field}", f"{what} need tokens that line up: {why} (use 0)")
 
 
 def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:

@@ -143,16 +143,18 @@ def init_recipe(budgets) -> dict:
     """The student initialiser's training beside its epochs (a spec's `budgets.student_init_*`): `prepare_teacher`'s
     and `cached_teacher`'s keyword arguments."""
     return {"embedding": budgets.student_init_embedding, "attention": budgets.student_init_attention,
-            "lr": budgets.student_init_lr, "soft_loss": budgets.student_init_soft_loss}
+            "hidden": budgets.student_init_hidden, "lr": budgets.student_init_lr,
+            "soft_loss": budgets.student_init_soft_loss}
 
 
 def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                       soft_from: str | None = None, metric: str = "accuracy",
                       transfer: str | None = None, precision: str = "fp32", embedding: float = 0.0,
-                      attention: float = 0.0, lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS) -> pathlib.Path:
+                      attention: float = 0.0, lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS,
+                      hidden: float = 0.0) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
     cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
-    set, embedding and attention weights, an initialiser's lr and soft loss other than the defaults, and a training
+    set, embedding, attention and hidden-state weights, an initialiser's lr and soft loss other than the defaults, and a training
     precision other than fp32 join the key only where they apply (other entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
@@ -174,6 +176,8 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
         parts += (("embedding", float(embedding)),)
     if soft_from and attention > 0:
         parts += (("attention", float(attention)),)
+    if soft_from and hidden > 0:
+        parts += (("hidden", float(hidden)),)
     if soft_from and float(lr) != INIT_LR:
         parts += (("lr", float(lr)),)
     if soft_from and soft_loss != INIT_SOFT_LOSS:
@@ -185,17 +189,17 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
 def cached_teacher(name: str, ds: Dataset, seed: int, epochs: float, max_len: int,
                    soft_from: str | None = None, metric: str = "accuracy", transfer: str | None = None,
                    embedding: float = 0.0, precision: str = "fp32", attention: float = 0.0, lr: float = INIT_LR,
-                   soft_loss: str = INIT_SOFT_LOSS) -> dict | None:
+                   soft_loss: str = INIT_SOFT_LOSS, hidden: float = 0.0) -> dict | None:
     """`prepare_teacher`'s info when that teacher is already cached, else None (nothing is trained)."""
     info = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, precision,
-                             embedding, attention, lr, soft_loss) / "teacher.json"
+                             embedding, attention, lr, soft_loss, hidden) / "teacher.json"
     return json.loads(info.read_text()) if info.is_file() else None
 
 
 def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: int, epochs: float, max_len: int,
                     log=print, compute: Compute = CPU, soft_from: str | None = None, metric: str = "accuracy",
                     transfer: str | None = None, embedding: float = 0.0, attention: float = 0.0, lr: float = INIT_LR,
-                    soft_loss: str = INIT_SOFT_LOSS) -> dict:
+                    soft_loss: str = INIT_SOFT_LOSS, hidden: float = 0.0) -> dict:
     """Returns {"dir", "dev": scores, "test": scores, "logits_path", "fine_tuned": bool, "train_s"}; everything cached on
     disk by (teacher, dataset, seed, epochs, max_len). Fine-tuning and the logits run on `compute`'s device.
     `soft_from`: a teacher's logits file (n, classes) over the same rows; the model (a student initialiser) is then
@@ -205,12 +209,13 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     beside the train rows. `embedding` > 0 (with `soft_from`): the initialiser also learns the teacher's pooled final
     hidden state (`teacher_pooled`, beside `soft_from`; the transfer set's "pooled") through a learned projection, at
     that weight (`fine_tune`). `attention` > 0 (with `soft_from`): it also learns the teacher's attention maps, run on
-    each batch (the tokenizers must cut text alike: nas/teachers/align.py). `lr` and `soft_loss` (with `soft_from`):
+    each batch (the tokenizers must cut text alike: nas/teachers/align.py); `hidden` > 0: its hidden states layer by
+    layer, the same way (`fine_tune`). `lr` and `soft_loss` (with `soft_from`):
     the initialiser's learning rate and its loss on the teacher's logits (nas/distill/losses.py: soft_kl at T=2, or
     soft_mse on the raw logits)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
     out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision,
-                            embedding, attention, lr, soft_loss)
+                            embedding, attention, lr, soft_loss, hidden)
     key = out.name
     if (out / "teacher.json").is_file():
         return json.loads((out / "teacher.json").read_text())
@@ -234,7 +239,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         stopped = fine_tune(model, tensors, labels, splits, ds.num_labels, seed, epochs, log, compute, soft_from, metric,
                             transfer_rows, checkpoint=out.with_name(key + ".checkpoint.pt"),
                             embedding=embedding if soft_from else 0.0, attention=attention if soft_from else 0.0,
-                            lr=lr, soft_loss=soft_loss)
+                            lr=lr, soft_loss=soft_loss, hidden=hidden if soft_from else 0.0)
         fine_tuned = True
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp / "model")
@@ -247,7 +252,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
         "precision": compute.precision,
         **({"soft_from": str(soft_from), "transfer": transfer and str(transfer),
             "transfer_rows": len(transfer_rows["source"]) if transfer_rows else 0,
-            "embedding": float(embedding), "attention": float(attention), "lr": float(lr), "soft_loss": soft_loss}
+            "embedding": float(embedding), "attention": float(attention), "hidden": float(hidden), "lr": float(lr),
+            "soft_loss": soft_loss}
            if soft_from else {}),
         **{split: scores(logits[rows], labels[rows]) for split in ("dev", "test")
            for rows in [torch.as_tensor(splits[split], device="cpu")]},
@@ -262,7 +268,7 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
 def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labels: int, seed: int, epochs: float,
               log, compute: Compute, soft_from: str | None, metric: str, transfer: dict | None = None,
               checkpoint: pathlib.Path | None = None, embedding: float = 0.0, attention: float = 0.0,
-              lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS) -> str | None:
+              lr: float = INIT_LR, soft_loss: str = INIT_SOFT_LOSS, hidden: float = 0.0) -> str | None:
     """Train the teacher on the train rows (or distil the student initialiser from `soft_from`'s logits), with a
     progress bar, stopping early on dev (returns the line saying which step it kept, or None where it does not apply);
     fine-tuning on labels weights skewed classes. `transfer` (with `soft_from`): teacher-labelled rows in the model's
@@ -273,7 +279,10 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     hidden state learns the teacher's (`teacher_pooled` over the rows, the transfer set's "pooled"), 1 - cosine at
     that weight; the projection is dropped afterwards (the saved model is a plain classifier). `attention` > 0 (with
     `soft_from`): KL to the teacher's head-averaged attention maps (beside `soft_from`, run on each batch with its ids
-    mapped from the model's: nas/teachers/align.py), each layer matched uniformly, at that weight. `lr`: the peak
+    mapped from the model's: nas/teachers/align.py), each layer matched uniformly, at that weight. `hidden` > 0 (with
+    `soft_from`): MSE between the teacher's hidden states, run on each batch the same way, and the model's through a
+    learned projection to the teacher's width (`hidden_projection`, shared by the layers, dropped afterwards; TinyBERT's
+    intermediate-layer loss), the embedding output and each layer matched uniformly, at that weight. `lr`: the peak
     learning rate (linear warm-up over a tenth, then linear decay); `soft_loss` (with `soft_from`): the loss on the
     teacher's logits."""
     from tqdm import tqdm
@@ -291,12 +300,17 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
         targets = embedding_targets(soft_from, tr, transfer)
         with on_host():
             model.embedding_projection = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
-    teacher, id_map = (attention_teacher(soft_from, model) if soft_from and attention > 0 else (None, None))
+    teacher, id_map = (inner_teacher(soft_from, model) if soft_from and (attention > 0 or hidden > 0)
+                       else (None, None))
+    if teacher is not None and hidden > 0:
+        with on_host():
+            model.hidden_projection = torch.nn.Linear(model.config.hidden_size, teacher.config.hidden_size)
     settings = DistillSettings(lr=lr if soft_from else INIT_LR, alpha_soft=0.5 if soft_from else 0.0,
                                soft_loss=soft_loss, beta_hard=0.5 if soft_from else 1.0, warmup_ratio=0.1,
                                batch_size=TEACHER_BATCH, class_weights=weights,
                                embedding_weight=embedding if targets is not None else 0.0,
-                               attention_weight=attention if teacher is not None else 0.0, layer_map="uniform")
+                               attention_weight=attention if teacher is not None else 0.0,
+                               hidden_weight=hidden if teacher is not None else 0.0, layer_map="uniform")
     # a student initialiser learns from the teacher's logits: its epochs are what the spec says
     steps = steps_for(len(y), TEACHER_BATCH, epochs, None) if soft_from else teacher_steps(len(tr), epochs)
     what = "distilling the student initialiser from the teacher" if soft_from else "fine-tuning the teacher"
@@ -324,20 +338,23 @@ def fine_tune(model, tensors: dict, labels: torch.Tensor, splits: dict, num_labe
     line = stopper.finish(info["steps"]) if stopper else None
     if targets is not None:
         del model.embedding_projection
+    if hasattr(model, "hidden_projection"):
+        del model.hidden_projection
     if line:
         log(line)
     return line
 
 
-def attention_teacher(soft_from: str, model) -> tuple:
+def inner_teacher(soft_from: str, model) -> tuple:
     """(the fine-tuned teacher beside its logits file `soft_from`, the map from `model`'s token ids to its): what the
-    initialiser's attention loss runs on each batch. ValueError where the two tokenizers cut text differently."""
+    initialiser's attention and hidden-state losses run on each batch. ValueError where the two tokenizers cut text
+    differently."""
     from nas.teachers.align import token_map
 
     home = pathlib.Path(soft_from).with_name("model")
     id_map, why = token_map(AutoTokenizer.from_pretrained(home), AutoTokenizer.from_pretrained(model.name_or_path))
     if id_map is None:
-        raise ValueError(f"attention maps need tokens that line up: {why}")
+        raise ValueError(f"attention maps and hidden states need tokens that line up: {why}")
     return load_pretrained(home).eval(), id_map
 
 
