@@ -154,8 +154,8 @@ def teacher_cache_dir(name: str, ds: Dataset, seed: int, epochs: float, max_len:
                       hidden: float = 0.0) -> pathlib.Path:
     """Where the fine-tuned teacher of (teacher, dataset, seed, epochs, max_len[, the logits it was distilled from]) is
     cached. The minimum number of steps, class weights, early stopping on dev `metric`, an initialiser's transfer
-    set, embedding, attention and hidden-state weights, an initialiser's lr and soft loss other than the defaults, and a training
-    precision other than fp32 join the key only where they apply (other entries keep theirs)."""
+    set, embedding, attention and hidden-state weights, an initialiser's lr and soft loss other than the defaults, and
+    a training precision other than fp32 join the key only where they apply (other entries keep theirs)."""
     from nas.data import split_indices
     from nas.teachers import recipe
 
@@ -210,9 +210,8 @@ def prepare_teacher(name: str, ds: Dataset, tensors: dict, splits: dict, seed: i
     hidden state (`teacher_pooled`, beside `soft_from`; the transfer set's "pooled") through a learned projection, at
     that weight (`fine_tune`). `attention` > 0 (with `soft_from`): it also learns the teacher's attention maps, run on
     each batch (the tokenizers must cut text alike: nas/teachers/align.py); `hidden` > 0: its hidden states layer by
-    layer, the same way (`fine_tune`). `lr` and `soft_loss` (with `soft_from`):
-    the initialiser's learning rate and its loss on the teacher's logits (nas/distill/losses.py: soft_kl at T=2, or
-    soft_mse on the raw logits)."""
+    layer, the same way (`fine_tune`). `lr` and `soft_loss` (with `soft_from`): the initialiser's learning rate and its
+    loss on the teacher's logits (nas/distill/losses.py: soft_kl at T=2, or soft_mse on the raw logits)."""
     src = teacher_path(name, "student_init" if soft_from else "teacher")
     out = teacher_cache_dir(name, ds, seed, epochs, max_len, soft_from, metric, transfer, compute.precision,
                             embedding, attention, lr, soft_loss, hidden)
