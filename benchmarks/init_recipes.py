@@ -200,12 +200,9 @@ def main() -> None:
         if kind == "corpus":
             kw["transfer"] = corpus_transfer_set(teacher, ds, splits["train"], args.seq, copies, args.corpus, init, init_tok,
                                                  compute, pooled=args.embedding > 0)
-        if kind in ("kd", "corpus") and args.embedding:
-            kw["embedding"] = args.embedding
-        if kind in ("kd", "corpus") and args.attention:
-            kw["attention"] = args.attention
-        if kind in ("kd", "corpus") and args.hidden:
-            kw["hidden"] = args.hidden
+        if kind in ("kd", "corpus"):  # the initialiser's targets beside the logits, where asked for
+            kw.update({k: w for k, w in (("embedding", args.embedding), ("attention", args.attention),
+                                         ("hidden", args.hidden)) if w})
         print(f"{text}: training (or reading the cache)", flush=True)
         info = prepare_teacher(init, ds, tensors, splits, 0, epochs, args.seq, compute=compute, **kw)
         row = {"recipe": text, "dev": round(info["dev"]["accuracy"], 4), "test": round(info["test"]["accuracy"], 4),

@@ -55,12 +55,14 @@ def check_initialiser_targets(spec: JobSpec) -> None:
             and spec.search.final.augment:
         raise SpecError("budgets.student_init_embedding", "the initialiser's augmented copies from "
                         "search.final.augment carry no pooled states; ask for them as `transfer: {augment: N}` instead")
-    for field, what in (("student_init_attention", "attention maps"), ("student_init_hidden", "hidden states")):
-        if getattr(b, field) > 0:
-            _, why = token_map(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)),
-                               AutoTokenizer.from_pretrained(teacher_path(root, "student_init")))
-            if why:
-                raise SpecError(f"budgets.{field}", f"{what} need tokens that line up: {why} (use 0)")
+    aligned = [(f, what) for f, what in (("student_init_attention", "attention maps"),
+                                         ("student_init_hidden", "hidden states")) if getattr(b, f) > 0]
+    if aligned:  # both run the teacher on the initialiser's tokens: one check of the two tokenizers
+        _, why = token_map(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)),
+                           AutoTokenizer.from_pretrained(teacher_path(root, "student_init")))
+        if why:
+            field, what = aligned[0]
+            raise SpecError(f"budgets.{field}", f"{what} need tokens that line up: {why} (use 0)")
 
 
 def check_target(t: dict, field: str, extra_runtimes: list[str]) -> None:
