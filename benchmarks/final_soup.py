@@ -11,6 +11,10 @@ same rows (the train rows and the teacher-labelled transfer set the job used, --
 finals' worker does (`nas/workers/finals.py`). Each seed's weights are kept in --workdir/soup/ (a rerun skips them; a
 killed seed goes on from its training checkpoint). It scores the job's own final (seed 0), every seed, and the average
 of their weights on all dev and test rows, and the retention of each against the teacher's test accuracy.
+
+With --ema D1,D2,... each new seed also keeps an exponential moving average of its weights with each decay (Polyak
+averaging; bias-corrected over the first steps), scored beside the seed's own last weights: the same training run, so
+the comparison is paired. Such a seed trains without a checkpoint (a killed one starts again).
 """
 
 from __future__ import annotations
@@ -40,6 +44,30 @@ def best_final(store, job_id: int, min_speedup: float) -> dict:
     return max(rows, key=lambda t: metric_value(t, "accuracy", "dev", "final") or 0.0)
 
 
+class moving_average:
+    """An exponential moving average of `model`'s floating-point weights in fp32, updated by calling it with the step
+    just taken (decay min(decay, (1 + step) / (10 + step)): the early steps do not drag the start's weights along)."""
+
+    def __init__(self, model, decay: float):
+        self.model, self.decay = model, decay
+        self.keys = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+        self.avg = [model.state_dict()[k].detach().float().clone() for k in self.keys]
+
+    def __call__(self, step: int) -> None:
+        import torch
+
+        d = min(self.decay, (1 + step) / (10 + step))
+        current = self.model.state_dict()
+        torch._foreach_mul_(self.avg, d)
+        torch._foreach_add_(self.avg, [current[k].detach().float() for k in self.keys], alpha=1.0 - d)
+
+    def state(self) -> dict:
+        """The averaged weights as a state dict of the model's (integer buffers its own, dtypes its own)."""
+        out = dict(self.model.state_dict())
+        out.update({k: a.to(out[k].dtype) for k, a in zip(self.keys, self.avg)})
+        return {k: v.detach().clone() for k, v in out.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +75,8 @@ def main() -> None:
     ap.add_argument("--transfer", required=True, help="the teacher-labelled transfer set the job's finals trained on")
     ap.add_argument("--seeds", default="1,2", help="training seeds besides the job's own (0), comma-separated")
     ap.add_argument("--min-speedup", type=float, default=10.0)
+    ap.add_argument("--ema", default="", help="decays of moving averages of each new seed's weights, comma-separated "
+                                               "(e.g. 0.999,0.9995); none by default")
     args = ap.parse_args()
 
     import torch
@@ -80,6 +110,12 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    try:
+        decays = [float(d) for d in args.ema.split(",") if d.strip()]
+    except ValueError:
+        ap.error(f"--ema: expected comma-separated decays, got {args.ema!r}")
+    if any(not 0.0 < d < 1.0 for d in decays):
+        ap.error(f"--ema: every decay must lie in (0, 1), got {args.ema!r}")
     store = Store(f"sqlite:///{workdir / 'nas.db'}", migrate=False)
     job_id = store.list_jobs()[0]["id"]
     sources = job_sources(store, job_id)
@@ -113,18 +149,26 @@ def main() -> None:
     soup_dir = workdir / "soup"
     soup_dir.mkdir(exist_ok=True)
     states = {0: load_student(arts["model"]).state_dict()}
+    averages = {}  # (seed, decay) -> the moving average of that seed's weights
     for seed in seeds:
         path = soup_dir / f"{shape.key}-seed{seed}.pt"
-        if not path.is_file():
+        ema_paths = {d: soup_dir / f"{shape.key}-seed{seed}-ema{d}.pt" for d in decays}
+        if not path.is_file():  # (a seed trained before keeps its weights, and has no moving averages)
             model = extract_subnet(source, shape)
-            ckpt = TrainCheckpoint(soup_dir / f"{shape.key}-seed{seed}.checkpoint.pt",
-                                   key=repr((arts["init"], shape.key, settings, str(transfer_path), seed, len(y))))
+            ckpt = None if decays else TrainCheckpoint(
+                soup_dir / f"{shape.key}-seed{seed}.checkpoint.pt",
+                key=repr((arts["init"], shape.key, settings, str(transfer_path), seed, len(y))))
+            ema = {d: moving_average(model, d) for d in decays}
             info_s = distill(model, x, y, s, settings, steps, seed=spec.seed + seed, hard_mask=hard, compute=compute,
-                             checkpoint=ckpt)
+                             checkpoint=ckpt, on_step=(lambda step, loss: [f(step) for f in ema.values()]) if ema else None)
             torch.save(model.state_dict(), path)
-            ckpt.clear()
+            for d, f in ema.items():
+                torch.save(f.state(), ema_paths[d])
+            if ckpt:
+                ckpt.clear()
             print(f"seed {seed}: trained in {info_s['train_s']:.0f} s", flush=True)
         states[seed] = torch.load(path)
+        averages.update({(seed, d): torch.load(p) for d, p in ema_paths.items() if p.is_file()})
 
     teacher_test = info["test"]["accuracy"]
     model = extract_subnet(source, shape)
@@ -133,13 +177,17 @@ def main() -> None:
         model.load_state_dict(state)
         rows[f"seed{seed}"] = score(model)
         print(f"seed {seed}: {rows[f'seed{seed}']}", flush=True)
+    for (seed, d), state in averages.items():
+        model.load_state_dict(state)
+        rows[f"seed{seed}_ema{d}"] = score(model)
+        print(f"seed {seed}, moving average {d}: {rows[f'seed{seed}_ema{d}']}", flush=True)
     for name, members in {"soup": list(states), **({"soup_new_seeds": seeds} if len(seeds) > 1 else {})}.items():
         model.load_state_dict(average_state_dicts(states[m] for m in members))
         rows[name] = {**score(model), "members": [f"seed{m}" for m in members]}
         print(f"{name} of {members}: {rows[name]}", flush=True)
     for r in rows.values():
         r["retention"] = round(r["test"] / teacher_test, 4)
-    singles = [r["test"] for k, r in rows.items() if k.startswith("seed")]
+    singles = [r["test"] for k, r in rows.items() if k.startswith("seed") and "_ema" not in k]
     print(json.dumps({
         "workdir": str(workdir), "final_trial": final["id"], "shape": shape.key,
         "speedup": round(metric_value(final, "speedup", "dev", "proxy"), 2), "steps": steps, "lr": lr,
