@@ -46,7 +46,10 @@ def best_final(store, job_id: int, min_speedup: float) -> dict:
 
 class moving_average:
     """An exponential moving average of `model`'s floating-point weights in fp32, updated by calling it with the step
-    just taken (decay min(decay, (1 + step) / (10 + step)): the early steps do not drag the start's weights along)."""
+    just taken (0-based). Its decay is min(decay, step / (step + 1)): the plain mean of the weights after every step so
+    far until the window 1 / (1 - decay) is reached, so the starting weights do not linger in it. (The first run of
+    this option, 2026-12-07, used TensorFlow's (1 + step) / (10 + step) instead, which caps every decay at 0.998 until
+    step 4,490: its three decays measured one average.)"""
 
     def __init__(self, model, decay: float):
         self.model, self.decay = model, decay
@@ -56,7 +59,7 @@ class moving_average:
     def __call__(self, step: int) -> None:
         import torch
 
-        d = min(self.decay, (1 + step) / (10 + step))
+        d = min(self.decay, step / (step + 1))
         current = self.model.state_dict()
         torch._foreach_mul_(self.avg, d)
         torch._foreach_add_(self.avg, [current[k].detach().float() for k in self.keys], alpha=1.0 - d)
