@@ -13,7 +13,7 @@ killed seed goes on from its training checkpoint). It scores the job's own final
 of their weights on all dev and test rows, and the retention of each against the teacher's test accuracy.
 
 With --ema D1,D2,... each new seed also keeps an exponential moving average of its weights with each decay (Polyak
-averaging; bias-corrected over the first steps), scored beside the seed's own last weights: the same training run, so
+averaging; the plain mean of the weights so far until its window is reached), scored beside the seed's own last weights: the same training run, so
 the comparison is paired. Such a seed trains without a checkpoint (a killed one starts again).
 """
 
@@ -53,8 +53,9 @@ class moving_average:
 
     def __init__(self, model, decay: float):
         self.model, self.decay = model, decay
-        self.keys = [k for k, v in model.state_dict().items() if v.is_floating_point()]
-        self.avg = [model.state_dict()[k].detach().float().clone() for k in self.keys]
+        state = model.state_dict()
+        self.keys = [k for k, v in state.items() if v.is_floating_point()]
+        self.avg = [state[k].detach().float().clone() for k in self.keys]
 
     def __call__(self, step: int) -> None:
         import torch
