@@ -290,12 +290,16 @@ def test_students_sliced_from_the_teacher_start_where_the_plain_recipe_does(job)
 def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     """`final.seeds: 3`: the final student is trained three times from the same slice with consecutive seeds; each
     member's dev and test scores and weights are stored, the kept model is the element-wise mean of the members'
-    weights, and its export reproduces the stored dev accuracy."""
+    weights, and its export reproduces the stored dev accuracy. Three GPUs declared to real Ray (the tensors stay on
+    the CPU): the members are three Ray tasks of a GPU and a CPU each, training at once, and the final's own task
+    averages their weights."""
+    import ray
     import torch
     import yaml
     from transformers import AutoModelForSequenceClassification
 
     from nas.pipeline import run_job
+    from nas.service.cluster import init_ray
     from nas.results.export import evaluate_export, export_trial
     from nas.results.front import front_rows
     from nas.spec.job import parse_spec
@@ -308,7 +312,10 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     raw["budgets"]["trials"] = 2
     raw["search"].update(strategy="random", supernet={"steps": 2, "n_random": 1, "rewire_rows": 16},
                          final={"top_k": 1, "epochs": 1, "two_step": False, "seeds": 3})
-    with job_environment(job["home"]):
+    raw["compute"] = {"device": "cuda"}
+    ray.shutdown()  # the module's job left its Ray (no GPUs) up
+    with job_environment(job["home"], NAS_GPU_AS_CPU="1"):  # before Ray starts: its workers inherit it
+        init_ray(num_cpus=3, num_gpus=3)
         job_id = run_job(parse_spec({**raw, "storage": store.url}), store, progress=False)
     assert store.get_job(job_id)["status"] == "COMPLETE"
     finals = [t for t in store.trials(job_id, kind="student")
@@ -316,6 +323,13 @@ def test_final_seeds_keep_the_average_of_their_members_weights(job, tmp_path):
     assert len(finals) == 1
     final = finals[0]
     assert metric_value(final, "seeds", "train", "final") == 3
+    assert final["compute"]["assigned"] == {"CPU": 1.0, "GPU": 1.0}, final["compute"]  # a GPU and its node share
+    spans = sorted((metric_value(final, f"seed{i}_task_started_at", "train", "final"),
+                    metric_value(final, f"seed{i}_task_finished_at", "train", "final")) for i in range(3))
+    assert spans[1][0] < spans[0][1] and spans[2][0] < spans[0][1], f"the members should train at once: {spans}"
+    kept_span = (metric_value(final, "task_started_at", "train", "final"),
+                 metric_value(final, "task_finished_at", "train", "final"))
+    assert kept_span[0] >= max(end for _, end in spans), (kept_span, spans)  # the average waits for every member
     for i in range(3):
         for split in ("dev", "test"):
             assert 0.0 <= metric_value(final, f"seed{i}_accuracy", split, "final") <= 1.0

@@ -33,6 +33,10 @@ class FinalTask:
     transfer_soft_paths: list[str] | None = None
     seed_offset: int = 0
     seeds: int = 1  # members trained from the same slice with consecutive seeds; the kept model averages their weights
+    # with seeds > 1: train only this member (its weights kept for the final's own task, which then averages them), so
+    # the members of one final train at once where the cluster has room (nas/stages/supernet/finals.py)
+    member: int | None = None
+    threads: int | None = None  # CPU threads of the task (default: the node's): its share of a GPU node
 
 
 def labelled_transfer_set(ctx: JobContext) -> str:
@@ -99,9 +103,12 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
     from nas.distill.resume import TrainCheckpoint
     from nas.students.bert_slice import extract_subnet
 
-    tensors, labels = worker_setup(ctx)
+    import time
+
+    tensors, labels = worker_setup(ctx, task.threads)
     store = Store(ctx.storage, migrate=False)
     tid, prefix = task.trial_id, task.metric_prefix
+    started = time.time()
     try:
         store.heartbeat(tid)
         record_compute(store, tid, ctx)
@@ -147,6 +154,12 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
             return model, info, ckpt
 
         out: dict = {"trial_id": tid, "steps": steps, "train_rows": len(y)}
+        if task.member is not None:  # one member alone: its weights and scores are kept; the final's task averages
+            _, out["train_s"], ckpts, out["members"] = seed_average(
+                ctx, store, task, fdir, (train_member, member_key, None), tensors, labels, steps, only=task.member)
+            if ckpts:  # (not when its weights were on disk already: a resumed job)
+                record_wall(store, task, f"{prefix}seed{task.member}_", ckpts, started, steps)
+            return out
         if task.seeds > 1:
             model, out["train_s"], ckpts, out["members"] = seed_average(
                 ctx, store, task, fdir, (train_member, member_key, lambda: extract_subnet(source, shape)), tensors,
@@ -155,11 +168,12 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
             model, info, ckpt = train_member(0)
             out["train_s"], ckpts = info["train_s"], [ckpt]
         inner_teacher = source = None  # free them before scoring
-        record_training(store, task, settings, ckpts, steps)
+        record_training(store, task, settings, steps)
         store.add_artefact(ctx.job_id, tid, prefix + "init", init_path)  # the model the student was sliced from
         out.update(score_final(ctx, store, task, model, tensors, labels, steps))
         if task.save_model:
             out.update(save_final(ctx, store, task, model, tensors, transfer))
+        record_wall(store, task, prefix, ckpts, started, steps)
         for c in ckpts:
             c.clear()
         return out
@@ -167,28 +181,39 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         store.dispose()
 
 
-def record_training(store: Store, task: FinalTask, settings, ckpts: list, steps: int) -> None:
+def record_training(store: Store, task: FinalTask, settings, steps: int) -> None:
     """How the final trained, as `train` metrics under the task's prefix: its lr (what lr_by_size chose), its seeds, the
-    step a killed run's final went on from, the intermediate losses' weights when on."""
+    intermediate losses' weights when on."""
     tid, prefix = task.trial_id, task.metric_prefix
     store.add_metric(tid, prefix + "lr", settings.lr, "train", "final", step=steps)
     if task.seeds > 1:  # the kept model averages this many members' weights (their scores: seed{i}_accuracy, ...)
         store.add_metric(tid, prefix + "seeds", task.seeds, "train", "final", step=steps)
-    resumed = [c.resumed_from for c in ckpts if c.resumed_from]
-    if resumed:
-        store.add_metric(tid, prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)
     for name in ("hidden_weight", "attention_weight"):
         if getattr(settings, name) > 0:
             store.add_metric(tid, prefix + name, getattr(settings, name), "train", "final", step=steps)
 
 
+def record_wall(store: Store, task: FinalTask, prefix: str, ckpts: list, started: float, steps: int) -> None:
+    """When this final's task (or one member's) ran, as `train` metrics under `prefix`: `task_started_at` and
+    `task_finished_at` (Unix seconds; finals that ran at once overlap); and, under the final's own prefix, the step a
+    killed run's final (or member) went on from."""
+    import time
+
+    resumed = [c.resumed_from for c in ckpts if c.resumed_from]
+    if resumed:
+        store.add_metric(task.trial_id, task.metric_prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)
+    store.add_metric(task.trial_id, prefix + "task_started_at", started, "train", "final", step=steps)
+    store.add_metric(task.trial_id, prefix + "task_finished_at", time.time(), "train", "final", step=steps)
+
+
 def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, member: tuple, tensors, labels,
-                 steps: int) -> tuple:
+                 steps: int, only: int | None = None) -> tuple:
     """`task.seeds` members of one final, each trained by `train_member(i)` and scored (dev and test, under
     `seed{i}_`); their weights are kept in `fdir` with `member_key(i)` (a resumed job skips the members already
     trained for this same final) and averaged into the returned model (`new_model()`: an untrained slice of the shape,
     when no member was trained in this call). `member` = (train_member, member_key, new_model). Returns (model,
-    train_s of the members trained now, their checkpoints, the scores of the members trained now)."""
+    train_s of the members trained now, their checkpoints, the scores of the members trained now). With `only`: that
+    member alone, and no average (the model is None)."""
     import torch
 
     from nas.distill.soup import average_state_dicts
@@ -197,7 +222,7 @@ def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.P
     fdir.mkdir(parents=True, exist_ok=True)
     prefix, tid = task.metric_prefix, task.trial_id
     paths, ckpts, members, train_s, model = [], [], [], 0.0, None
-    for i in range(task.seeds):
+    for i in range(task.seeds) if only is None else [only]:
         path = fdir / f"seed{i}.pt"
         if not path.is_file() or torch.load(path, map_location="cpu").get("key") != member_key(i):
             model, info, ckpt = train_member(i)
@@ -209,6 +234,8 @@ def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.P
             store.add_artefact(ctx.job_id, tid, f"{prefix}seed{i}_weights", str(path))
             members.append({"seed": ctx.seed + task.seed_offset + i, **member_scores})
         paths.append(path)
+    if only is not None:
+        return None, train_s, ckpts, members
     if model is None:  # every member was trained before this resume (killed while averaging): a fresh slice
         model = new_model()
     model.load_state_dict(average_state_dicts(torch.load(p, map_location="cpu")["state"] for p in paths))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 
@@ -20,6 +21,61 @@ def distil(state: SupernetRun, task: FinalTask) -> dict:
 
     remote = ray.remote(num_cpus=state.ctx.threads, **state.ctx.compute.ray_resources(whole_gpu=True))(final_distill_task)
     return ray.get(remote.remote(state.ctx, task, state.supernet_dir))
+
+
+def final_slots(ctx) -> tuple[int, int]:
+    """(how many finals the Ray cluster runs at once, the CPU threads of each). On the CPU a final takes a whole node's
+    CPUs (the driver's node's count), so one per such node; on GPUs it takes a whole GPU and its node's CPUs shared
+    among the node's GPUs, so one per GPU."""
+    import ray
+
+    res, gpus = ray.cluster_resources(), ctx.compute.gpus_per_task
+    if not gpus:
+        return max(1, int(res.get("CPU", 1.0) // ctx.threads)), ctx.threads
+    per_node = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    threads = max(1, int(ctx.threads // max(1.0, per_node)))
+    return max(1, int(min(res.get("GPU", 0.0) // gpus, res.get("CPU", 1.0) // threads))), threads
+
+
+def distil_all(state: SupernetRun, units: list[tuple[FinalTask, tuple[int, ...]]], on_done) -> int:
+    """Run `units` (each a FinalTask and the indices of the units it waits for) as Ray tasks, as many at once as the
+    cluster has room for (`final_slots`), the first ready unit first; `on_done(i)` after unit i. Once the job's
+    wall-clock budget is spent no unit that trains starts (averaging members already trained still does). After a
+    failure nothing more starts, the running units finish, and the first failure is raised. Returns how many units
+    did not run."""
+    import ray
+
+    ctx = state.ctx
+    slots, threads = final_slots(ctx)
+    if slots > 1 and len(units) > 1:
+        ctx.say(f"final: up to {slots} finals at once ({threads} CPU threads each)")
+    remote = ray.remote(num_cpus=threads, **ctx.compute.ray_resources(whole_gpu=True))(final_distill_task)
+    pending, done, started, error, out_of_time = {}, set(), set(), None, False
+    while True:
+        while error is None and len(pending) < slots:
+            ready = [i for i, (_, deps) in enumerate(units) if i not in started and set(deps) <= done]
+            trains = [i for i in ready if units[i][0].member is not None or units[i][0].seeds == 1]
+            out_of_time = out_of_time or (ctx.deadline is not None and time.time() >= ctx.deadline)
+            ready = [i for i in ready if i not in trains] if out_of_time else ready
+            if not ready:
+                break
+            task = dataclasses.replace(units[ready[0]][0], threads=threads)
+            pending[remote.remote(ctx, task, state.supernet_dir)] = ready[0]
+            started.add(ready[0])
+        if not pending:
+            break
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(ref)
+        try:
+            ray.get(ref)
+        except Exception as exc:  # the running finals keep their work for a resume
+            error = error or exc
+            continue
+        done.add(i)
+        on_done(i)
+    if error is not None:
+        raise error
+    return len(units) - len(done)
 
 
 def transfer_set(state: SupernetRun) -> None:
@@ -103,17 +159,19 @@ def run_finals(state: SupernetRun) -> None:
     todo = sorted((t for t in chosen if metric_value(t, spec.objectives.metric, "dev", "final") is None),
                   key=lambda t: -(metric_value(t, spec.objectives.metric, "dev", "proxy") or 0.0))
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="final", unit="student", disable=not ctx.progress)
+    # every final (with seeds > 1: each member, then the average of their weights) and the one-step baselines, the most
+    # accurate on the proxy first; they run at once where the cluster has room
+    units: list[tuple[FinalTask, tuple[int, ...]]] = []
+    kept = set()  # the units whose end is a final's kept model (the progress bar counts those)
     for t in todo:
-        if ctx.deadline is not None and time.time() >= ctx.deadline:
-            ctx.say(f"final: the wall-clock budget is spent after {bar.n} of {len(chosen)} finals")
-            break
         base = {"trial_id": t["id"], "number": t["number"], "shape": t["config"]["shape"],
                 "transfer_path": state.transfer_path}
         if one_step:
             # teacher -> student with no assistant anywhere: sliced from the first (teacher-initialised) supernet, or
             # from the teacher when the students are
-            distil(state, FinalTask(**base, soft_logits_paths=[ctx.teacher["logits_path"]], metric_prefix="one_step_",
-                                    init_dir=src["init_dir"] if fin.student_init == "teacher" else state.first_supernet_dir))
+            units.append((FinalTask(**base, soft_logits_paths=[ctx.teacher["logits_path"]], metric_prefix="one_step_",
+                                    init_dir=src["init_dir"] if fin.student_init == "teacher"
+                                    else state.first_supernet_dir), ()))
         init_dir = src["init_dir"]
         shape = Shape.from_dict(t["config"]["shape"])
         if init_dir is not None and src["fits_in"] is not None and not shape.fits_in(src["fits_in"]):
@@ -123,9 +181,15 @@ def run_finals(state: SupernetRun) -> None:
         if fin.seeds > 1:
             ctx.say(f"final: {shape.key} trained {fin.seeds} times (seeds {spec.seed}-{spec.seed + fin.seeds - 1}); "
                     "it keeps the average of their weights")
-        distil(state, FinalTask(**base, soft_logits_paths=src["soft"], save_model=True, init_dir=init_dir,
-                                transfer_soft_paths=src["transfer_soft"], seeds=fin.seeds))
-        bar.update(1)
+        final = FinalTask(**base, soft_logits_paths=src["soft"], save_model=True, init_dir=init_dir,
+                          transfer_soft_paths=src["transfer_soft"], seeds=fin.seeds)
+        members = [(dataclasses.replace(final, member=i), ()) for i in range(fin.seeds)] if fin.seeds > 1 else []
+        units += members
+        units.append((final, tuple(range(len(units) - len(members), len(units)))))
+        kept.add(len(units) - 1)
+    left = distil_all(state, units, lambda i: bar.update(1) if i in kept else None)
+    if left:
+        ctx.say(f"final: the wall-clock budget is spent after {bar.n} of {len(chosen)} finals")
     bar.close()
 
 
