@@ -12,6 +12,10 @@ finals' worker does (`nas/workers/finals.py`). Each seed's weights are kept in -
 killed seed goes on from its training checkpoint). It scores the job's own final (seed 0), every seed, and the average
 of their weights on all dev and test rows, and the retention of each against the teacher's test accuracy.
 
+With --greedy it also scores the greedy soup (Wortsman et al., 2022, recipe 1): the members sorted by dev accuracy, each
+added to the average only if the average's dev accuracy does not drop. On a run whose final was kept as the average of
+`search.final.seeds` members, those members stand in for seed 0 (--seeds may then be empty: no training).
+
 With --ema D1,D2,... each new seed also keeps an exponential moving average of its weights with each decay (Polyak
 averaging; the plain mean of the weights so far until its window is reached), scored beside the seed's own last weights: the same training run, so
 the comparison is paired. Such a seed trains without a checkpoint (a killed one starts again).
@@ -79,6 +83,8 @@ def main() -> None:
     ap.add_argument("--transfer", required=True, help="the teacher-labelled transfer set the job's finals trained on")
     ap.add_argument("--seeds", default="1,2", help="training seeds besides the job's own (0), comma-separated")
     ap.add_argument("--min-speedup", type=float, default=10.0)
+    ap.add_argument("--greedy", action="store_true", help="also score the greedy soup (members added by dev accuracy "
+                                                            "while the average's dev accuracy does not drop)")
     ap.add_argument("--ema", default="", help="decays of moving averages of each new seed's weights, comma-separated "
                                                "(e.g. 0.999,0.9995); none by default")
     args = ap.parse_args()
@@ -152,7 +158,12 @@ def main() -> None:
 
     soup_dir = workdir / "soup"
     soup_dir.mkdir(exist_ok=True)
-    states = {0: load_student(arts["model"]).state_dict()}
+    members = sorted((k for k in arts if k.startswith("seed") and k.endswith("_weights")), key=lambda k: int(k[4:-8]))
+    # a final kept as the average of its members (search.final.seeds): the members are its seeds 0, 1, ...
+    states = ({int(k[4:-8]): torch.load(arts[k], map_location="cpu")["state"] for k in members} if members
+              else {0: load_student(arts["model"]).state_dict()})
+    if set(seeds) & set(states):
+        ap.error(f"--seeds: {sorted(set(seeds) & set(states))} are the job's own members")
     averages = {}  # (seed, decay) -> the moving average of that seed's weights
     for seed in seeds:
         path = soup_dir / f"{shape.key}-seed{seed}.pt"
@@ -189,6 +200,16 @@ def main() -> None:
         model.load_state_dict(average_state_dicts(states[m] for m in members))
         rows[name] = {**score(model), "members": [f"seed{m}" for m in members]}
         print(f"{name} of {members}: {rows[name]}", flush=True)
+    if args.greedy:
+        order = sorted(states, key=lambda m: -rows[f"seed{m}"]["dev"])
+        chosen, best = [order[0]], rows[f"seed{order[0]}"]
+        for m in order[1:]:
+            model.load_state_dict(average_state_dicts(states[c] for c in chosen + [m]))
+            trial_scores = score(model)
+            if trial_scores["dev"] >= best["dev"]:
+                chosen, best = chosen + [m], trial_scores
+        rows["greedy_soup"] = {"dev": best["dev"], "test": best["test"], "members": [f"seed{m}" for m in chosen]}
+        print(f"greedy soup of {chosen}: {rows['greedy_soup']}", flush=True)
     for r in rows.values():
         r["retention"] = round(r["test"] / teacher_test, 4)
     singles = [r["test"] for k, r in rows.items() if k.startswith("seed") and "_ema" not in k]
