@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,8 +104,6 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
     from nas.distill.resume import TrainCheckpoint
     from nas.students.bert_slice import extract_subnet
 
-    import time
-
     tensors, labels = worker_setup(ctx, task.threads)
     store = Store(ctx.storage, migrate=False)
     tid, prefix = task.trial_id, task.metric_prefix
@@ -154,19 +153,13 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
             return model, info, ckpt
 
         out: dict = {"trial_id": tid, "steps": steps, "train_rows": len(y)}
+        model, out["train_s"], ckpts, members = train_final(ctx, store, task, fdir, (
+            train_member, member_key, lambda: extract_subnet(source, shape)), tensors, labels, steps)
+        out.update({"members": members} if task.seeds > 1 else {})
         if task.member is not None:  # one member alone: its weights and scores are kept; the final's task averages
-            _, out["train_s"], ckpts, out["members"] = seed_average(
-                ctx, store, task, fdir, (train_member, member_key, None), tensors, labels, steps, only=task.member)
             if ckpts:  # (not when its weights were on disk already: a resumed job)
                 record_wall(store, task, f"{prefix}seed{task.member}_", ckpts, started, steps)
             return out
-        if task.seeds > 1:
-            model, out["train_s"], ckpts, out["members"] = seed_average(
-                ctx, store, task, fdir, (train_member, member_key, lambda: extract_subnet(source, shape)), tensors,
-                labels, steps)
-        else:
-            model, info, ckpt = train_member(0)
-            out["train_s"], ckpts = info["train_s"], [ckpt]
         inner_teacher = source = None  # free them before scoring
         record_training(store, task, settings, steps)
         store.add_artefact(ctx.job_id, tid, prefix + "init", init_path)  # the model the student was sliced from
@@ -179,6 +172,17 @@ def final_distill_task(ctx: JobContext, task: FinalTask, supernet_dir: str) -> d
         return out
     finally:
         store.dispose()
+
+
+def train_final(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, member: tuple, tensors, labels,
+                steps: int) -> tuple:
+    """(the final's model, or None for a member's task; train_s of what trained now; its checkpoints; the scores of
+    the members trained now): one training, or with `task.seeds` > 1 the average of the members (`seed_average`), or
+    with `task.member` that member alone. `member` = (train_member, member_key, new_model)."""
+    if task.member is not None or task.seeds > 1:
+        return seed_average(ctx, store, task, fdir, member, tensors, labels, steps, only=task.member)
+    model, info, ckpt = member[0](0)
+    return model, info["train_s"], [ckpt], []
 
 
 def record_training(store: Store, task: FinalTask, settings, steps: int) -> None:
@@ -197,8 +201,6 @@ def record_wall(store: Store, task: FinalTask, prefix: str, ckpts: list, started
     """When this final's task (or one member's) ran, as `train` metrics under `prefix`: `task_started_at` and
     `task_finished_at` (Unix seconds; finals that ran at once overlap); and, under the final's own prefix, the step a
     killed run's final (or member) went on from."""
-    import time
-
     resumed = [c.resumed_from for c in ckpts if c.resumed_from]
     if resumed:
         store.add_metric(task.trial_id, task.metric_prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)

@@ -76,11 +76,13 @@ def train_supernet_task(ctx: JobContext, trial_id: int, rnd: SupernetRound) -> s
                               checkpoint_path=out / "checkpoint.pt", checkpoint_every=sn.checkpoint_every, on_step=on_step,
                               compute=ctx.compute)
         save_model(model, ctx, out / "model")
-        store.add_artefact(ctx.job_id, trial_id, "checkpoint", str(out / "checkpoint.pt"))
         store.add_artefact(ctx.job_id, trial_id, "supernet", str(out / "model"))
         store.add_metric(trial_id, "train_s", info["train_s"], "train", "proxy")
         store.add_metric(trial_id, "step_s", info["step_s"], "train", "proxy")
         store.finish_trial(trial_id, "COMPLETE")
+        # the resume state (weights, optimizer moments, RNG: 3-4x the model) is spent once the round is complete: a
+        # resumed job reuses the saved model
+        (out / "checkpoint.pt").unlink(missing_ok=True)
         return str(out / "model")
     except Exception as exc:
         store.finish_trial(trial_id, "FAILED", error=f"{type(exc).__name__}: {exc}", if_running=True)
