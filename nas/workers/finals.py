@@ -201,11 +201,11 @@ def record_wall(store: Store, task: FinalTask, prefix: str, ckpts: list, started
     """When this final's task (or one member's) ran, as `train` metrics under `prefix`: `task_started_at` and
     `task_finished_at` (Unix seconds; finals that ran at once overlap); and, under the final's own prefix, the step a
     killed run's final (or member) went on from."""
-    resumed = [c.resumed_from for c in ckpts if c.resumed_from]
+    tid, resumed = task.trial_id, [c.resumed_from for c in ckpts if c.resumed_from]
     if resumed:
-        store.add_metric(task.trial_id, task.metric_prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)
-    store.add_metric(task.trial_id, prefix + "task_started_at", started, "train", "final", step=steps)
-    store.add_metric(task.trial_id, prefix + "task_finished_at", time.time(), "train", "final", step=steps)
+        store.add_metric(tid, task.metric_prefix + "resumed_from_step", resumed[0], "train", "final", step=steps)
+    store.add_metric(tid, prefix + "task_started_at", started, "train", "final", step=steps)
+    store.add_metric(tid, prefix + "task_finished_at", time.time(), "train", "final", step=steps)
 
 
 def seed_average(ctx: JobContext, store: Store, task: FinalTask, fdir: pathlib.Path, member: tuple, tensors, labels,
