@@ -158,9 +158,9 @@ def main() -> None:
 
     soup_dir = workdir / "soup"
     soup_dir.mkdir(exist_ok=True)
-    members = sorted((k for k in arts if k.startswith("seed") and k.endswith("_weights")), key=lambda k: int(k[4:-8]))
-    # a final kept as the average of its members (search.final.seeds): the members are its seeds 0, 1, ...
-    states = ({int(k[4:-8]): torch.load(arts[k], map_location="cpu")["state"] for k in members} if members
+    # a final kept as the average of its members (search.final.seeds, artefacts seed{i}_weights): its seeds 0, 1, ...
+    own = {int(k[4:-8]): path for k, path in arts.items() if k.startswith("seed") and k.endswith("_weights")}
+    states = ({i: torch.load(own[i], map_location="cpu")["state"] for i in sorted(own)} if own
               else {0: load_student(arts["model"]).state_dict()})
     if set(seeds) & set(states):
         ap.error(f"--seeds: {sorted(set(seeds) & set(states))} are the job's own members")
