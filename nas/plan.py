@@ -158,8 +158,10 @@ def transfer_rows(spec, n_train: int, corpus_rows: int) -> int:
     return 0
 
 
-def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights: float = 0.0) -> dict[str, float]:
-    """Seconds per stage of `spec` on a dataset of `work.n_rows` rows."""
+def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights: float = 0.0,
+             final_slots: int = 1) -> dict[str, float]:
+    """Seconds per stage of `spec` on a dataset of `work.n_rows` rows. `final_slots`: how many finals train at once
+    (nas/stages/supernet/finals.py: one per GPU, one per CPU node)."""
     from nas.teachers.load import TEACHER_BATCH, teacher_steps
     from nas.distill.loop import steps_for
 
@@ -205,9 +207,10 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
         fin = spec.search.final
         two_step = fin.two_step and assistant_weights > 0  # the assistant is distilled, then the finals from it
         final_steps = steps_for(n_train + extra, batch, fin.epochs, None)
-        # each final student trains fin.seeds members (weight-averaged); the one-step baseline trains once
-        finals = fin.top_k * final_steps * cal.student(avg_w, "step") * (fin.seeds + (1 if two_step and
-                                                                                      fin.one_step_baseline else 0))
+        # each final student trains fin.seeds members (weight-averaged), the one-step baseline once: units of about
+        # one length, final_slots of them at once
+        units = fin.top_k * (fin.seeds + (1 if two_step and fin.one_step_baseline else 0))
+        finals = math.ceil(units / max(1, final_slots)) * final_steps * cal.student(avg_w, "step")
         top = cal.init["step"] if cal.init else cal.teacher_step  # the assistant is a slice of what students slice
         assistant = final_steps * top * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
             if two_step else 0.0
@@ -291,7 +294,9 @@ def plan(spec) -> dict:
     if torch.cuda.is_available():  # the same job where a GPU trains it, in its precision
         gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda",
                          source=source, sorted_seq=width, precision=spec.compute.precision)
-        gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "stages": estimate(spec, work, gcal, shapes, aw)}}
+        slots = torch.cuda.device_count()  # the finals train one per GPU, at once
+        gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "gpus": slots,
+                       "stages": estimate(spec, work, gcal, shapes, aw, final_slots=slots)}}
         teacher.to("cpu")
     return {"stages": stages, "device": "cpu", "threads": threads, "rows": len(ds.labels), **gpu,
             "made_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -69,3 +71,8 @@ def test_nas_plan_counts_every_member_of_each_final():
     avg_w = sum(s.encoder_weights() for s in shapes) / len(shapes)
     per_final = steps_for(n_train, 32, fin.epochs, None) * cal.student(avg_w, "step")  # the plan's batch
     assert search[3] - search[1] == pytest.approx(2 * fin.top_k * per_final, rel=1e-6)
+    # where the finals train at once (one per GPU), the stage grows by the rounds of finals, not the finals: 3 GPUs
+    # train a final's 3 members in one round, 2 GPUs in two
+    at_once = {slots: estimate(spec, Work(n_rows=1000), cal, shapes, final_slots=slots)["search"] for slots in (2, 3)}
+    assert search[3] - at_once[3] == pytest.approx((3 * fin.top_k - math.ceil(3 * fin.top_k / 3)) * per_final, rel=1e-6)
+    assert search[3] - at_once[2] == pytest.approx((3 * fin.top_k - math.ceil(3 * fin.top_k / 2)) * per_final, rel=1e-6)

@@ -107,7 +107,8 @@ def print_plan(name: str, p: dict) -> None:
                + (f"; cached: {', '.join(cached)}" if cached else ""))
     gpu = (p.get("gpu") or {}).get("stages")
     if gpu:
-        typer.echo(f"  {'':<22} {'this CPU':>11} {p['gpu']['device'][:24]:>26}")
+        n = p["gpu"].get("gpus", 1)
+        typer.echo(f"  {'':<22} {'this CPU':>11} {(f'{n} x ' if n > 1 else '') + p['gpu']['device'][:24]:>26}")
     for stage, s in p["stages"].items():
         typer.echo(f"  {stage:<22} {s / 60:7.1f} min" + (f" {gpu[stage] / 60:21.1f} min" if gpu else ""))
 
