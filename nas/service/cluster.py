@@ -80,3 +80,40 @@ def run_trials(fn: Callable[..., dict], trial_ids: list[int], ctx, storage_path:
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
     tuner.fit()
+
+
+def run_units(submit: Callable[[int], object], waits_for: list[tuple[int, ...]], slots: int,
+              may_start: Callable[[int], bool] = lambda i: True, on_done: Callable[[int], None] = lambda i: None
+              ) -> set[int]:
+    """Run units 0..n-1 as Ray tasks, at most `slots` at once: `submit(i)` starts unit i (an ObjectRef) once every unit
+    in `waits_for[i]` is done, the lowest ready index first; a ready unit that `may_start(i)` refuses does not start
+    (a wall-clock budget spent), nor anything waiting for it. `on_done(i)` after unit i succeeds. After a failure
+    nothing more starts, the running units finish (their work kept), then the first failure is raised. Returns the
+    indices of the units done."""
+    import ray
+
+    pending: dict = {}
+    done: set[int] = set()
+    started: set[int] = set()
+    error = None
+    while True:
+        while error is None and len(pending) < slots:
+            ready = [i for i, deps in enumerate(waits_for) if i not in started and set(deps) <= done and may_start(i)]
+            if not ready:
+                break
+            pending[submit(ready[0])] = ready[0]
+            started.add(ready[0])
+        if not pending:
+            break
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(ref)
+        try:
+            ray.get(ref)
+        except Exception as exc:  # the running units keep their work (a resume picks it up)
+            error = error or exc
+            continue
+        done.add(i)
+        on_done(i)
+    if error is not None:
+        raise error
+    return done

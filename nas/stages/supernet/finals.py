@@ -39,43 +39,28 @@ def final_slots(ctx) -> tuple[int, int]:
 
 def distil_all(state: SupernetRun, units: list[tuple[FinalTask, tuple[int, ...]]], on_done) -> int:
     """Run `units` (each a FinalTask and the indices of the units it waits for) as Ray tasks, as many at once as the
-    cluster has room for (`final_slots`), the first ready unit first; `on_done(i)` after unit i. Once the job's
-    wall-clock budget is spent no unit that trains starts (averaging members already trained still does). After a
-    failure nothing more starts, the running units finish, and the first failure is raised. Returns how many units
-    did not run."""
+    cluster has room for (`final_slots`), the first ready unit first (nas/service/cluster.py: run_units); `on_done(i)`
+    after unit i. Once the job's wall-clock budget is spent no unit that trains starts (averaging members already
+    trained still does). After a failure nothing more starts, the running units finish, and the first failure is
+    raised. Returns how many units did not run."""
     import ray
+
+    from nas.service.cluster import run_units
 
     ctx = state.ctx
     slots, threads = final_slots(ctx)
     if slots > 1 and len(units) > 1:
         ctx.say(f"final: up to {slots} finals at once ({threads} CPU threads each)")
     remote = ray.remote(num_cpus=threads, **ctx.compute.ray_resources(whole_gpu=True))(final_distill_task)
-    pending, done, started, error, out_of_time = {}, set(), set(), None, False
-    while True:
-        while error is None and len(pending) < slots:
-            ready = [i for i, (_, deps) in enumerate(units) if i not in started and set(deps) <= done]
-            trains = [i for i in ready if units[i][0].member is not None or units[i][0].seeds == 1]
-            out_of_time = out_of_time or (ctx.deadline is not None and time.time() >= ctx.deadline)
-            ready = [i for i in ready if i not in trains] if out_of_time else ready
-            if not ready:
-                break
-            task = dataclasses.replace(units[ready[0]][0], threads=threads)
-            pending[remote.remote(ctx, task, state.supernet_dir)] = ready[0]
-            started.add(ready[0])
-        if not pending:
-            break
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        i = pending.pop(ref)
-        try:
-            ray.get(ref)
-        except Exception as exc:  # the running finals keep their work for a resume
-            error = error or exc
-            continue
-        done.add(i)
-        on_done(i)
-    if error is not None:
-        raise error
-    return len(units) - len(done)
+
+    def submit(i: int):
+        return remote.remote(ctx, dataclasses.replace(units[i][0], threads=threads), state.supernet_dir)
+
+    def may_start(i: int) -> bool:  # a member, or a final of one seed, trains; averaging members does not
+        trains = units[i][0].member is not None or units[i][0].seeds == 1
+        return not trains or ctx.deadline is None or time.time() < ctx.deadline
+
+    return len(units) - len(run_units(submit, [deps for _, deps in units], slots, may_start, on_done))
 
 
 def transfer_set(state: SupernetRun) -> None:
