@@ -19,6 +19,12 @@ added to the average only if the average's dev accuracy does not drop. On a run 
 With --ema D1,D2,... each new seed also keeps an exponential moving average of its weights with each decay (Polyak
 averaging; the plain mean of the weights so far until its window is reached), scored beside the seed's own last weights: the same training run, so
 the comparison is paired. Such a seed trains without a checkpoint (a killed one starts again).
+
+With --epochs K each seed trains K times the job's steps (K epochs over the same rows, the lr schedule stretched over
+them); --seeds may then name the job's own members' seeds (0, 1, ...), and the K-epoch members are scored beside the
+job's own one-epoch members of the same seeds and their average (a paired comparison of the schedule's length):
+
+    python benchmarks/final_soup.py --workdir .nas/bench-large-amd-seeds3 --transfer ... --seeds 0,1 --epochs 2
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ def main() -> None:
                                                             "while the average's dev accuracy does not drop)")
     ap.add_argument("--ema", default="", help="decays of moving averages of each new seed's weights, comma-separated "
                                                "(e.g. 0.999,0.9995); none by default")
+    ap.add_argument("--epochs", type=int, default=1, help="train each seed for this many times the job's steps "
+                                                           "(default 1: as the job did)")
     args = ap.parse_args()
 
     import torch
@@ -126,6 +134,8 @@ def main() -> None:
         ap.error(f"--ema: expected comma-separated decays, got {args.ema!r}")
     if any(not 0.0 < d < 1.0 for d in decays):
         ap.error(f"--ema: every decay must lie in (0, 1), got {args.ema!r}")
+    if args.epochs < 1:
+        ap.error(f"--epochs: expected a whole number >= 1, got {args.epochs}")
     store = Store(f"sqlite:///{workdir / 'nas.db'}", migrate=False)
     job_id = store.list_jobs()[0]["id"]
     sources = job_sources(store, job_id)
@@ -162,28 +172,33 @@ def main() -> None:
     own = {int(k[4:-8]): path for k, path in arts.items() if k.startswith("seed") and k.endswith("_weights")}
     states = ({i: torch.load(own[i], map_location="cpu")["state"] for i in sorted(own)} if own
               else {0: load_student(arts["model"]).state_dict()})
-    if set(seeds) & set(states):
+    if set(seeds) & set(states) and args.epochs == 1:
         ap.error(f"--seeds: {sorted(set(seeds) & set(states))} are the job's own members")
+    tag = "" if args.epochs == 1 else f"e{args.epochs}"  # the K-epoch members' names: seed0e2, ...
+    new_steps = steps * args.epochs
     averages = {}  # (seed, decay) -> the moving average of that seed's weights
     for seed in seeds:
-        path = soup_dir / f"{shape.key}-seed{seed}.pt"
-        ema_paths = {d: soup_dir / f"{shape.key}-seed{seed}-ema{d}.pt" for d in decays}
+        path = soup_dir / f"{shape.key}-seed{seed}{tag}.pt"
+        ema_paths = {d: soup_dir / f"{shape.key}-seed{seed}{tag}-ema{d}.pt" for d in decays}
         if not path.is_file():  # (a seed trained before keeps its weights, and has no moving averages)
             model = extract_subnet(source, shape)
             ckpt = None if decays else TrainCheckpoint(
-                soup_dir / f"{shape.key}-seed{seed}.checkpoint.pt",
-                key=repr((arts["init"], shape.key, settings, str(transfer_path), seed, len(y))))
+                soup_dir / f"{shape.key}-seed{seed}{tag}.checkpoint.pt",
+                key=repr((arts["init"], shape.key, settings, str(transfer_path), seed, len(y), new_steps)))
             ema = {d: moving_average(model, d) for d in decays}
-            info_s = distill(model, x, y, s, settings, steps, seed=spec.seed + seed, hard_mask=hard, compute=compute,
+            info_s = distill(model, x, y, s, settings, new_steps, seed=spec.seed + seed, hard_mask=hard, compute=compute,
                              checkpoint=ckpt, on_step=(lambda step, loss: [f(step) for f in ema.values()]) if ema else None)
             torch.save(model.state_dict(), path)
             for d, f in ema.items():
                 torch.save(f.state(), ema_paths[d])
             if ckpt:
                 ckpt.clear()
-            print(f"seed {seed}: trained in {info_s['train_s']:.0f} s", flush=True)
-        states[seed] = torch.load(path)
+            print(f"seed {seed}{tag}: trained in {info_s['train_s']:.0f} s", flush=True)
+        states[f"{seed}{tag}" if tag else seed] = torch.load(path)
         averages.update({(seed, d): torch.load(p) for d, p in ema_paths.items() if p.is_file()})
+    new = [f"{seed}{tag}" if tag else seed for seed in seeds]
+    # with --epochs: the job's own members of the same seeds, averaged, beside the new ones' average
+    same = {"soup_own_same_seeds": [m for m in seeds if m in states]} if tag and len(seeds) > 1 else {}
 
     teacher_test = info["test"]["accuracy"]
     model = extract_subnet(source, shape)
@@ -194,9 +209,11 @@ def main() -> None:
         print(f"seed {seed}: {rows[f'seed{seed}']}", flush=True)
     for (seed, d), state in averages.items():
         model.load_state_dict(state)
-        rows[f"seed{seed}_ema{d}"] = score(model)
-        print(f"seed {seed}, moving average {d}: {rows[f'seed{seed}_ema{d}']}", flush=True)
-    for name, members in {"soup": list(states), **({"soup_new_seeds": seeds} if len(seeds) > 1 else {})}.items():
+        rows[f"seed{seed}{tag}_ema{d}"] = score(model)
+        print(f"seed {seed}{tag}, moving average {d}: {rows[f'seed{seed}{tag}_ema{d}']}", flush=True)
+    soups = {"soup": [m for m in states if m not in new] if tag else list(states),
+             **({"soup_new_seeds": new} if len(seeds) > 1 else {}), **same}
+    for name, members in soups.items():
         model.load_state_dict(average_state_dicts(states[m] for m in members))
         rows[name] = {**score(model), "members": [f"seed{m}" for m in members]}
         print(f"{name} of {members}: {rows[name]}", flush=True)
@@ -216,6 +233,7 @@ def main() -> None:
     print(json.dumps({
         "workdir": str(workdir), "final_trial": final["id"], "shape": shape.key,
         "speedup": round(metric_value(final, "speedup", "dev", "proxy"), 2), "steps": steps, "lr": lr,
+        "epochs": args.epochs, "new_seed_steps": new_steps,
         "precision": spec.compute.precision, "teacher_test_acc": round(teacher_test, 4), "results": rows,
         "seed_test_median": round(statistics.median(singles), 4), "seed_test_range": [min(singles), max(singles)],
         "wall_s": round(time.perf_counter() - t_start, 1),
