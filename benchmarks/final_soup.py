@@ -176,8 +176,9 @@ def main() -> None:
         ap.error(f"--seeds: {sorted(set(seeds) & set(states))} are the job's own members")
     tag = "" if args.epochs == 1 else f"e{args.epochs}"  # the K-epoch members' names: seed0e2, ...
     new_steps = steps * args.epochs
+    new = [f"{seed}{tag}" if tag else seed for seed in seeds]  # the new members' keys in `states`
     averages = {}  # (seed, decay) -> the moving average of that seed's weights
-    for seed in seeds:
+    for seed, name in zip(seeds, new):
         path = soup_dir / f"{shape.key}-seed{seed}{tag}.pt"
         ema_paths = {d: soup_dir / f"{shape.key}-seed{seed}{tag}-ema{d}.pt" for d in decays}
         if not path.is_file():  # (a seed trained before keeps its weights, and has no moving averages)
@@ -194,9 +195,8 @@ def main() -> None:
             if ckpt:
                 ckpt.clear()
             print(f"seed {seed}{tag}: trained in {info_s['train_s']:.0f} s", flush=True)
-        states[f"{seed}{tag}" if tag else seed] = torch.load(path)
+        states[name] = torch.load(path)
         averages.update({(seed, d): torch.load(p) for d, p in ema_paths.items() if p.is_file()})
-    new = [f"{seed}{tag}" if tag else seed for seed in seeds]
     # with --epochs: the job's own members of the same seeds, averaged, beside the new ones' average
     same = {"soup_own_same_seeds": [m for m in seeds if m in states]} if tag and len(seeds) > 1 else {}
 
@@ -229,7 +229,8 @@ def main() -> None:
         print(f"greedy soup of {chosen}: {rows['greedy_soup']}", flush=True)
     for r in rows.values():
         r["retention"] = round(r["test"] / teacher_test, 4)
-    singles = [r["test"] for k, r in rows.items() if k.startswith("seed") and "_ema" not in k]
+    # one schedule's members: with --epochs the K-epoch ones (the job's own are in rows beside them)
+    singles = [rows[f"seed{m}"]["test"] for m in (new if tag else states)]
     print(json.dumps({
         "workdir": str(workdir), "final_trial": final["id"], "shape": shape.key,
         "speedup": round(metric_value(final, "speedup", "dev", "proxy"), 2), "steps": steps, "lr": lr,
