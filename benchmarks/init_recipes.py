@@ -24,6 +24,9 @@ teacher; it reads the teacher's tokens. Its transfer sets are labelled in its to
 loss on the teacher's logits (default KL at T=2; soft_mse: MSE on the raw logits), as a job's budgets.student_init_lr
 and budgets.student_init_soft_loss (their own cache entries where not the defaults).
 
+--length-groups N: the kd, aug and corpus recipes draw batches of rows of similar length from pools of N batches
+(a job's budgets.student_init_length_groups; its own cache entries): less padding to compute, the same rows an epoch.
+
 --embedding W: the kd and corpus recipes also learn the teacher's mean-pooled final hidden state through a projection,
 1 - cosine at weight W (a job's budgets.student_init_embedding; its own cache entries). --attention W: they learn the
 teacher's attention maps too, the teacher run on each batch (budgets.student_init_attention). --hidden W: they learn
@@ -150,6 +153,9 @@ def main() -> None:
     ap.add_argument("--soft-loss", default=None, choices=["soft_kl", "soft_mse"],
                     help="their loss on the teacher's logits: KL at T=2, or MSE on the raw logits "
                          "(budgets.student_init_soft_loss)")
+    ap.add_argument("--length-groups", type=int, default=0,
+                    help="their batches of rows of similar length, from pools of N batches "
+                         "(budgets.student_init_length_groups; 0: random batches)")
     args = ap.parse_args()
     recipes = [(r, *parse_recipe(r)) for r in args.recipes]
     if args.embedding and any(kind == "aug" for _, kind, _, _ in recipes):
@@ -193,7 +199,7 @@ def main() -> None:
         t0 = time.perf_counter()
         kw = {}
         if kind in ("kd", "aug", "corpus"):
-            given = {"lr": args.lr, "soft_loss": args.soft_loss}
+            given = {"lr": args.lr, "soft_loss": args.soft_loss, "length_groups": args.length_groups or None}
             kw.update(soft_from=teacher["logits_path"], **{k: v for k, v in given.items() if v is not None})
         if kind == "aug":
             kw["transfer"] = transfer_set(teacher, ds, splits["train"], args.seq, copies, init, init_tok, compute)
@@ -209,7 +215,7 @@ def main() -> None:
                "retention": round(info["test"]["accuracy"] / t_test, 4), "transfer_rows": info.get("transfer_rows", 0),
                "embedding": info.get("embedding", 0.0), "attention": info.get("attention", 0.0),
                "hidden": info.get("hidden", 0.0),
-               "lr": info.get("lr"), "soft_loss": info.get("soft_loss"),
+               "lr": info.get("lr"), "soft_loss": info.get("soft_loss"), "length_groups": info.get("length_groups", 0),
                "early_stopping": info.get("early_stopping"),
                "train_s": round(info["train_s"], 1), "wall_s_this_run": round(time.perf_counter() - t0, 1)}
         rows.append(row)

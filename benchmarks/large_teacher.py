@@ -56,10 +56,11 @@ def job_spec(args) -> dict:
                 + (f"-att{args.init_attention:g}" if init and args.init_attention else "")
                 + (f"-hid{args.init_hidden:g}" if init and args.init_hidden else "")
                 + (f"-lr{args.init_lr:g}" if init and args.init_lr is not None else "")
-                + ("-mse" if init and args.init_soft_loss == "soft_mse" else ""),
+                + ("-mse" if init and args.init_soft_loss == "soft_mse" else "")
+                + (f"-lg{args.length_groups}" if args.length_groups else ""),
         "teacher": "mpnet-base", **init,
         "dataset": {"name": "rotten-tomatoes", **({"max_rows": 400} if quick else {})}, "task": "classification",
-        "search_space": str(ROOT / "search_spaces" / ("large_init.yaml" if init else "base_large.yaml")),
+        "search_space": search_space(args, "large_init.yaml" if init else "base_large.yaml"),
         "compute": {"device": args.device, "precision": args.precision},
         "latency": {"device": "cpu", "batch": 1, "seq_len": args.seq, "threads": 2, "rounds": 3 if quick else 5},
         "budgets": {"trials": 4 if quick else args.trials, "max_seq_len": args.seq, "data_fraction": fraction,
@@ -69,7 +70,8 @@ def job_spec(args) -> dict:
                     **({"student_init_attention": args.init_attention} if init and args.init_attention else {}),
                     **({"student_init_hidden": args.init_hidden} if init and args.init_hidden else {}),
                     **({"student_init_lr": args.init_lr} if init and args.init_lr is not None else {}),
-                    **({"student_init_soft_loss": args.init_soft_loss} if init and args.init_soft_loss else {})},
+                    **({"student_init_soft_loss": args.init_soft_loss} if init and args.init_soft_loss else {}),
+                    **({"student_init_length_groups": args.length_groups} if init and args.length_groups else {})},
         "search": {"strategy": "evolution", "population": 2 if quick else 8,
                    "supernet": {"steps": 4 if quick else args.supernet_steps, "n_random": 2,
                                 "rewire_rows": 32 if quick else 256, "checkpoint_every": 2 if quick else 25},
@@ -80,6 +82,22 @@ def job_spec(args) -> dict:
         "references": ["tfidf-linear"], "seed": 0, **corpus,
         **({"constraints": {"min_speedup": args.min_speedup}} if args.min_speedup else {}),
     }
+
+
+def search_space(args, name: str) -> str:
+    """The space file: search_spaces/NAME, or with --length-groups a copy of it whose distill.length_groups is set
+    (written under .nas/spaces/, the same content every time)."""
+    import yaml
+
+    path = ROOT / "search_spaces" / name
+    if not args.length_groups:
+        return str(path)
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("distill", {})["length_groups"] = args.length_groups
+    out = ROOT / ".nas" / "spaces" / f"{path.stem}-lg{args.length_groups}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(out)
 
 
 def stage_walls(trials: list[dict]) -> dict[str, float]:
@@ -141,6 +159,7 @@ def initialiser(sources: tuple, workdir: pathlib.Path) -> dict | None:
            "transfer_rows": src.get("transfer_rows", 0), "embedding": src.get("embedding", 0.0),
            "attention": src.get("attention", 0.0), "hidden": src.get("hidden", 0.0), "lr": spec.budgets.student_init_lr,
            "soft_loss": spec.budgets.student_init_soft_loss,
+           **({"length_groups": src["length_groups"]} if src.get("length_groups") else {}),
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path.write_text(json.dumps(row, indent=1))
     return row
@@ -279,6 +298,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--init-soft-loss", default=None, choices=["soft_kl", "soft_mse"],
                     help="with --student-init: the initialiser's loss on the teacher's logits, KL at T=2 or MSE on the "
                          "raw logits (budgets.student_init_soft_loss; default: the service's)")
+    ap.add_argument("--length-groups", type=int, default=0,
+                    help="batches of rows of similar length, from pools of N batches, for every student's training: "
+                         "the initialiser (budgets.student_init_length_groups), the supernet, the finals and the plain "
+                         "recipe (the space's distill.length_groups); 0: random batches, as before")
     ap.add_argument("--supernet-steps", type=int, default=150)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--top-k", type=int, default=4)

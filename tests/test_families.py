@@ -230,8 +230,8 @@ def test_a_family_the_service_cannot_use_gets_one_clear_line(tmp_path, field):
     assert "MPNet (mpnet)" in line and "DistilBERT (distilbert)" in line
 
 
-@pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "augment-only", "tokenizers-differ",
-                                  "hidden-tokenizers-differ"])
+@pytest.mark.parametrize("case", ["slicing-teacher", "lr-slicing-teacher", "groups-slicing-teacher", "augment-only",
+                                  "tokenizers-differ", "hidden-tokenizers-differ"])
 def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_tokens_are_refused(tmp_path, case):
     """budgets.student_init_embedding, _attention, _hidden and _lr apply to a student initialiser (students that slice
     the teacher have none); the embedding's transfer rows must come from `transfer:` (search.final.augment's copies keep
@@ -242,8 +242,10 @@ def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_to
     from nas.ui.cli import app
 
     field = {"tokenizers-differ": "student_init_attention", "hidden-tokenizers-differ": "student_init_hidden",
-             "lr-slicing-teacher": "student_init_lr"}.get(case, "student_init_embedding")
-    spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: 1e-3 if field == "student_init_lr" else 1.0},
+             "lr-slicing-teacher": "student_init_lr", "groups-slicing-teacher": "student_init_length_groups"}.get(
+        case, "student_init_embedding")
+    value = {"student_init_lr": 1e-3, "student_init_length_groups": 50}.get(field, 1.0)
+    spec = {"name": "e", "dataset": "bbc-news", "budgets": {field: value},
             "search": {"supernet": {"steps": 2}, "final": {"augment": 1}}}
     if case == "augment-only":  # a teacher that slices, whose students slice MiniLM-L6 here
         spec.update(teacher=str(write_teacher("mpnet", tmp_path / "teacher")), student_init="minilm-l6")
@@ -257,6 +259,7 @@ def test_initialiser_targets_without_their_initialiser_pooled_rows_or_aligned_to
     res = CliRunner().invoke(app, ["validate", str(path)])
     assert res.exit_code == 2, res.output
     words = {"slicing-teacher": "slice the teacher", "lr-slicing-teacher": "leave it at its default, 0.0001",
+             "groups-slicing-teacher": "leave it at its default, 0)",
              "augment-only": "`transfer: {augment: N}`",
              "tokenizers-differ": "need tokens that line up: the two tokenizers cut"}[case.removeprefix("hidden-")]
     assert f"budgets.{field}" in res.output and words in res.output, res.output
@@ -378,20 +381,23 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
     """`student_init` beside a teacher that slices (a large teacher whose own slices cost too much to train): students
     slice the initialiser (MiniLM-L6, distilled from the teacher's logits first, here by MSE at lr 2e-4, and from its
     pooled final hidden states through a projection, its attention maps and its hidden states layer by layer through
-    another projection: budgets.student_init_embedding, _attention, _hidden, _lr and _soft_loss), not the
-    teacher; an export is a BERT model that reproduces the stored dev accuracy."""
+    another projection, in batches of similar length: budgets.student_init_embedding, _attention, _hidden, _lr,
+    _soft_loss and _length_groups; the space's distill.length_groups for the rest), not the teacher; an export is a BERT model that reproduces the stored dev accuracy."""
     from nas.results.export import evaluate_export, export_dev_split, export_trial
     from nas.store.records import metric_value
     from nas.teachers import load_pretrained
 
+    space = yaml.safe_load((pathlib.Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml").read_text())
+    space["distill"]["length_groups"] = 4  # the supernet and the finals draw length-grouped batches too
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     spec = {"name": "tiny-mpnet-init", "teacher": str(write_teacher("mpnet", tmp_path / "teacher")),
             "student_init": "minilm-l6", "dataset": {"name": "bbc-news", "max_rows": 150}, "task": "classification",
-            "search_space": "tiny",
+            "search_space": str(tmp_path / "space.yaml"),
             "latency": {"device": "cpu", "batch": 1, "seq_len": 32, "threads": 1, "warmup": 2, "min_runs": 5,
                         "max_runs": 20, "rounds": 2},
             "budgets": {"trials": 3, "max_seq_len": 32, "teacher_epochs": 1, "student_init_embedding": 0.5,
                         "student_init_attention": 0.5, "student_init_hidden": 0.5, "student_init_lr": 2e-4,
-                        "student_init_soft_loss": "soft_mse"},
+                        "student_init_soft_loss": "soft_mse", "student_init_length_groups": 4},
             "search": {"strategy": "evolution", "population": 2,
                        "supernet": {"steps": 2, "n_random": 1, "rewire_rows": 16}, "final": {"top_k": 1, "epochs": 1}},
             "transfer": {"augment": 1},
@@ -415,6 +421,7 @@ def test_a_slicing_teacher_with_a_student_initialiser_has_its_students_sliced_fr
         width = json.loads((pathlib.Path(teacher["config"]["dir"]) / "config.json").read_text())["hidden_size"]
         assert init["embedding"] == init["attention"] == init["hidden"] == 0.5
         assert init["lr"] == 2e-4 and init["soft_loss"] == "soft_mse"  # budgets.student_init_lr and _soft_loss
+        assert init["length_groups"] == 4  # budgets.student_init_length_groups
         assert labelled["pooled"].shape == (init["transfer_rows"], width)
         pooled = torch.load(pathlib.Path(init["soft_from"]).with_name("pooled.pt"), map_location="cpu")
         rows = torch.load(init["soft_from"], map_location="cpu").shape[0]  # the teacher's logits: every row

@@ -146,11 +146,12 @@ def test_the_student_initialisers_epochs_join_its_cache_key(nas_home):
     ds = load_dataset(DatasetRef(name="bbc-news", max_rows=150), "classification", 0)
     keys = {e: teacher_cache_dir("minilm-l6", ds, 0, e, 32, soft_from="/x/logits.pt").name for e in (1, 3)}
     assert keys[1] != keys[3] and keys[1] != teacher_cache_dir("minilm-l6", ds, 0, 1, 32).name
-    # its lr, soft loss and hidden-state weight join the key only where they are not the defaults (earlier entries
+    # its lr, soft loss, hidden-state weight and length grouping join the key only where they are not the defaults (earlier entries
     # keep theirs)
     recipes = [init_recipe(Budgets()), init_recipe(Budgets(student_init_lr=2e-4)),
-               init_recipe(Budgets(student_init_soft_loss="soft_mse")), init_recipe(Budgets(student_init_hidden=1.0))]
+               init_recipe(Budgets(student_init_soft_loss="soft_mse")), init_recipe(Budgets(student_init_hidden=1.0)),
+               init_recipe(Budgets(student_init_length_groups=50))]
     named = [teacher_cache_dir("minilm-l6", ds, 0, 1, 32, soft_from="/x/logits.pt", **r).name for r in recipes]
-    assert named[0] == keys[1] and len(set(named)) == 4
+    assert named[0] == keys[1] and len(set(named)) == 5
     assert recipe.early_stop_part(len(ds.labels), 32, 3 * len(ds.labels), "accuracy") and \
         not recipe.early_stop_part(len(ds.labels), 32, 1, "accuracy")

@@ -36,6 +36,16 @@ class DistillSettings:
     # 1 - cosine between the student's mean-pooled final hidden state, through its `embedding_projection`, and a
     # per-row target (`distill`'s teacher_embeddings: a teacher's pooled states, whatever its tokenizer)
     embedding_weight: float = 0.0
+    # > 0: batches of similar length, drawn from pools of this many batches (`batches`); less padding to compute
+    length_groups: int = 0
+
+    def __repr__(self) -> str:
+        """The dataclass's repr (what keys a final's checkpoint and weights), less the settings added since at their
+        defaults: a run that leaves them off keeps the key it had before they existed."""
+        later = {"length_groups": 0}
+        shown = [f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__
+                 if k not in later or getattr(self, k) != later[k]]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillSettings":
@@ -77,8 +87,13 @@ def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def batches(n: int, batch_size: int, steps: int, seed: int):
-    """`steps` batches of indices into range(n): shuffled epochs, deterministic by seed."""
+def batches(n: int, batch_size: int, steps: int, seed: int, lengths: np.ndarray | None = None, pool: int = 0):
+    """`steps` batches of indices into range(n): shuffled epochs, deterministic by seed. With `lengths` (n,) (tokens per
+    row) and `pool` > 0, each epoch's batches are `length_grouped`: every row still once an epoch, the batches' order
+    shuffled, but each batch of rows of similar length, so that trimming the padding leaves less to compute."""
+    if lengths is not None and pool > 0:
+        yield from _grouped_batches(np.asarray(lengths), batch_size, steps, seed, pool)
+        return
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     pos = 0
@@ -88,6 +103,36 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
             pos = 0
         yield order[pos:pos + batch_size]
         pos += batch_size
+
+
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int, pool: int, rng) -> list[np.ndarray]:
+    """One epoch's batches of the shuffled rows `order` (a multiple of batch_size long): cut into pools of `pool` batches,
+    each pool sorted by length (longest first) and cut into batches, then all the epoch's batches in a random order (as
+    Hugging Face's group_by_length sampler; the pools keep the rows that share a batch random beyond their length)."""
+    out, size = [], batch_size * pool
+    for i in range(0, len(order), size):
+        chunk = order[i:i + size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        out.extend(chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size))
+    return [out[k] for k in rng.permutation(len(out))]
+
+
+def _grouped_batches(lengths: np.ndarray, batch_size: int, steps: int, seed: int, pool: int):
+    rng = np.random.default_rng(seed)
+    made, n = 0, len(lengths)
+    while made < steps:
+        order = rng.permutation(n)
+        for idx in length_grouped(order[:n // batch_size * batch_size], lengths, batch_size, pool, rng):
+            if made == steps:
+                return
+            yield idx
+            made += 1
+
+
+def row_lengths(tensors: dict[str, torch.Tensor]) -> np.ndarray | None:
+    """Tokens per row (the attention mask's sum), or None where the inputs carry no mask."""
+    mask = tensors.get("attention_mask")
+    return None if mask is None or mask.dim() != 2 else mask.sum(1).numpy()
 
 
 STOP = object()  # what an `on_step` callback returns to end the training after this step
@@ -135,7 +180,8 @@ def distill(student, tensors: dict[str, torch.Tensor], labels: torch.Tensor, tea
     t0 = time.perf_counter()
     last = float("nan")
     start = checkpoint.restore(student, opt, sched, scaler, steps) if checkpoint else 0
-    for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed)):
+    lengths = row_lengths(tensors) if settings.length_groups > 0 else None
+    for step, idx in enumerate(batches(n, min(settings.batch_size, n), steps, seed, lengths, settings.length_groups)):
         if step < start:  # taken before the checkpoint: the same batches are replayed from the seed, not trained
             continue
         opt.zero_grad(set_to_none=True)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from nas.compute import CPU, Compute
-from nas.distill.loop import DistillSettings, batches, linear_schedule, optimizer_update, trim_padding
+from nas.distill.loop import (DistillSettings, batches, linear_schedule, optimizer_update, row_lengths,
+                             trim_padding)
 from nas.distill.losses import LOSSES, hard_ce, hidden_mse
 from nas.paths import save_atomic
 from nas.search.space import all_shapes, sample_shape
@@ -139,7 +140,8 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
         check_shape(cfg, s)
     train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long, device="cpu")
     ckpt_path = pathlib.Path(checkpoint_path) if checkpoint_path else None
-    meta = {"seed": seed, "steps": steps, "n_random": n_random, "batch_size": settings.batch_size, "n": len(train_idx)}
+    meta = {"seed": seed, "steps": steps, "n_random": n_random, "batch_size": settings.batch_size, "n": len(train_idx),
+            **({"length_groups": settings.length_groups} if settings.length_groups > 0 else {})}
     ckpt = load_checkpoint(ckpt_path, meta)
     teacher, own_teacher = frozen_teacher(model, teacher, hidden_weight, ckpt)
     dev = compute.device
@@ -164,7 +166,9 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     t0 = time.perf_counter()
     shape_losses: dict[str, float] = {}
     model.train(dropout)
-    for step, pos in enumerate(itertools.islice(batches(len(train_idx), bs, steps, seed), start, None), start):
+    lengths = row_lengths({k: v[train_idx] for k, v in tensors.items()}) if settings.length_groups > 0 else None
+    order = batches(len(train_idx), bs, steps, seed, lengths, settings.length_groups)
+    for step, pos in enumerate(itertools.islice(order, start, None), start):
         rows = train_idx[torch.as_tensor(pos, device="cpu")]
         inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
         t_hidden = None

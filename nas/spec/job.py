@@ -136,16 +136,16 @@ class Budgets(Strict):
     data_fraction: float = Field(1.0, gt=0, le=1)
     max_seq_len: int = Field(128, ge=8, le=512)
     teacher_epochs: float = Field(3.0, ge=0, le=100)  # at least 60 steps; 0: no fine-tuning (the head as initialised)
-    # The student initialiser's distillation (a `student_init`, or a teacher the service cannot slice;
-    # nas/teachers/load.py fine_tune): epochs (none: teacher_epochs; keeps its best on dev), peak lr, loss on the logits
-    # (KL at T=2 or MSE), weights (0: none) of the teacher's pooled state via a projection (1 - cosine) and, where the
-    # tokenizers cut text alike, its attention maps (KL) and per-layer hidden states via a projection (MSE), per batch.
+    # The student initialiser's distillation (`student_init`, or a teacher the service cannot slice): epochs (none:
+    # teacher_epochs; best on dev kept), peak lr, loss on the logits (KL at T=2 or MSE), weights (0: none) of the teacher's
+    # pooled state, attention maps and hidden states (nas/teachers/training.py), batches of similar length (> 0: pools).
     student_init_epochs: float | None = Field(None, gt=0, le=100)
     student_init_lr: float = Field(1e-4, gt=0, le=1)
     student_init_soft_loss: Literal["soft_kl", "soft_mse"] = "soft_kl"
     student_init_embedding: float = Field(0.0, ge=0, le=100)
     student_init_attention: float = Field(0.0, ge=0, le=100)
     student_init_hidden: float = Field(0.0, ge=0, le=100)
+    student_init_length_groups: int = Field(0, ge=0, le=10000)
     max_concurrent: int = Field(1, ge=1, le=1024)
     # wall-clock budget of the search stage in seconds (none: trials decide); no trial, proxy generation or final starts
     # after it, and the supernet schedule's finals go teacher -> student (no assistant distillation) under it

@@ -44,6 +44,9 @@ class DistillDefaults(Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(32, ge=1, le=4096)
     weight_decay: float = Field(0.01, ge=0)
+    # > 0: every student's training (supernet, trials, finals) draws batches of rows of similar length from pools of
+    # this many batches (Hugging Face's group_by_length uses 50): less padding to compute on varied text; 0: random
+    length_groups: int = Field(0, ge=0, le=10000)
 
 
 def _axis_list(axis: str):

@@ -30,14 +30,14 @@ def check(spec: JobSpec, teacher_config: dict) -> None:
 
 
 def check_initialiser_targets(spec: JobSpec) -> None:
-    """budgets.student_init_embedding, _attention, _hidden, _lr and _soft_loss (set other than their defaults) need a
-    student initialiser; the embedding needs its transfer rows from `transfer:` (whose set keeps the teacher's pooled
-    states), not from search.final.augment alone; the attention maps and hidden states need tokenizers that cut text
-    alike (nas/teachers/align.py)."""
+    """budgets.student_init_embedding, _attention, _hidden, _lr, _soft_loss and _length_groups (set other than their
+    defaults) need a student initialiser; the embedding needs its transfer rows from `transfer:` (whose set keeps the
+    teacher's pooled states), not from search.final.augment alone; the attention maps and hidden states need tokenizers
+    that cut text alike (nas/teachers/align.py)."""
     b = spec.budgets
     defaults = type(b).model_fields
     fields = ("student_init_embedding", "student_init_attention", "student_init_hidden", "student_init_lr",
-              "student_init_soft_loss")
+              "student_init_soft_loss", "student_init_length_groups")
     asked = [f for f in fields if getattr(b, f) != defaults[f].default]
     if not asked:
         return
