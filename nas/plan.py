@@ -90,23 +90,31 @@ class Calibration:
     large: dict  # the same of the largest
     init: dict | None = None  # {"step", "row"} of the student initialiser at full size, where students slice one
     sorted_rows: float = 1.0  # a row's share of its full-width cost in a length-sorted, padding-trimmed batch
+    # a training step's share of its full-width cost in length-grouped batches: the students' (the space's
+    # distill.length_groups) and the initialiser's (budgets.student_init_length_groups); 1.0: random batches
+    grouped_step: float = 1.0
+    grouped_init_step: float = 1.0
 
     def student(self, weights: float, what: str) -> float:
         """A student's `what` (step / row / latency) by its encoder weights, between the smallest and the largest."""
         lo, hi = self.small, self.large
+        share = self.grouped_step if what == "step" else 1.0
         if hi["weights"] == lo["weights"]:
-            return hi[what]
+            return hi[what] * share
         f = (weights - lo["weights"]) / (hi["weights"] - lo["weights"])
-        return max(lo[what] * 0.5, lo[what] + f * (hi[what] - lo[what]))
+        return max(lo[what] * 0.5, lo[what] + f * (hi[what] - lo[what])) * share
 
 
 def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device: str = "cpu",
-              source=None, sorted_seq: int | None = None, precision: str = "fp32") -> Calibration:
+              source=None, sorted_seq: int | None = None, precision: str = "fp32",
+              grouped_seq: int | None = None, grouped_init_seq: int | None = None) -> Calibration:
     """The step, row and latency times of the teacher and of the smallest and largest student, on `device`: training
     steps in the job's `precision`, forwards in fp32 (the scores and the latency are the fp32 model's).
     `source`: the student initialiser the students slice (else they slice the teacher), timed at full size too.
     `sorted_seq`: the mean width of the data's length-sorted batches (nas/distill/evaluate.py's predict_logits), at
-    which the teacher's batched forward is timed again."""
+    which the teacher's batched forward is timed again. `grouped_seq` / `grouped_init_seq`: the mean width of the
+    students' / the initialiser's length-grouped training batches (`grouped_width`), where they train so, at which
+    the largest student's / the initialiser's step is timed again."""
     from nas.students.bert_slice import extract_subnet
     from nas.teachers.load import TEACHER_BATCH
 
@@ -123,7 +131,13 @@ def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device:
                                         "row": forward_time(src, 64, seq) / 64}  # its forward: the supernet's targets
     t_step, t_row = step_time(teacher, TEACHER_BATCH, seq, precision), forward_time(teacher, 64, seq) / 64
     share = 1.0 if not sorted_seq or sorted_seq >= seq else min(1.0, forward_time(teacher, 64, sorted_seq) / 64 / t_row)
-    return Calibration(t_step, t_row, forward_time(teacher, 1, seq, n=5), parts["small"], parts["large"], init, share)
+
+    def grouped(model_fn, rows: int, width: int | None, full: float) -> float:
+        return 1.0 if not width or width >= seq else min(1.0, step_time(model_fn(), rows, width, precision) / full)
+
+    return Calibration(t_step, t_row, forward_time(teacher, 1, seq, n=5), parts["small"], parts["large"], init, share,
+                       grouped(lambda: extract_subnet(src, large).to(device), batch, grouped_seq, parts["large"]["step"]),
+                       grouped(lambda: src, TEACHER_BATCH, grouped_init_seq, init["step"]) if init else 1.0)
 
 
 def sorted_width(tokenizer, texts, seq: int, pair: bool = False, batch: int = 64) -> int:
@@ -133,6 +147,18 @@ def sorted_width(tokenizer, texts, seq: int, pair: bool = False, batch: int = 64
 
     lengths = sorted(encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).tolist())
     widths = [max(lengths[i:i + batch]) for i in range(0, len(lengths), batch)]
+    return max(1, round(statistics.mean(widths))) if widths else seq
+
+
+def grouped_width(tokenizer, texts, seq: int, batch: int, pool: int, pair: bool = False) -> int:
+    """The mean width of an epoch's length-grouped training batches (nas/distill/loop.py `batches` with `pool`), each
+    trimmed of its shared padding: what the students train at with distill.length_groups."""
+    from nas.data import encode
+    from nas.distill.loop import batches
+
+    lengths = encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).numpy()
+    n = len(lengths)
+    widths = [int(lengths[b].max()) for b in batches(n, min(batch, n), max(1, n // batch), 0, lengths, pool)]
     return max(1, round(statistics.mean(widths))) if widths else seq
 
 
@@ -183,7 +209,7 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
     if work.initialiser:  # the teacher stage labels the transfer set first, then distils the initialiser from both
         epochs = b.init_epochs()
         # attention maps and hidden states run the teacher on each batch beside the initialiser's step
-        step = cal.init["step"] + (TEACHER_BATCH * cal.teacher_row if b.student_init_attention > 0
+        step = cal.init["step"] * cal.grouped_init_step + (TEACHER_BATCH * cal.teacher_row if b.student_init_attention > 0
                                    or b.student_init_hidden > 0 else 0.0)
         distil = 0.0 if work.init_cached else (steps_for(n_all + extra, TEACHER_BATCH, epochs, None) * step
                                                + (n_rows + n_dev * max(1, math.ceil(epochs))) * cal.init["row"]
@@ -211,7 +237,7 @@ def estimate(spec, work: Work, cal: Calibration, shapes: list, assistant_weights
         # one length, final_slots of them at once
         units = fin.top_k * (fin.seeds + (1 if two_step and fin.one_step_baseline else 0))
         finals = math.ceil(units / max(1, final_slots)) * final_steps * cal.student(avg_w, "step")
-        top = cal.init["step"] if cal.init else cal.teacher_step  # the assistant is a slice of what students slice
+        top = (cal.init["step"] if cal.init else cal.teacher_step) * cal.grouped_step  # a slice of what students slice
         assistant = final_steps * top * min(1.0, assistant_weights / max(cal.large["weights"], 1) * 0.5) \
             if two_step else 0.0
         evolve = b.trials * (n_dev * cal.student(avg_w, "row") * cal.sorted_rows + measure)
@@ -285,15 +311,21 @@ def plan(spec) -> dict:
     threads = spec.latency.threads or os.cpu_count() or 1
     width = sorted_width(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)), ds.texts, spec.budgets.max_seq_len,
                          pair=ds.task == "pair")
+    pools = (space.distill.length_groups, spec.budgets.student_init_length_groups if work.initialiser else 0)
+    gw = [grouped_width(AutoTokenizer.from_pretrained(teacher_path(root, "student_init")), ds.texts,
+                        spec.budgets.max_seq_len, space.distill.batch_size, p, pair=ds.task == "pair") if p else None
+          for p in pools]
     cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source,
-                    sorted_seq=width, precision=spec.compute.precision if spec.compute.precision != "fp16" else "fp32")
+                    sorted_seq=width, precision=spec.compute.precision if spec.compute.precision != "fp16" else "fp32",
+                    grouped_seq=gw[0], grouped_init_seq=gw[1])
     aw = max((s.encoder_weights() for s in all_shapes(space.assistant)), default=0) if space.assistant else 0
     aw = aw if spec.search.supernet is not None and spec.search.autodisc.enabled else 0
     stages = estimate(spec, work, cal, shapes, aw)
     gpu = {}
     if torch.cuda.is_available():  # the same job where a GPU trains it, in its precision
         gcal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, "cuda",
-                         source=source, sorted_seq=width, precision=spec.compute.precision)
+                         source=source, sorted_seq=width, precision=spec.compute.precision, grouped_seq=gw[0],
+                         grouped_init_seq=gw[1])
         slots = torch.cuda.device_count()  # the finals train one per GPU, at once
         gpu = {"gpu": {"device": torch.cuda.get_device_name(0), "gpus": slots,
                        "stages": estimate(spec, work, gcal, shapes, aw, final_slots=slots)}}
@@ -306,5 +338,7 @@ def plan(spec) -> dict:
             "calibration": {"teacher_step_s": cal.teacher_step, "teacher_row_s": cal.teacher_row,
                             "teacher_latency_ms": 1000 * cal.teacher_latency, "sorted_batch_width": width,
                             "sorted_row_share": cal.sorted_rows,
+                            **({"grouped_step_share": cal.grouped_step} if gw[0] else {}),
+                            **({"grouped_init_step_share": cal.grouped_init_step} if gw[1] else {}),
                             "student_step_s": [cal.small["step"], cal.large["step"]],
                             **({"initialiser_step_s": cal.init["step"]} if cal.init else {})}}

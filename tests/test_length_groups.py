@@ -127,3 +127,46 @@ def test_the_space_takes_length_groups_and_refuses_a_negative_one(tmp_path):
     # off, a final's settings print as they did before the setting existed (its checkpoint key is unchanged)
     assert "length_groups" not in repr(DistillSettings())
     assert "length_groups=5" in repr(DistillSettings(length_groups=5))  # on, another run's checkpoint is not its
+
+
+def test_nas_plan_counts_grouped_steps_at_their_measured_share(minilm_tokenizer):
+    """`nas plan` times a training step again at the mean width of length-grouped batches (`grouped_width`), where the
+    space or the initialiser's budget asks for them, and counts every student step (the initialiser's) at that share."""
+    import yaml
+    from conftest import TINY_SUPERNET_SPEC
+
+    from nas.data import load_dataset
+    from nas.distill.loop import steps_for
+    from nas.plan import Calibration, Work, estimate, grouped_width
+    from nas.spec.job import DatasetRef, parse_spec
+    from nas.students.shape import Shape
+    from nas.teachers.load import TEACHER_BATCH
+
+    texts = load_dataset(DatasetRef(name="rotten-tomatoes", max_rows=3000), "classification", 0).texts
+    lengths = minilm_tokenizer(list(texts), truncation=True, max_length=64)["attention_mask"]
+    lengths = np.array([sum(m) for m in lengths])
+    width = grouped_width(minilm_tokenizer, texts, 64, 32, 50)
+    random_width = np.mean([lengths[b].max() for b in batches(len(lengths), 32, len(lengths) // 32, 0)])
+    assert lengths.mean() <= width < 0.85 * random_width, (lengths.mean(), width, random_width)
+
+    def cal(share: float, init_share: float) -> Calibration:
+        return Calibration(teacher_step=0.5, teacher_row=0.002, teacher_latency=0.01,
+                           small={"weights": 1e5, "step": 0.02, "row": 0.0001, "latency": 0.001},
+                           large={"weights": 2e6, "step": 0.2, "row": 0.001, "latency": 0.004},
+                           init={"step": 0.3, "row": 0.002}, grouped_step=share, grouped_init_step=init_share)
+
+    shapes = [Shape(layers=1, hidden=128, heads=2, ffn=256), Shape(layers=2, hidden=256, heads=4, ffn=512)]
+    raw = yaml.safe_load(TINY_SUPERNET_SPEC)
+    raw["search"]["final"].update(augment=0)
+    spec = parse_spec(raw)
+    work = Work(n_rows=1000, initialiser=True)
+    full, half = estimate(spec, work, cal(1.0, 1.0), shapes), estimate(spec, work, cal(0.5, 1.0), shapes)
+    assert half["search"] < full["search"] and half["teacher"] == full["teacher"]
+    assert cal(0.5, 1.0).student(1e6, "step") == pytest.approx(0.5 * cal(1.0, 1.0).student(1e6, "step"))
+    assert cal(0.5, 1.0).student(1e6, "row") == cal(1.0, 1.0).student(1e6, "row")  # scoring is not grouped
+    # the initialiser's distillation (in the teacher stage) at its own share: that many steps at 0.3 s, less 40%
+    grouped_init = estimate(spec, work, cal(1.0, 0.6), shapes)
+    n_all = int(0.8 * 1000)
+    init_steps = steps_for(n_all, TEACHER_BATCH, spec.budgets.init_epochs(), None)
+    assert full["teacher"] - grouped_init["teacher"] == pytest.approx(init_steps * 0.3 * 0.4, rel=1e-6)
+    assert grouped_init["search"] == full["search"]
