@@ -16,6 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nas.compute import on_host, resolve
@@ -140,26 +141,33 @@ def calibrate(teacher, shapes: list, batch: int, seq: int, threads: int, device:
                        grouped(lambda: src, TEACHER_BATCH, grouped_init_seq, init["step"]) if init else 1.0)
 
 
+def text_lengths(tokenizer, texts, seq: int, pair: bool = False) -> np.ndarray:
+    """Tokens per text, at most `seq`."""
+    from nas.data import encode
+
+    return encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).numpy()
+
+
+def mean_width(lengths: np.ndarray, rows, seq: int) -> int:
+    """The mean width of batches (`rows`: each batch's indices into `lengths`) trimmed of their shared padding."""
+    widths = [int(lengths[b].max()) for b in rows]
+    return max(1, round(statistics.mean(widths))) if widths else seq
+
+
 def sorted_width(tokenizer, texts, seq: int, pair: bool = False, batch: int = 64) -> int:
     """The mean width of batches of `batch` rows sorted by length and trimmed of shared padding: what the logits of
     every row, the labelling and the dev evaluations run at (reviews are shorter than max_seq_len)."""
-    from nas.data import encode
-
-    lengths = sorted(encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).tolist())
-    widths = [max(lengths[i:i + batch]) for i in range(0, len(lengths), batch)]
-    return max(1, round(statistics.mean(widths))) if widths else seq
+    lengths = np.sort(text_lengths(tokenizer, texts, seq, pair))
+    return mean_width(lengths, [np.arange(i, min(i + batch, len(lengths))) for i in range(0, len(lengths), batch)], seq)
 
 
-def grouped_width(tokenizer, texts, seq: int, batch: int, pool: int, pair: bool = False) -> int:
-    """The mean width of an epoch's length-grouped training batches (nas/distill/loop.py `batches` with `pool`), each
-    trimmed of its shared padding: what the students train at with distill.length_groups."""
-    from nas.data import encode
+def grouped_width(lengths: np.ndarray, seq: int, batch: int, pool: int) -> int:
+    """The mean width of an epoch's length-grouped training batches (nas/distill/loop.py `batches` with `pool`) of rows
+    of these `lengths`: what the students train at with distill.length_groups."""
     from nas.distill.loop import batches
 
-    lengths = encode(tokenizer, texts, seq, pair=pair)["attention_mask"].sum(1).numpy()
     n = len(lengths)
-    widths = [int(lengths[b].max()) for b in batches(n, min(batch, n), max(1, n // batch), 0, lengths, pool)]
-    return max(1, round(statistics.mean(widths))) if widths else seq
+    return mean_width(lengths, batches(n, min(batch, n), max(1, n // batch), 0, lengths, pool), seq)
 
 
 @dataclass
@@ -312,9 +320,9 @@ def plan(spec) -> dict:
     width = sorted_width(AutoTokenizer.from_pretrained(teacher_path(spec.teacher)), ds.texts, spec.budgets.max_seq_len,
                          pair=ds.task == "pair")
     pools = (space.distill.length_groups, spec.budgets.student_init_length_groups if work.initialiser else 0)
-    gw = [grouped_width(AutoTokenizer.from_pretrained(teacher_path(root, "student_init")), ds.texts,
-                        spec.budgets.max_seq_len, space.distill.batch_size, p, pair=ds.task == "pair") if p else None
-          for p in pools]
+    lengths = text_lengths(AutoTokenizer.from_pretrained(teacher_path(root, "student_init")), ds.texts,
+                           spec.budgets.max_seq_len, ds.task == "pair") if any(pools) else None
+    gw = [grouped_width(lengths, spec.budgets.max_seq_len, space.distill.batch_size, p) if p else None for p in pools]
     cal = calibrate(teacher, shapes, space.distill.batch_size, spec.budgets.max_seq_len, threads, source=source,
                     sorted_seq=width, precision=spec.compute.precision if spec.compute.precision != "fp16" else "fp32",
                     grouped_seq=gw[0], grouped_init_seq=gw[1])

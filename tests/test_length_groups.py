@@ -137,7 +137,7 @@ def test_nas_plan_counts_grouped_steps_at_their_measured_share(minilm_tokenizer)
 
     from nas.data import load_dataset
     from nas.distill.loop import steps_for
-    from nas.plan import Calibration, Work, estimate, grouped_width
+    from nas.plan import Calibration, Work, estimate, grouped_width, text_lengths
     from nas.spec.job import DatasetRef, parse_spec
     from nas.students.shape import Shape
     from nas.teachers.load import TEACHER_BATCH
@@ -145,7 +145,7 @@ def test_nas_plan_counts_grouped_steps_at_their_measured_share(minilm_tokenizer)
     texts = load_dataset(DatasetRef(name="rotten-tomatoes", max_rows=3000), "classification", 0).texts
     lengths = minilm_tokenizer(list(texts), truncation=True, max_length=64)["attention_mask"]
     lengths = np.array([sum(m) for m in lengths])
-    width = grouped_width(minilm_tokenizer, texts, 64, 32, 50)
+    width = grouped_width(text_lengths(minilm_tokenizer, texts, 64), 64, 32, 50)
     random_width = np.mean([lengths[b].max() for b in batches(len(lengths), 32, len(lengths) // 32, 0)])
     assert lengths.mean() <= width < 0.85 * random_width, (lengths.mean(), width, random_width)
 
