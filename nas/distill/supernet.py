@@ -166,9 +166,8 @@ def train_supernet(model, teacher_logits: torch.Tensor, tensors: dict[str, torch
     t0 = time.perf_counter()
     shape_losses: dict[str, float] = {}
     model.train(dropout)
-    lengths = row_lengths(tensors) if settings.length_groups > 0 else None
-    order = batches(len(train_idx), bs, steps, seed, lengths if lengths is None else lengths[train_idx.numpy()],
-                    settings.length_groups)
+    lengths = row_lengths(tensors)[train_idx.numpy()] if settings.length_groups > 0 else None
+    order = batches(len(train_idx), bs, steps, seed, lengths, settings.length_groups)
     for step, pos in enumerate(itertools.islice(order, start, None), start):
         rows = train_idx[torch.as_tensor(pos, device="cpu")]
         inputs = compute.to_device(trim_padding({k: v[rows] for k, v in tensors.items()}))
